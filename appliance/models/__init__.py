@@ -1,0 +1,1 @@
+"""Whisper models: where the weights come from (store), and the backends that run them."""

@@ -1,0 +1,1 @@
+"""Per-stream streaming logic: endpointing, the commit policy, text guards and the orchestrator."""

@@ -1,0 +1,306 @@
+"""The life of one stream: chunks in, VAD endpointing, utterances, decodes, results out.
+
+Two tasks per stream: `_ingest` reads chunks, validates and resamples them, runs the VAD and cuts
+utterances; `_decode_lane` runs this stream's decodes one at a time, in order, so results leave in
+the order their audio arrived and every partial of an utterance precedes its final. Every utterance
+that received speech ends in exactly one final, or in the error that ended the stream; when the
+client half-closes, the open utterance is decoded and its final sent before the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from appliance.audio import MODEL_SAMPLE_RATE_HZ, StreamResampler, pcm16_to_float32, validate_chunk
+from appliance.errors import ApplianceError
+from appliance.models.backends import Backend
+from appliance.scheduler import DecodeScheduler
+from appliance.streaming.commit import CommitPolicy, strip_overlap
+from appliance.streaming.endpointing import EndpointConfig, Endpointer, FrameEvent
+from appliance.streaming.quality import transcript_text
+from appliance.streaming.session import SessionSettings
+from appliance.streaming.types import AudioIn, RecognitionResult, StreamLimits
+from appliance.streaming.utterance import UtteranceBuffer
+from appliance.vad import FRAME_SEC, VadStream
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass
+class _DecodeJob:
+    is_final: bool
+    utterance_index: int
+    audio: np.ndarray
+    start_sec: float
+    end_sec: float
+    commit: CommitPolicy
+    after_overlap: bool
+
+
+@dataclass
+class _LaneEnd:
+    error: ApplianceError | None
+
+
+def _seconds(samples: int) -> float:
+    return samples / MODEL_SAMPLE_RATE_HZ
+
+
+class StreamOrchestrator:
+    def __init__(self, settings: SessionSettings, limits: StreamLimits, *, vad: VadStream,
+                 backend: Backend, scheduler: DecodeScheduler, vad_executor: Executor | None = None):
+        self._settings = settings
+        self._limits = limits
+        self._vad = vad
+        self._backend = backend
+        self._scheduler = scheduler
+        self._vad_executor = vad_executor
+        self._resampler = StreamResampler()
+        self._endpointer = Endpointer(EndpointConfig(
+            threshold=settings.vad_threshold, silence_sec=settings.vad_silence_sec,
+            speech_rms_threshold=limits.speech_rms_threshold, min_speech_sec=limits.min_speech_sec))
+        self._buffer = UtteranceBuffer(preroll_frames=round(limits.preroll_sec / FRAME_SEC))
+        self._min_speech_frames = max(1, round(limits.min_speech_sec / FRAME_SEC))
+        self._tail_samples = int(limits.tail_sec * MODEL_SAMPLE_RATE_HZ)
+        self._cap_samples = self._buffer_cap_samples(settings, limits)
+        self._out: asyncio.Queue = asyncio.Queue()
+        self._jobs: asyncio.Queue = asyncio.Queue()
+        self._timeline_samples = 0
+        self._audio_sec_received = 0.0
+        self._utterance_index = 0
+        self._utterance_speech_frames = 0
+        self._samples_at_last_partial = 0
+        self._partial_queued = False
+        self._commit = CommitPolicy()
+        self._after_overlap = False
+        self._last_final_text = ""
+        self._ended = False
+
+    @staticmethod
+    def _buffer_cap_samples(settings: SessionSettings, limits: StreamLimits) -> int | None:
+        caps = []
+        if limits.max_buffer_sec:
+            caps.append(int(limits.max_buffer_sec * MODEL_SAMPLE_RATE_HZ))
+        if limits.max_buffer_bytes:
+            caps.append(limits.max_buffer_bytes // 2)  # counted as 16-bit PCM at the model rate
+        if settings.partials and limits.partial_interval_sec:
+            # Partials compare whole-utterance hypotheses; past the partial window an utterance is
+            # cut into a final so the committed/unstable split stays exact.
+            caps.append(int(limits.partial_window_sec * MODEL_SAMPLE_RATE_HZ))
+        return max(MODEL_SAMPLE_RATE_HZ, min(caps)) if caps else None
+
+    async def results(self, chunks: AsyncIterable[AudioIn]) -> AsyncIterator[RecognitionResult]:
+        ingest = asyncio.create_task(self._ingest(chunks))
+        lane = asyncio.create_task(self._decode_lane())
+        try:
+            while True:
+                item = await self._out.get()
+                if item is _END:
+                    return
+                if isinstance(item, ApplianceError):
+                    raise item
+                yield item
+        finally:
+            ingest.cancel()
+            lane.cancel()
+            await asyncio.gather(ingest, lane, return_exceptions=True)
+
+    # --- ingest -------------------------------------------------------------------------------
+
+    async def _ingest(self, chunks: AsyncIterable[AudioIn]) -> None:
+        error: ApplianceError | None = None
+        timeout = self._limits.session_timeout_sec if self._limits.session_timeout_sec > 0 else None
+        iterator = chunks.__aiter__()
+        try:
+            while not self._ended:
+                try:
+                    chunk = await asyncio.wait_for(iterator.__anext__(), timeout=timeout)
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    raise ApplianceError(
+                        "ERR1012", f"no audio received for {timeout:g} s (server.session_timeout_sec)") from None
+                await self._accept(chunk)
+            tail = self._resampler.flush()
+            if tail.size:
+                await self._feed(tail)
+        except ApplianceError as err:
+            error = err
+        self._finish_utterance()
+        await self._jobs.put(_LaneEnd(error))
+
+    async def _accept(self, chunk: AudioIn) -> None:
+        settings = self._settings
+        if settings.token and not hmac.compare_digest(chunk.session_token.encode(), settings.token.encode()):
+            raise ApplianceError("ERR1005", "session_token does not match the token issued by CreateSession")
+        if chunk.session_id and chunk.session_id != settings.session_id:
+            raise ApplianceError(
+                "ERR1003", f"chunk session_id {chunk.session_id!r} differs from the stream's {settings.session_id!r}")
+        if not chunk.pcm16:
+            return
+        rate_hz = chunk.sample_rate_hz or self._limits.default_sample_rate_hz
+        max_chunk_ms = None if settings.upload_mode == "batch" else self._limits.max_chunk_ms
+        self._audio_sec_received += validate_chunk(chunk.pcm16, rate_hz, max_chunk_ms)
+        cap_sec = self._limits.max_audio_sec_per_session
+        if cap_sec and self._audio_sec_received > cap_sec:
+            raise ApplianceError(
+                "ERR1013", f"session sent {self._audio_sec_received:.1f} s of audio; "
+                f"server.max_audio_seconds_per_session is {cap_sec:g} s")
+        await self._feed(self._resampler(pcm16_to_float32(chunk.pcm16), rate_hz))
+
+    async def _feed(self, samples: np.ndarray) -> None:
+        if samples.size == 0:
+            return
+        loop = asyncio.get_running_loop()
+        frames, probs = await loop.run_in_executor(self._vad_executor, self._vad.process, samples)
+        if not len(frames):
+            return
+        frame_rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+        for frame, probability, level in zip(frames, probs, frame_rms):
+            self._on_frame(frame, float(probability), float(level))
+            if self._ended:
+                return
+
+    def _on_frame(self, frame: np.ndarray, probability: float, level: float) -> None:
+        frame_start = self._timeline_samples
+        self._timeline_samples += frame.size
+        event = self._endpointer.push(probability, level)
+        buffer = self._buffer
+        if not buffer.is_open:
+            if event is not FrameEvent.SPEECH_START:
+                buffer.idle_frame(frame)
+                return
+            buffer.open(frame_start)
+            self._utterance_speech_frames = 0
+            self._samples_at_last_partial = 0
+        buffer.append(frame)
+        if self._endpointer.in_speech and self._endpointer.trailing_silence_frames == 0:
+            self._utterance_speech_frames += 1
+            buffer.last_speech_end_sample = self._timeline_samples
+        if event is FrameEvent.SPEECH_END and self._settings.emit_final_on_vad:
+            self._finish_utterance()
+        elif self._cap_samples and buffer.samples >= self._cap_samples:
+            self._cut_at_cap()
+        else:
+            self._maybe_queue_partial()
+
+    # --- utterances ---------------------------------------------------------------------------
+
+    def _finish_utterance(self) -> None:
+        """Close the open utterance; queue its final if it held enough speech."""
+        buffer = self._buffer
+        if not buffer.is_open:
+            return
+        if self._utterance_speech_frames >= self._min_speech_frames:
+            end = min(buffer.last_speech_end_sample + self._tail_samples, self._timeline_samples)
+            self._queue_final(buffer.audio(end_sample=end), buffer.start_sample, buffer.last_speech_end_sample)
+        buffer.close()
+        self._after_overlap = False
+
+    def _cut_at_cap(self) -> None:
+        """The utterance reached the buffer cap: final for what is buffered, keep the overlap."""
+        buffer = self._buffer
+        audio = buffer.audio()
+        had_speech = self._utterance_speech_frames >= self._min_speech_frames
+        if had_speech:
+            self._queue_final(audio, buffer.start_sample, self._timeline_samples)
+        overlap = audio[len(audio) - int(self._limits.buffer_overlap_sec * MODEL_SAMPLE_RATE_HZ):] \
+            if self._limits.buffer_overlap_sec > 0 else audio[:0]
+        buffer.reopen_with(overlap.copy(), self._timeline_samples - overlap.size)
+        self._after_overlap = had_speech and overlap.size > 0
+        self._utterance_speech_frames = 0
+        self._samples_at_last_partial = 0
+
+    def _queue_final(self, audio: np.ndarray, start_sample: int, end_sample: int) -> None:
+        self._jobs.put_nowait(_DecodeJob(
+            is_final=True, utterance_index=self._utterance_index, audio=audio,
+            start_sec=_seconds(start_sample), end_sec=_seconds(end_sample),
+            commit=self._commit, after_overlap=self._after_overlap))
+        self._utterance_index += 1
+        self._commit = CommitPolicy()
+
+    def _maybe_queue_partial(self) -> None:
+        interval_sec = self._limits.partial_interval_sec
+        if not self._settings.partials or not interval_sec or self._partial_queued:
+            return
+        buffer = self._buffer
+        if buffer.samples - self._samples_at_last_partial < interval_sec * MODEL_SAMPLE_RATE_HZ:
+            return
+        if self._utterance_speech_frames < self._min_speech_frames:
+            return
+        self._samples_at_last_partial = buffer.samples
+        self._partial_queued = True
+        self._jobs.put_nowait(_DecodeJob(
+            is_final=False, utterance_index=self._utterance_index, audio=buffer.audio(),
+            start_sec=_seconds(buffer.start_sample), end_sec=_seconds(self._timeline_samples),
+            commit=self._commit, after_overlap=self._after_overlap))
+
+    # --- decoding -----------------------------------------------------------------------------
+
+    async def _decode_lane(self) -> None:
+        while True:
+            job = await self._jobs.get()
+            if isinstance(job, _LaneEnd):
+                self._out.put_nowait(job.error or _END)
+                return
+            try:
+                if job.is_final:
+                    await self._run_final(job)
+                else:
+                    self._partial_queued = False
+                    if job.utterance_index == self._utterance_index:  # else its final is already queued
+                        await self._run_partial(job)
+            except ApplianceError as err:
+                self._out.put_nowait(err)
+                return
+            if self._ended:
+                self._out.put_nowait(_END)
+                return
+
+    async def _decode_text(self, job: _DecodeJob):
+        s = self._settings
+        transcript = await self._scheduler.decode(
+            self._backend, job.audio, s.decode_options, language=s.language, task=s.task, is_final=job.is_final)
+        if transcript is None:
+            return None, None
+        text = transcript_text(transcript, s.decode_options)
+        if job.after_overlap:
+            text = strip_overlap(self._last_final_text, text)
+        log.debug("session %s utterance %d %s: %.2f s audio decoded in %.3f s, %d words",
+                  s.session_id, job.utterance_index, "final" if job.is_final else "partial",
+                  transcript.audio_sec, transcript.decode_sec, len(text.split()))
+        return text, transcript
+
+    async def _run_partial(self, job: _DecodeJob) -> None:
+        text, transcript = await self._decode_text(job)
+        if transcript is None:
+            return
+        committed, unstable = job.commit.partial(text)
+        self._emit(job, transcript, is_final=False, committed=committed, unstable=unstable)
+
+    async def _run_final(self, job: _DecodeJob) -> None:
+        text, transcript = await self._decode_text(job)
+        text = job.commit.final(text)
+        if text:
+            self._last_final_text = text
+        self._emit(job, transcript, is_final=True, committed=text, unstable="")
+        if self._settings.vad_mode == "auto" and text:
+            self._ended = True
+
+    def _emit(self, job: _DecodeJob, transcript, *, is_final: bool, committed: str, unstable: str) -> None:
+        text = f"{committed} {unstable}".strip()
+        self._out.put_nowait(RecognitionResult(
+            session_id=self._settings.session_id, utterance_index=job.utterance_index, is_final=is_final,
+            text=text, committed_text=committed, unstable_text=unstable,
+            start_sec=round(job.start_sec, 3), end_sec=round(job.end_sec, 3),
+            language=transcript.language, language_probability=transcript.language_probability,
+            decode_latency_sec=transcript.decode_sec, model_id=self._settings.model_id))

@@ -1,0 +1,48 @@
+"""Transport-neutral messages of a stream: audio in, results out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AudioIn:
+    session_id: str
+    pcm16: bytes
+    sample_rate_hz: int  # 0 = server.sample_rate
+    session_token: str = ""
+
+
+@dataclass(frozen=True)
+class RecognitionResult:
+    session_id: str
+    utterance_index: int
+    is_final: bool
+    text: str
+    committed_text: str
+    unstable_text: str
+    start_sec: float
+    end_sec: float
+    language: str
+    language_probability: float
+    decode_latency_sec: float
+    model_id: str
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """Per-stream limits and cadences, resolved from AppConfig once."""
+
+    session_timeout_sec: float = 60.0
+    max_chunk_ms: float | None = 2000.0
+    default_sample_rate_hz: int = 16_000
+    max_buffer_sec: float | None = 20.0
+    max_buffer_bytes: int | None = None
+    buffer_overlap_sec: float = 0.5
+    partial_interval_sec: float | None = 1.5
+    partial_window_sec: float = 10.0
+    speech_rms_threshold: float = 0.0
+    max_audio_sec_per_session: float | None = None
+    preroll_sec: float = 0.3  # audio kept before the first speech frame, so onsets are not clipped
+    tail_sec: float = 0.25  # silence kept after the last speech frame: Whisper ends words better
+    min_speech_sec: float = 0.1

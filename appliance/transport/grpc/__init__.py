@@ -1,0 +1,1 @@
+"""gRPC transport: the servicer, rich error statuses, health and reflection."""

@@ -1,0 +1,67 @@
+"""Builds the gRPC server: the service, health (grpc.health.v1), reflection, keepalive, TLS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from appliance.api import stt_pb2, stt_pb2_grpc
+from appliance.config import AppConfig
+from appliance.runtime import Lifecycle, Runtime
+from appliance.transport.grpc.servicer import SpeechToTextServicer
+
+SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
+
+_SERVING_STATUS = {
+    Lifecycle.STARTING: health_pb2.HealthCheckResponse.NOT_SERVING,
+    Lifecycle.SERVING: health_pb2.HealthCheckResponse.SERVING,
+    Lifecycle.DRAINING: health_pb2.HealthCheckResponse.NOT_SERVING,
+    Lifecycle.STOPPED: health_pb2.HealthCheckResponse.NOT_SERVING,
+}
+
+
+def server_options(config: AppConfig) -> list[tuple[str, int]]:
+    s = config.server
+    return [
+        ("grpc.max_receive_message_length", int(s.grpc_max_receive_message_bytes)),
+        ("grpc.max_send_message_length", int(s.grpc_max_send_message_bytes)),
+        # Audio streams live for minutes: ping idle connections so dead kiosks are noticed, and let
+        # clients ping us (every 10 s at most) to keep NAT state alive.
+        ("grpc.keepalive_time_ms", 45_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+class HealthReporter:
+    """Mirrors the runtime lifecycle into grpc.health.v1 for the overall server and the service."""
+
+    def __init__(self) -> None:
+        self.servicer = health.aio.HealthServicer()
+
+    async def publish(self, state: Lifecycle) -> None:
+        status = _SERVING_STATUS[state]
+        for name in ("", SERVICE_NAME):
+            await self.servicer.set(name, status)
+
+
+def create_grpc_server(config: AppConfig, runtime: Runtime, health_reporter: HealthReporter,
+                       host: str | None = None, port: int | None = None) -> tuple[grpc.aio.Server, int]:
+    """Build (not start) the server; returns it with the bound port (port 0 picks a free one)."""
+    server = grpc.aio.server(options=server_options(config))
+    stt_pb2_grpc.add_SpeechToTextServicer_to_server(SpeechToTextServicer(runtime), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_reporter.servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = f"{host or config.server.grpc_host}:{config.server.port if port is None else port}"
+    if config.tls.cert_file and config.tls.key_file:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(config.tls.key_file).read_bytes(), Path(config.tls.cert_file).read_bytes())])
+        bound = server.add_secure_port(address, credentials)
+    else:
+        bound = server.add_insecure_port(address)
+    return server, bound

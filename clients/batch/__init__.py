@@ -1,0 +1,1 @@
+"""Clients that upload a whole recording at once."""

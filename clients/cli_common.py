@@ -1,0 +1,358 @@
+"""What the file CLIs share: one option table feeding argparse and the `-c` YAML,
+settings resolution (CLI > YAML > defaults), the run itself, and result printing.
+
+The CLIs (clients/realtime/file.py, clients/batch/file.py) only describe how they
+differ, as a `ClientKind`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from clients.audio import load_pcm16, pcm16_duration_sec
+from clients.sdk import DEFAULT_SERVER, SttClient, SttError, TimedResult, split_pcm16
+
+EXIT_OK = 0
+EXIT_ERROR = 2  # usage, config, missing file and server errors alike, as argparse does
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A problem with what the user asked for; printed as `error: ...`, exit 2."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its YAML key (also the argparse dest), flags, type and default."""
+
+    key: str
+    flags: tuple[str, ...]
+    kind: str  # "str" | "float" | "bool" | "attributes"
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    streaming_only: bool = False  # meaningless for the batch client (it sends one chunk)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("audio_path", (), "str", None, "audio file (WAV/FLAC/OGG); or audio_path in the config"),
+    Option("server", ("--server",), "str", DEFAULT_SERVER, "server address host:port"),
+    Option("chunk_ms", ("--chunk-ms",), "float", 100.0, "audio per chunk, milliseconds",
+           streaming_only=True),
+    Option("realtime", ("--no-realtime",), "bool", True,
+           "send audio as fast as possible instead of at speaking pace", streaming_only=True),
+    Option("vad_mode", ("--vad-mode",), "str", "continue",
+           "continue: one final per utterance; auto: end after the first utterance",
+           choices=("continue", "auto")),
+    Option("vad_silence", ("--vad-silence",), "float", None,
+           "trailing silence that ends an utterance, seconds (server default if unset)"),
+    Option("vad_threshold", ("--vad-threshold",), "float", None,
+           "VAD speech probability threshold, 0-1 (server default if unset)"),
+    Option("language", ("--language",), "str", "", "ISO 639-1 code, e.g. en (default: detect)"),
+    Option("task", ("--task",), "str", "", "transcribe or translate (to English)",
+           choices=("transcribe", "translate")),
+    Option("decode_profile", ("--decode-profile",), "str", "",
+           "named decode profile from the server's model.yaml"),
+    Option("model_id", ("--model-id",), "str", "", "loaded model to use (default model if unset)"),
+    Option("attributes", ("--attr", "--meta"), "attributes", {},
+           "session attribute key=value, repeatable (e.g. partial=true)"),
+    Option("require_token", ("--require-token",), "bool", False,
+           "ask the server for a per-session token and send it with every chunk"),
+    Option("tls", ("--tls",), "bool", False, "use TLS with the system's trusted CAs"),
+    Option("tls_ca_file", ("--tls-ca-file",), "str", None, "use TLS trusting this CA/cert PEM file"),
+    Option("session_id", ("--session-id",), "str", "", "session id (default: server-generated)"),
+    Option("metrics", ("--metrics",), "bool", False,
+           "print a summary: durations, counts, client-side final latency, realtime factor"),
+    Option("json", ("--json",), "bool", False, "print one JSON object per result (and summary)"),
+)
+
+
+@dataclass(frozen=True)
+class ClientKind:
+    """How one file CLI differs from the other."""
+
+    prog: str
+    description: str
+    streaming: bool  # False: the whole file goes as one chunk
+    defaults: dict[str, Any] = field(default_factory=dict)
+    forced_attributes: dict[str, str] = field(default_factory=dict)
+
+    def options(self) -> tuple[Option, ...]:
+        return tuple(opt for opt in OPTIONS if self.streaming or not opt.streaming_only)
+
+
+# --- argparse ---------------------------------------------------------------------------
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key.strip(), value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def build_parser(kind: ClientKind) -> argparse.ArgumentParser:
+    # Defaults are SUPPRESSed so only flags the user typed reach the namespace:
+    # that is what lets them override the YAML.
+    parser = argparse.ArgumentParser(prog=f"python -m {kind.prog}", description=kind.description,
+                                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("-c", "--config", help="YAML file with defaults (keys: the long option "
+                        "names with underscores, attributes as a mapping)")
+    for opt in kind.options():
+        default = kind.defaults.get(opt.key, opt.default)
+        shown = not isinstance(default, bool) and default not in (None, "", {})
+        help_text = f"{opt.help} (default: {default:g})" if isinstance(default, float) else (
+            f"{opt.help} (default: {default})" if shown else opt.help)
+        if opt.key == "audio_path":
+            parser.add_argument("audio_path", nargs="?", metavar="AUDIO", help=help_text)
+        elif opt.kind == "bool":
+            action = "store_false" if opt.flags[0].startswith("--no-") else "store_true"
+            parser.add_argument(*opt.flags, dest=opt.key, action=action, help=help_text)
+        elif opt.kind == "attributes":
+            parser.add_argument(*opt.flags, dest=opt.key, action="append", type=_key_value,
+                                metavar="KEY=VALUE", help=help_text)
+        else:
+            parser.add_argument(*opt.flags, dest=opt.key, help=help_text,
+                                type=_finite_float if opt.kind == "float" else str,
+                                choices=opt.choices or None)
+    return parser
+
+
+# --- YAML config ------------------------------------------------------------------------
+
+def load_config_file(path: str | Path, kind: ClientKind) -> dict[str, Any]:
+    """Read and validate a client YAML; unknown keys and wrong types raise CliError."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"config file not found: {path}") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise CliError(f"cannot read config {path}: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CliError(f"config {path}: expected a mapping of option names, got {type(data).__name__}")
+    by_key = {opt.key: opt for opt in OPTIONS}
+    known = kind.options()
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        opt = by_key.get(key)
+        if opt is None:
+            allowed = ", ".join(o.key for o in known)
+            raise CliError(f"config {path}: unknown key {key!r} (allowed: {allowed})")
+        if opt not in known or value is None:
+            continue  # e.g. chunk_ms for the batch client: shared configs stay usable
+        settings[key] = _config_value(path, opt, value)
+    return settings
+
+
+def _config_value(path: Path, opt: Option, value: Any) -> Any:
+    where = f"config {path}: key {opt.key!r}"
+    if opt.kind == "bool":
+        if not isinstance(value, bool):
+            raise CliError(f"{where} must be true or false, got {value!r}")
+        return value
+    if opt.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise CliError(f"{where} must be a number, got {value!r}")
+        try:
+            return _finite_float(str(value))
+        except argparse.ArgumentTypeError as err:
+            raise CliError(f"{where}: {err}") from None
+    if opt.kind == "attributes":
+        if not isinstance(value, dict):
+            raise CliError(f"{where} must be a mapping of key: value, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, bool):  # YAML 1.1 reads a bare `no` (Norwegian) as false
+        raise CliError(f"{where} must be text, got {value!r}; quote it")
+    if not isinstance(value, (str, int, float)):
+        raise CliError(f"{where} must be text, got {value!r}")
+    text = str(value)
+    if opt.choices and text not in opt.choices:
+        raise CliError(f"{where} must be one of {', '.join(opt.choices)}, got {text!r}")
+    return text
+
+
+def resolve_settings(kind: ClientKind, args: argparse.Namespace) -> dict[str, Any]:
+    """defaults < kind defaults < YAML < CLI flags; attributes merge key by key."""
+    settings = {opt.key: opt.default for opt in kind.options()}
+    settings.update(kind.defaults)
+    from_cli = vars(args).copy()
+    config_path = from_cli.pop("config", None)
+    from_file = load_config_file(config_path, kind) if config_path else {}
+    cli_attributes = dict(from_cli.pop("attributes", []))
+    attributes = {**settings["attributes"], **from_file.pop("attributes", {}), **cli_attributes}
+    settings.update(from_file)
+    settings.update(from_cli)
+    settings["attributes"] = {**attributes, **kind.forced_attributes}
+    if not settings["audio_path"]:
+        raise CliError("no audio file: pass AUDIO or set audio_path in the -c config")
+    if settings["tls_ca_file"] and not Path(settings["tls_ca_file"]).is_file():
+        raise CliError(f"tls_ca_file not found: {settings['tls_ca_file']}")
+    if kind.streaming and settings["chunk_ms"] <= 0:
+        raise CliError(f"chunk_ms must be > 0, got {settings['chunk_ms']}")
+    return settings
+
+
+# --- statistics and printing ------------------------------------------------------------
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default), fraction in 0..1; None when empty."""
+    ordered = sorted(v for v in values if not math.isnan(v))
+    if not ordered:
+        return None
+    position = (len(ordered) - 1) * fraction
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def latency_summary(final_latencies_sec: Sequence[float]) -> dict[str, float | None]:
+    clean = [v for v in final_latencies_sec if not math.isnan(v)]
+    return {
+        "final_latency_median_sec": statistics.median(clean) if clean else None,
+        "final_latency_p95_sec": percentile(clean, 0.95),
+    }
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, digits)
+
+
+def result_record(result: TimedResult) -> dict[str, Any]:
+    """The JSON-lines shape of one result."""
+    return {
+        "session_id": result.session_id,
+        "utterance_index": result.utterance_index,
+        "is_final": result.is_final,
+        "text": result.text,
+        "committed_text": result.committed_text,
+        "unstable_text": result.unstable_text,
+        "start_sec": _round(result.start_sec, 3),
+        "end_sec": _round(result.end_sec, 3),
+        "language": result.language,
+        "latency_sec": _round(result.latency_sec),
+        "decode_latency_sec": _round(result.decode_latency_sec),
+    }
+
+
+def format_result(result: TimedResult) -> str:
+    if result.is_final:
+        return (f"[final #{result.utterance_index} {result.start_sec:.2f}-{result.end_sec:.2f}s] "
+                f"{result.text.strip()}")
+    return f"[partial #{result.utterance_index}] {result.committed_text.strip()} | {result.unstable_text.strip()}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    def sec(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f} s"
+    rtf = summary["realtime_factor"]
+    return "\n".join((
+        f"audio {summary['audio_sec']:.2f} s, wall {summary['wall_sec']:.2f} s, "
+        f"realtime factor {'n/a' if rtf is None else f'{rtf:.3f}'}",
+        f"finals {summary['finals']}, partials {summary['partials']}",
+        f"final latency (client): median {sec(summary['final_latency_median_sec'])}, "
+        f"p95 {sec(summary['final_latency_p95_sec'])}",
+    ))
+
+
+# --- the run ----------------------------------------------------------------------------
+
+def run(kind: ClientKind, argv: Sequence[str] | None = None, *, out: TextIO | None = None,
+        err: TextIO | None = None) -> int:
+    """Parse argv, transcribe the file, print results; return the exit code."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = build_parser(kind).parse_args(argv)
+    try:
+        settings = resolve_settings(kind, args)
+        pcm16, sample_rate_hz = _load_audio(settings["audio_path"])
+        return _transcribe(kind, settings, pcm16, sample_rate_hz, out)
+    except (CliError, SttError) as error:
+        print(f"error: {error}", file=err)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=err)
+        return EXIT_INTERRUPTED
+
+
+def _load_audio(path: str) -> tuple[bytes, int]:
+    try:
+        pcm16, sample_rate_hz = load_pcm16(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise CliError(str(error)) from error
+    if not pcm16:
+        raise CliError(f"audio file holds no samples: {path}")
+    return pcm16, sample_rate_hz
+
+
+def _transcribe(kind: ClientKind, settings: dict[str, Any], pcm16: bytes, sample_rate_hz: int,
+                out: TextIO) -> int:
+    def emit(line: str) -> None:
+        print(line, file=out, flush=True)  # flushed: a watcher sees each result as it lands
+
+    audio_sec = pcm16_duration_sec(pcm16, sample_rate_hz)
+    with SttClient(settings["server"], tls=settings["tls"], tls_ca_file=settings["tls_ca_file"]) as client:
+        session = client.create_session(
+            settings["session_id"], vad_mode=settings["vad_mode"],
+            vad_silence_sec=settings["vad_silence"], vad_threshold=settings["vad_threshold"],
+            language=settings["language"], task=settings["task"],
+            decode_profile=settings["decode_profile"], model_id=settings["model_id"],
+            require_token=settings["require_token"], attributes=settings["attributes"])
+        start_sec = time.monotonic()
+        if kind.streaming:
+            results = client.stream_audio(session, pcm16, sample_rate_hz,
+                                          chunk_ms=settings["chunk_ms"], realtime=settings["realtime"])
+        else:
+            # One chunk, unless the server caps chunk length: then the largest it takes.
+            chunks = (split_pcm16(pcm16, sample_rate_hz, session.max_chunk_ms)
+                      if session.max_chunk_ms > 0 else [pcm16])
+            results = client.send_chunks(session, chunks, sample_rate_hz, realtime=False)
+        final_latencies_sec: list[float] = []
+        partials = 0
+        for result in results:
+            if result.is_final:
+                final_latencies_sec.append(result.latency_sec)
+            else:
+                partials += 1
+            emit(json.dumps(result_record(result), ensure_ascii=False) if settings["json"]
+                 else format_result(result))
+        wall_sec = time.monotonic() - start_sec
+    if settings["metrics"]:
+        summary = {
+            "summary": True,
+            "session_id": session.session_id,
+            "model_id": session.model_id,
+            "decode_profile": session.decode_profile,
+            "vad_silence_sec": _round(session.vad_silence_sec),
+            "audio_sec": round(audio_sec, 3),
+            "wall_sec": round(wall_sec, 3),
+            "finals": len(final_latencies_sec),
+            "partials": partials,
+            **{k: _round(v) for k, v in latency_summary(final_latencies_sec).items()},
+            "realtime_factor": _round(wall_sec / audio_sec) if audio_sec > 0 else None,
+        }
+        emit(json.dumps(summary, ensure_ascii=False) if settings["json"] else format_summary(summary))
+    return EXIT_OK
+

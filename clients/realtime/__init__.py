@@ -1,0 +1,1 @@
+"""Clients that stream audio at speaking pace."""
