@@ -175,7 +175,7 @@ class ModelConfig:
     name: str = _opt("tiny.en", "Whisper model name or path", nonempty=True)
     backend: str = _opt("faster_whisper", "decode backend", choices=BACKENDS)
     device: str = _opt("cpu", "compute device", choices=DEVICES)
-    compute_type: str = _opt("int8", "weight/compute precision", choices=COMPUTE_TYPES)
+    compute_type: str = _opt("float32", "weight/compute precision", choices=COMPUTE_TYPES)
     pool_size: int = _opt(1, "preloaded model instances", ge=1)
     language_fix: bool = _opt(False, "always decode in `language`")
     language: str = _opt("", "language code (empty = auto-detect)")
@@ -198,7 +198,7 @@ class ModelLoadProfile:
     model_size: str = _opt("tiny.en", "model name or path", nonempty=True)
     backend: str = _opt("faster_whisper", "decode backend", choices=BACKENDS)
     device: str = _opt("cpu", "compute device", choices=DEVICES)
-    compute_type: str = _opt("int8", "weight/compute precision", choices=COMPUTE_TYPES)
+    compute_type: str = _opt("float32", "weight/compute precision", choices=COMPUTE_TYPES)
     pool_size: int = _opt(1, "preloaded model instances", ge=1)
 
 

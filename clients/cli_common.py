@@ -261,7 +261,8 @@ def format_result(result: TimedResult) -> str:
     if result.is_final:
         return (f"[final #{result.utterance_index} {result.start_sec:.2f}-{result.end_sec:.2f}s] "
                 f"{result.text.strip()}")
-    return f"[partial #{result.utterance_index}] {result.committed_text.strip()} | {result.unstable_text.strip()}"
+    hypothesis = f"{result.committed_text.strip()} | {result.unstable_text.strip()}".strip()
+    return f"[partial #{result.utterance_index}] {hypothesis}"
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -274,6 +274,7 @@ class SttClient:
                 log.record(audio_end_sec, time.monotonic())
                 yield chunk
             if first:  # no audio at all: the server still needs to learn the session id
+                log.record(0.0, time.monotonic())
                 yield stt_pb2.AudioChunk(session_id=session.session_id, sample_rate_hz=sample_rate_hz,
                                          session_token=session.session_token)
 

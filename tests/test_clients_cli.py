@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -49,10 +50,10 @@ def json_lines(stdout: str) -> list[dict]:
 
 
 def closed_port_address() -> str:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.stop(None)  # never started: the port is free again and nothing listens there
-    return f"127.0.0.1:{port}"
+    """An address that refuses connections at once (an unused port, never listened on)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 @pytest.fixture

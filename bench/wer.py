@@ -1,0 +1,66 @@
+"""Streaming WER against offline faster-whisper on the speech corpus (run by hand).
+
+Streams every English recording of ../shared/audio through a real appliance (all files at once,
+realtime pacing unless --fast), transcribes each file offline with faster-whisper on the same model,
+and prints per-file and pooled WER for both.
+
+    python bench/wer.py [--fast] [--profile realtime] [--vad-silence 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from clients.audio import load_pcm16  # noqa: E402
+from clients.corpus import english_corpus, offline_transcribe, word_errors  # noqa: E402
+from clients.local_server import LocalAppliance  # noqa: E402
+from clients.sdk import SttClient  # noqa: E402
+
+
+def stream_file(address: str, path: Path, realtime: bool, profile: str, vad_silence: float | None) -> str:
+    pcm16, rate_hz = load_pcm16(path)
+    with SttClient(address) as client:
+        session = client.create_session(decode_profile=profile, vad_silence_sec=vad_silence)
+        finals = [r.text for r in client.stream_audio(session, pcm16, rate_hz, chunk_ms=100, realtime=realtime)
+                  if r.is_final]
+    return " ".join(t for t in finals if t)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fast", action="store_true", help="send audio as fast as possible")
+    parser.add_argument("--profile", default="realtime")
+    parser.add_argument("--vad-silence", type=float)
+    parser.add_argument("--compute-type", default="float32", help="for the server and the offline baseline")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra `serve` argument")
+    args = parser.parse_args()
+    corpus = english_corpus()
+    if not corpus:
+        print("no ../shared/audio corpus here")
+        return 1
+    with LocalAppliance("--compute-type", args.compute_type, *args.server_arg) as server, ThreadPoolExecutor(len(corpus)) as pool:
+        streamed = list(pool.map(lambda item: stream_file(server.address, item.path, not args.fast, args.profile,
+                                                          args.vad_silence), corpus))
+    offline = [offline_transcribe(item.path, profile=args.profile, compute_type=args.compute_type) for item in corpus]
+    totals = [0, 0, 0]
+    print(f"{'file':58} {'words':>5} {'stream':>7} {'offline':>7}")
+    for item, hyp, ref_hyp in zip(corpus, streamed, offline):
+        s_err, n = word_errors(item.reference, hyp)
+        o_err, _ = word_errors(item.reference, ref_hyp)
+        totals[0] += s_err
+        totals[1] += o_err
+        totals[2] += n
+        print(f"{item.path.name:58} {n:5d} {100 * s_err / n:6.1f}% {100 * o_err / n:6.1f}%")
+        if s_err > o_err:
+            print(f"    stream : {hyp}\n    offline: {ref_hyp}")
+    print(f"{'pooled':58} {totals[2]:5d} {100 * totals[0] / totals[2]:6.1f}% {100 * totals[1] / totals[2]:6.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Start a real appliance process on a free loopback port: for tests, benchmarks and demos.
+
+`LocalAppliance` runs `python -m appliance serve --port 0 --ready-file ...` and waits for the
+ready file, which the server writes only after its warm-up decode, so `address` is usable at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class LocalAppliance:
+    def __init__(self, *extra_args: str, env: dict[str, str] | None = None, startup_timeout_sec: float = 90.0,
+                 log_path: Path | None = None):
+        self._workdir = tempfile.TemporaryDirectory(prefix="stt-appliance-")
+        self.ready_file = Path(self._workdir.name) / "ready.json"
+        self.log_path = log_path or Path(self._workdir.name) / "server.log"
+        self.command = [sys.executable, "-m", "appliance", "serve", "--port", "0", "--grpc-host", "127.0.0.1",
+                        "--ready-file", str(self.ready_file), *extra_args]
+        self._env = {**os.environ, **(env or {})}
+        self._startup_timeout_sec = startup_timeout_sec
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> LocalAppliance:
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self._env, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self._startup_timeout_sec
+        while time.monotonic() < deadline:
+            if self.ready_file.exists():
+                self.port = int(json.loads(self.ready_file.read_text())["grpc_port"])
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"appliance exited with {self.process.returncode} before serving:\n{self.log()}")
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"appliance not ready within {self._startup_timeout_sec:g} s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout_sec: float = 30.0) -> int | None:
+        """SIGTERM (graceful drain), then SIGKILL if it does not exit in time; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_sec)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def __enter__(self) -> LocalAppliance:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+        self._workdir.cleanup()
