@@ -99,7 +99,7 @@ class ServerConfig:
     decode_queue_timeout_sec: float = _opt(1.0, "seconds a final waits for a decode slot", ge=0)
     decode_batch_window_ms: float = _opt(0.0, "decode batching window in ms (0 disables)", ge=0)
     max_decode_batch_size: int = _opt(1, "decode tasks per batch (1 disables)", ge=1)
-    buffer_overlap_sec: float = _opt(0.5, "audio kept after a buffer trim (seconds)", ge=0)
+    buffer_overlap_sec: float = _opt(0.0, "audio before a buffer-cap cut repeated in the next utterance (seconds)", ge=0)
     grpc_max_receive_message_bytes: int = _opt(8388608, "largest inbound gRPC message (bytes)", ge=1)
     grpc_max_send_message_bytes: int = _opt(4194304, "largest outbound gRPC message (bytes)", ge=1)
     sample_rate: int = _opt(16000, "sample rate (Hz) assumed when a chunk omits it", ge=1)

@@ -74,7 +74,7 @@ def _offline_model(compute_type: str):
     return WhisperModel(str(resolve_model("tiny.en").path), device="cpu", compute_type=compute_type)
 
 
-def offline_transcribe(path: Path, profile: str = "realtime", compute_type: str = "int8") -> str:
+def offline_transcribe(path: Path, profile: str = "realtime", compute_type: str = "float32") -> str:
     """Plain offline faster-whisper on the whole file with the same model and decode profile."""
     from appliance.config import load_config
     from appliance.config import default_config_paths

@@ -14,7 +14,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +33,8 @@ from appliance.vad import FRAME_SEC, VadStream
 log = logging.getLogger(__name__)
 
 _END = object()
+CUT_SEARCH_SEC = 1.5  # how far back from the buffer cap to look for a gap between words
+PROMPT_CHARS = 200  # previous text given as context after a buffer-cap cut
 
 
 @dataclass
@@ -44,6 +46,7 @@ class _DecodeJob:
     end_sec: float
     commit: CommitPolicy
     after_overlap: bool
+    continues_speech: bool  # cut from the previous utterance mid-speech (buffer cap): prompt with its text
 
 
 @dataclass
@@ -82,6 +85,7 @@ class StreamOrchestrator:
         self._partial_queued = False
         self._commit = CommitPolicy()
         self._after_overlap = False
+        self._continues_speech = False
         self._last_final_text = ""
         self._ended = False
 
@@ -177,12 +181,12 @@ class StreamOrchestrator:
         buffer = self._buffer
         if not buffer.is_open:
             if event is not FrameEvent.SPEECH_START:
-                buffer.idle_frame(frame)
+                buffer.idle_frame(frame, probability)
                 return
             buffer.open(frame_start)
             self._utterance_speech_frames = 0
             self._samples_at_last_partial = 0
-        buffer.append(frame)
+        buffer.append(frame, probability)
         if self._endpointer.in_speech and self._endpointer.trailing_silence_frames == 0:
             self._utterance_speech_frames += 1
             buffer.last_speech_end_sample = self._timeline_samples
@@ -205,26 +209,32 @@ class StreamOrchestrator:
             self._queue_final(buffer.audio(end_sample=end), buffer.start_sample, buffer.last_speech_end_sample)
         buffer.close()
         self._after_overlap = False
+        self._continues_speech = False
 
     def _cut_at_cap(self) -> None:
-        """The utterance reached the buffer cap: final for what is buffered, keep the overlap."""
+        """The utterance reached the buffer cap: cut it in its quietest recent frame.
+
+        The part before the cut gets its final; `buffer_overlap_sec` of audio before the cut plus
+        everything after it starts the next utterance (the overlap's words are removed from the
+        next result, see `strip_overlap`).
+        """
         buffer = self._buffer
-        audio = buffer.audio()
         had_speech = self._utterance_speech_frames >= self._min_speech_frames
+        overlap_frames = round(self._limits.buffer_overlap_sec / FRAME_SEC) if had_speech else 0
+        head, cut_sample, after_cut_probs = buffer.split_at_quietest(
+            search_frames=round(CUT_SEARCH_SEC / FRAME_SEC), overlap_frames=overlap_frames)
         if had_speech:
-            self._queue_final(audio, buffer.start_sample, self._timeline_samples)
-        overlap = audio[len(audio) - int(self._limits.buffer_overlap_sec * MODEL_SAMPLE_RATE_HZ):] \
-            if self._limits.buffer_overlap_sec > 0 else audio[:0]
-        buffer.reopen_with(overlap.copy(), self._timeline_samples - overlap.size)
-        self._after_overlap = had_speech and overlap.size > 0
-        self._utterance_speech_frames = 0
+            self._queue_final(head, cut_sample - head.size, cut_sample)
+        self._after_overlap = overlap_frames > 0
+        self._continues_speech = had_speech
+        self._utterance_speech_frames = sum(p >= self._settings.vad_threshold for p in after_cut_probs)
         self._samples_at_last_partial = 0
 
     def _queue_final(self, audio: np.ndarray, start_sample: int, end_sample: int) -> None:
         self._jobs.put_nowait(_DecodeJob(
             is_final=True, utterance_index=self._utterance_index, audio=audio,
             start_sec=_seconds(start_sample), end_sec=_seconds(end_sample),
-            commit=self._commit, after_overlap=self._after_overlap))
+            commit=self._commit, after_overlap=self._after_overlap, continues_speech=self._continues_speech))
         self._utterance_index += 1
         self._commit = CommitPolicy()
 
@@ -242,7 +252,7 @@ class StreamOrchestrator:
         self._jobs.put_nowait(_DecodeJob(
             is_final=False, utterance_index=self._utterance_index, audio=buffer.audio(),
             start_sec=_seconds(buffer.start_sample), end_sec=_seconds(self._timeline_samples),
-            commit=self._commit, after_overlap=self._after_overlap))
+            commit=self._commit, after_overlap=self._after_overlap, continues_speech=self._continues_speech))
 
     # --- decoding -----------------------------------------------------------------------------
 
@@ -268,8 +278,13 @@ class StreamOrchestrator:
 
     async def _decode_text(self, job: _DecodeJob):
         s = self._settings
+        options = s.decode_options
+        if job.continues_speech and self._last_final_text and options.initial_prompt is None:
+            # The buffer cap cut continuous speech: the previous piece's words are the context the
+            # model would have had (this is not conditioning across silence).
+            options = replace(options, initial_prompt=self._last_final_text[-PROMPT_CHARS:])
         transcript = await self._scheduler.decode(
-            self._backend, job.audio, s.decode_options, language=s.language, task=s.task, is_final=job.is_final)
+            self._backend, job.audio, options, language=s.language, task=s.task, is_final=job.is_final)
         if transcript is None:
             return None, None
         text = transcript_text(transcript, s.decode_options)

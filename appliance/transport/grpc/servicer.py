@@ -7,6 +7,7 @@ import logging
 import grpc
 
 from appliance.api import stt_pb2, stt_pb2_grpc
+from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.errors import ApplianceError
 from appliance.runtime import Runtime
 from appliance.streaming.session import SessionRequest, SessionSettings
@@ -64,8 +65,9 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         except ApplianceError as err:
             log.info("CreateSession refused: %s", err.code)
             await abort(context, err)
-        limits = self._runtime.config.server
-        return session_response_to_proto(settings, 16_000, limits.max_chunk_ms)
+        # Batch uploads are exempt from max_chunk_ms (one chunk holds the whole file).
+        max_chunk_ms = None if settings.upload_mode == "batch" else self._runtime.config.server.max_chunk_ms
+        return session_response_to_proto(settings, MODEL_SAMPLE_RATE_HZ, max_chunk_ms)
 
     async def StreamingRecognize(self, request_iterator, context):
         try:
