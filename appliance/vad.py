@@ -57,6 +57,7 @@ class VadStream:
 
     def __init__(self, model: SileroOnnx):
         self._model = model
+        self.leased = False
         self.reset()
 
     def reset(self) -> None:
@@ -120,11 +121,16 @@ class VadPool:
                     )
                 self._capacity = min(grown, self._max_slots)
             self._leased += 1
-        return VadStream(self._model)
+        stream = VadStream(self._model)
+        stream.leased = True
+        return stream
 
     def release(self, stream: VadStream) -> None:
+        """Give a slot back; releasing the same stream twice frees one slot, not two."""
         with self._lock:
-            self._leased = max(0, self._leased - 1)
+            if stream.leased:
+                stream.leased = False
+                self._leased -= 1
 
     def warm_up(self) -> None:
         """Run one frame so the first real stream does not pay onnxruntime's lazy initialisation."""

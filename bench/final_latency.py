@@ -12,17 +12,12 @@ elapsed, so the figure to tune is the median minus that silence.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_AUDIO_DIR = Path(__file__).resolve().parents[2] / "shared" / "audio"
 ALSA_PROMPTS_DIR = Path("/usr/share/sounds/alsa")
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 
@@ -31,19 +26,16 @@ if __package__ in (None, ""):  # run as a script: make `clients` and `appliance`
 
 from clients.audio import load_pcm16, pcm16_duration_sec  # noqa: E402
 from clients.cli_common import latency_summary  # noqa: E402
+from clients.corpus import english_corpus  # noqa: E402
+from clients.local_server import LocalAppliance  # noqa: E402
 from clients.sdk import SttClient, SttError  # noqa: E402
 
 
 def default_recordings() -> list[Path]:
     """English files of the shared corpus; the ALSA speaker-test prompts without one."""
-    manifest = SHARED_AUDIO_DIR / "manifest.tsv"
-    if manifest.is_file():
-        with manifest.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-        files = [SHARED_AUDIO_DIR / row["file"] for row in rows if row.get("language") == "en"]
-        files = [path for path in files if path.is_file()]
-        if files:
-            return sorted(files)
+    files = [rec.path for rec in english_corpus() if rec.path.is_file()]
+    if files:
+        return sorted(files)
     # Noise.wav is the one ALSA test file without speech.
     return sorted(p for p in ALSA_PROMPTS_DIR.glob("*.wav") if p.name != "Noise.wav")
 
@@ -59,53 +51,6 @@ def recordings_from(paths: list[str]) -> list[Path]:
         else:
             raise SystemExit(f"error: no such audio file or folder: {path}")
     return files
-
-
-class ApplianceProcess:
-    """`python -m appliance serve` on an unused port, stopped with SIGTERM."""
-
-    def __init__(self, server_config: str, model_config: str, startup_timeout_sec: float):
-        self._workdir = tempfile.TemporaryDirectory(prefix="stt-bench-")
-        self._ready_file = Path(self._workdir.name) / "ready.json"
-        self._log_path = Path(self._workdir.name) / "server.log"
-        self._startup_timeout_sec = startup_timeout_sec
-        command = [sys.executable, "-m", "appliance", "serve", "--port", "0",
-                   "--ready-file", str(self._ready_file),
-                   "--config", server_config, "--model-config", model_config]
-        # A file, not a pipe: nobody reads the server's output while it runs, and a full
-        # pipe would block it.
-        self._log = self._log_path.open("wb")
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self) -> str:
-        deadline_sec = time.monotonic() + self._startup_timeout_sec
-        while time.monotonic() < deadline_sec:
-            if self.process.poll() is not None:
-                raise SystemExit(f"error: the appliance exited with {self.process.returncode} "
-                                 f"before serving:\n{self.log_tail()}")
-            try:
-                ready = json.loads(self._ready_file.read_text(encoding="utf-8"))
-                return f"127.0.0.1:{int(ready['grpc_port'])}"
-            except (FileNotFoundError, json.JSONDecodeError, KeyError):
-                time.sleep(0.1)  # not written yet, or caught mid-write
-        raise SystemExit(f"error: the appliance was not ready within {self._startup_timeout_sec:g} s:\n"
-                         f"{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        text = self._log_path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, grace_sec: float = 30.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace_sec)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        self._workdir.cleanup()
 
 
 def bench_file(client: SttClient, path: Path, args: argparse.Namespace) -> dict:
@@ -172,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: no recordings found; pass --audio FILE_OR_DIR")
 
     # Resolved here: the server runs with the repo root as its working directory.
-    appliance = None if args.server else ApplianceProcess(
-        str(args.config.resolve()), str(args.model_config.resolve()), args.startup_timeout_sec)
+    appliance = None if args.server else LocalAppliance(
+        "--config", str(args.config.resolve()), "--model-config", str(args.model_config.resolve()),
+        startup_timeout_sec=args.startup_timeout_sec)
     try:
-        address = args.server or appliance.wait_ready()
+        address = args.server or appliance.start().address
         runs = []
         with SttClient(address) as client:
             for path in recordings:
@@ -189,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         if appliance is not None:
-            appliance.stop()
+            appliance.__exit__(None, None, None)
 
     figures = summarize(runs)
     silence = figures["vad_silence_sec"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from appliance.streaming.commit import CommitPolicy, collapse_repeats, common_prefix_len, strip_overlap
 
@@ -80,22 +78,6 @@ def test_final_without_partials_is_the_hypothesis():
 
 # --- property: committed only grows; text == committed + unstable ---------------------------
 
-VOCAB = ["the", "The", "the,", "cat", "Cat.", "sat", "on", "mat", "mat!", "don't", "dont", "a"]
-hypotheses = st.lists(st.lists(st.sampled_from(VOCAB), max_size=8).map(" ".join), min_size=1, max_size=12)
-
-
-@st.composite
-def growing_hypotheses(draw):
-    """Hypotheses that mostly extend or revise the previous one, as a streaming decoder's do."""
-    current: list[str] = []
-    out = []
-    for _ in range(draw(st.integers(1, 12))):
-        keep = draw(st.integers(0, len(current)))
-        current = current[:keep] + draw(st.lists(st.sampled_from(VOCAB), max_size=4))
-        out.append(" ".join(current))
-    return out
-
-
 def check_sequence(sequence: list[str]) -> None:
     policy = CommitPolicy()
     previous_committed: list[str] = []
@@ -115,21 +97,40 @@ def check_sequence(sequence: list[str]) -> None:
             assert previous_hypothesis is not None
             assert committed[i] == hyp[i]
             assert common_prefix_len([hyp[i]], [previous_hypothesis[i]]) == 1
-        final = policy.final(hypothesis)
-        assert words(final)[:len(committed)] == committed
+        assert words(policy.final(hypothesis))[:len(committed)] == committed
         previous_committed, previous_hypothesis = committed, hyp
 
 
-@settings(max_examples=300, deadline=None)
-@given(hypotheses)
-def test_property_random_hypotheses(sequence):
-    check_sequence(sequence)
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # hypothesis is a test-only extra; the example-based tests still run
+    def test_property_tests_need_hypothesis():
+        pytest.skip("hypothesis is not installed (pip install hypothesis)")
+else:
+    VOCAB = ["the", "The", "the,", "cat", "Cat.", "sat", "on", "mat", "mat!", "don't", "dont", "a"]
+    PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, database=None)
 
+    @st.composite
+    def growing_hypotheses(draw):
+        """Hypotheses that mostly extend or revise the previous one, as a streaming decoder's do."""
+        current: list[str] = []
+        out = []
+        for _ in range(draw(st.integers(1, 12))):
+            keep = draw(st.integers(0, len(current)))
+            current = current[:keep] + draw(st.lists(st.sampled_from(VOCAB), max_size=4))
+            out.append(" ".join(current))
+        return out
 
-@settings(max_examples=300, deadline=None)
-@given(growing_hypotheses())
-def test_property_growing_hypotheses(sequence):
-    check_sequence(sequence)
+    @PROPERTY_SETTINGS
+    @given(st.lists(st.lists(st.sampled_from(VOCAB), max_size=8).map(" ".join), min_size=1, max_size=12))
+    def test_property_random_hypotheses(sequence):
+        check_sequence(sequence)
+
+    @PROPERTY_SETTINGS
+    @given(growing_hypotheses())
+    def test_property_growing_hypotheses(sequence):
+        check_sequence(sequence)
 
 
 # --- collapse_repeats -----------------------------------------------------------------------

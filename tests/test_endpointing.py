@@ -30,8 +30,6 @@ def test_speech_starts_on_first_frame_at_threshold_with_enough_rms():
     events = feed(ep, [(0.1, LOUD), (0.49, LOUD), (0.5, 0.01), (0.9, LOUD)])
     assert events == [NONE, NONE, START, NONE]
     assert ep.in_speech
-    assert ep.speech_frames == 2
-    assert ep.frames_since_start == 2
 
 
 def test_high_probability_on_a_quiet_frame_does_not_start_speech():
@@ -55,7 +53,6 @@ def test_hysteresis_frames_between_release_and_threshold_keep_speech_going():
     events = feed(ep, [(release, LOUD), (0.4, LOUD), (0.49, LOUD)] * 10)
     assert events == [NONE] * 30
     assert ep.in_speech
-    assert ep.speech_frames == 31
     assert ep.trailing_silence_frames == 0
 
 
@@ -104,42 +101,15 @@ def test_speech_can_start_again_after_an_end():
     assert feed(ep, [(0.0, 0.0)] * 2) == [NONE, END]
     assert ep.push(0.2, LOUD) is NONE
     assert ep.push(0.8, LOUD) is START
-    assert ep.speech_frames == 1
-    assert ep.frames_since_start == 1
     assert ep.trailing_silence_frames == 0
 
 
-def test_frames_since_start_counts_speech_and_silence():
+def test_trailing_silence_counts_only_the_frames_since_the_last_speech():
     ep = started(EndpointConfig(silence_sec=1.0))
     feed(ep, [(0.9, LOUD)] * 4 + [(0.0, 0.0)] * 3)
-    assert ep.frames_since_start == 8
-    assert ep.speech_frames == 5
     assert ep.trailing_silence_frames == 3
-
-
-def test_min_speech():
-    # min_speech_sec 0.1 -> round(3.125) = 3 frames
-    ep = started(EndpointConfig(min_speech_sec=0.1, silence_sec=1.0))
-    assert not ep.has_enough_speech
-    ep.push(0.9, LOUD)
-    assert not ep.has_enough_speech
-    ep.push(0.0, 0.0)  # silence does not count as speech
-    assert not ep.has_enough_speech
-    ep.push(0.4, LOUD)  # a hysteresis frame does
-    assert ep.speech_frames == 3
-    assert ep.has_enough_speech
-
-
-def test_restart_begins_a_fresh_utterance_without_leaving_speech():
-    ep = started(EndpointConfig(silence_sec=0.1, min_speech_sec=0.1))
-    feed(ep, [(0.9, LOUD)] * 5 + [(0.0, 0.0)] * 2)
-    assert ep.trailing_silence_frames == 2
-    ep.restart()
-    assert ep.in_speech
-    assert (ep.speech_frames, ep.frames_since_start, ep.trailing_silence_frames) == (0, 0, 0)
-    assert not ep.has_enough_speech
-    # The silence count starts over: three more silent frames are needed for the end.
-    assert feed(ep, [(0.0, 0.0)] * 3) == [NONE, NONE, END]
+    feed(ep, [(0.9, LOUD)])
+    assert ep.trailing_silence_frames == 0
 
 
 def test_release_threshold_has_a_floor():

@@ -3,8 +3,8 @@
 Pure logic over 32 ms frames, no I/O, so it is tested frame by frame. Speech starts on a frame whose
 probability >= `threshold` and whose RMS >= `speech_rms_threshold`; it continues while frames stay
 above a lower release threshold (hysteresis, as Silero's own iterator does), and the utterance ends
-after `silence_sec` of trailing non-speech. Blips shorter than `min_speech_sec` never become
-utterances: Whisper turns a lone click into invented words.
+after `silence_sec` of trailing non-speech. (Whether an utterance held enough speech to decode is
+the orchestrator's call: it counts speech frames per utterance, across buffer-cap cuts.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ class EndpointConfig:
     threshold: float = 0.5
     silence_sec: float = 0.5
     speech_rms_threshold: float = 0.0
-    min_speech_sec: float = 0.1
 
 
 class FrameEvent(Enum):
@@ -38,24 +37,17 @@ class Endpointer:
         self.config = config
         self._release_threshold = max(0.01, config.threshold - RELEASE_MARGIN)
         self._silence_frames_needed = max(1, round(config.silence_sec / FRAME_SEC))
-        self._min_speech_frames = max(1, round(config.min_speech_sec / FRAME_SEC))
         self.in_speech = False
-        self.speech_frames = 0
         self.trailing_silence_frames = 0
-        self.frames_since_start = 0
 
     def push(self, probability: float, frame_rms: float) -> FrameEvent:
         if not self.in_speech:
             if probability >= self.config.threshold and frame_rms >= self.config.speech_rms_threshold:
                 self.in_speech = True
-                self.speech_frames = 1
                 self.trailing_silence_frames = 0
-                self.frames_since_start = 1
                 return FrameEvent.SPEECH_START
             return FrameEvent.NONE
-        self.frames_since_start += 1
         if probability >= self._release_threshold:
-            self.speech_frames += 1
             self.trailing_silence_frames = 0
             return FrameEvent.NONE
         self.trailing_silence_frames += 1
@@ -63,13 +55,3 @@ class Endpointer:
             self.in_speech = False
             return FrameEvent.SPEECH_END
         return FrameEvent.NONE
-
-    @property
-    def has_enough_speech(self) -> bool:
-        return self.speech_frames >= self._min_speech_frames
-
-    def restart(self) -> None:
-        """Start a fresh utterance in the middle of speech (after a buffer-cap cut)."""
-        self.speech_frames = 0
-        self.frames_since_start = 0
-        self.trailing_silence_frames = 0

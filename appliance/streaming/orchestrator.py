@@ -70,7 +70,7 @@ class StreamOrchestrator:
         self._resampler = StreamResampler()
         self._endpointer = Endpointer(EndpointConfig(
             threshold=settings.vad_threshold, silence_sec=settings.vad_silence_sec,
-            speech_rms_threshold=limits.speech_rms_threshold, min_speech_sec=limits.min_speech_sec))
+            speech_rms_threshold=limits.speech_rms_threshold))
         self._buffer = UtteranceBuffer(preroll_frames=round(limits.preroll_sec / FRAME_SEC))
         self._min_speech_frames = max(1, round(limits.min_speech_sec / FRAME_SEC))
         self._tail_samples = int(limits.tail_sec * MODEL_SAMPLE_RATE_HZ)

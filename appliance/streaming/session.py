@@ -98,7 +98,7 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
         )
     decode_overrides = {k[len("decode."):]: v for k, v in attributes.items() if k.startswith("decode.")}
     try:
-        options = apply_overrides(defaults.decode_profiles[profile], decode_overrides, where="attributes decode.")
+        options = apply_overrides(defaults.decode_profiles[profile], decode_overrides, where="attributes decode")
     except DecodeOptionError as err:
         raise ApplianceError("ERR1010", str(err)) from err
     vad_mode = request.vad_mode or "continue"

@@ -1,0 +1,313 @@
+"""resolve_settings (CreateSession validation) and the SessionRegistry."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.decode_options import DecodeOptions
+from appliance.errors import ApplianceError
+from appliance.streaming.session import (
+    SessionDefaults,
+    SessionRegistry,
+    SessionRequest,
+    resolve_settings,
+)
+
+REALTIME = DecodeOptions(beam_size=1, best_of=1)
+ACCURATE = DecodeOptions(beam_size=5, best_of=5)
+
+
+def defaults(**overrides) -> SessionDefaults:
+    values = dict(
+        default_model_id="tiny.en",
+        model_ids=("tiny.en", "base.en"),
+        decode_profiles={"realtime": REALTIME, "accurate": ACCURATE},
+        default_decode_profile="realtime",
+        language=None,
+        task="transcribe",
+        vad_silence_sec=0.5,
+        vad_threshold=0.5,
+        emit_final_on_vad=True,
+    )
+    values.update(overrides)
+    return SessionDefaults(**values)
+
+
+def resolve(**request):
+    return resolve_settings(SessionRequest(**request), defaults())
+
+
+def refused(code: str, **request) -> str:
+    with pytest.raises(ApplianceError) as info:
+        resolve(**request)
+    assert info.value.code == code
+    return info.value.message
+
+
+# --- resolve_settings -----------------------------------------------------------------------
+
+def test_defaults_are_applied():
+    s = resolve()
+    assert s.model_id == "tiny.en"
+    assert s.decode_profile == "realtime"
+    assert s.decode_options == REALTIME
+    assert s.language is None
+    assert s.task == "transcribe"
+    assert s.vad_mode == "continue"
+    assert (s.vad_silence_sec, s.vad_threshold) == (0.5, 0.5)
+    assert s.partials is False
+    assert s.emit_final_on_vad is True
+    assert s.upload_mode == "realtime"
+    assert s.token == ""
+    assert s.attributes == {}
+    assert len(s.session_id) == 32 and int(s.session_id, 16) >= 0  # uuid4 hex
+    assert resolve().session_id != s.session_id
+
+
+def test_request_values_override_defaults():
+    s = resolve(session_id="abc", model_id="base.en", decode_profile="accurate", language=" DE ",
+                task="translate", vad_mode="auto", vad_silence_sec=1.25, vad_threshold=0.7)
+    assert s.session_id == "abc"
+    assert s.model_id == "base.en"
+    assert (s.decode_profile, s.decode_options) == ("accurate", ACCURATE)
+    assert s.language == "de"
+    assert s.task == "translate"
+    assert s.vad_mode == "auto"
+    assert (s.vad_silence_sec, s.vad_threshold) == (1.25, 0.7)
+
+
+def test_server_language_default():
+    s = resolve_settings(SessionRequest(), defaults(language="en"))
+    assert s.language == "en"
+
+
+def test_decode_attribute_overrides_are_parsed_and_validated():
+    s = resolve(attributes={
+        "decode.beam_size": "3",
+        "decode.temperature": "0.0,0.2,0.4",
+        "decode.without_timestamps": "false",
+        "decode.no_speech_threshold": "null",
+        "decode.initial_prompt": "no",  # text stays text, not YAML's false
+    })
+    o = s.decode_options
+    assert o.beam_size == 3
+    assert o.temperature == (0.0, 0.2, 0.4)
+    assert o.without_timestamps is False
+    assert o.no_speech_threshold is None
+    assert o.initial_prompt == "no"
+    assert o.best_of == REALTIME.best_of  # untouched options keep the profile's values
+    assert REALTIME.beam_size == 1  # the profile itself is not modified
+
+
+def test_decode_overrides_apply_on_top_of_the_chosen_profile():
+    s = resolve(decode_profile="accurate", attributes={"decode.patience": "2"})
+    assert (s.decode_options.beam_size, s.decode_options.patience) == (5, 2.0)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("decode.beam_size", "0", "an integer >= 1"),
+    ("decode.beam_size", "2.5", "an integer >= 1"),
+    ("decode.beam_size", "true", "an integer >= 1"),
+    ("decode.temperature", "-1", "a number >= 0"),
+    ("decode.no_speech_threshold", "1.5", "between 0 and 1"),
+    ("decode.suppress_blank", "maybe", "true or false"),
+])
+def test_bad_decode_value_is_err1010_naming_the_option(key, value, expected):
+    message = refused("ERR1010", attributes={key: value})
+    assert key.split(".", 1)[1] in message
+    assert expected in message
+
+
+def test_unknown_decode_option_is_err1010_with_a_suggestion():
+    message = refused("ERR1010", attributes={"decode.beem_size": "2"})
+    assert "beem_size" in message
+    assert "unknown decode option" in message
+    assert "did you mean 'beam_size'" in message
+
+
+def test_decode_error_names_the_attribute_as_sent():
+    message = refused("ERR1010", attributes={"decode.beam_size": "0"})
+    assert "decode.beam_size" in message
+
+
+def test_non_decode_attributes_are_kept_and_not_decode_options():
+    s = resolve(attributes={"speaker": "alice", "beam_size": "7"})
+    assert s.attributes == {"speaker": "alice", "beam_size": "7"}
+    assert s.decode_options == REALTIME
+
+
+def test_unknown_profile_is_err1010_listing_known_ones():
+    message = refused("ERR1010", decode_profile="fastest")
+    assert "'fastest'" in message
+    assert "accurate, realtime" in message
+
+
+def test_unknown_model_is_err1011_listing_loaded_ones():
+    message = refused("ERR1011", model_id="large-v3")
+    assert "'large-v3'" in message
+    assert "tiny.en, base.en" in message
+
+
+@pytest.mark.parametrize("request_fields, field", [
+    ({"vad_mode": "manual"}, "vad_mode"),
+    ({"task": "summarise"}, "task"),
+    ({"vad_silence_sec": 0.01}, "vad_silence_sec"),
+    ({"vad_silence_sec": 11.0}, "vad_silence_sec"),
+    ({"vad_silence_sec": float("nan")}, "vad_silence_sec"),
+    ({"vad_threshold": 0.0}, "vad_threshold"),
+    ({"vad_threshold": 1.0}, "vad_threshold"),
+    ({"vad_threshold": -0.5}, "vad_threshold"),
+    ({"vad_threshold": float("nan")}, "vad_threshold"),
+    ({"attributes": {"upload_mode": "stream"}}, "upload_mode"),
+])
+def test_bad_session_fields_are_err1010_naming_the_field(request_fields, field):
+    assert field in refused("ERR1010", **request_fields)
+
+
+@pytest.mark.parametrize("silence", [0.05, 10.0])
+def test_vad_silence_bounds_are_inclusive(silence):
+    assert resolve(vad_silence_sec=silence).vad_silence_sec == silence
+
+
+def test_zero_silence_from_the_request_is_not_the_default():
+    # 0.0 is a value, not "unset": it is refused rather than silently replaced by the default
+    assert "vad_silence_sec=0" in refused("ERR1010", vad_silence_sec=0.0)
+
+
+def test_upload_mode_attribute():
+    assert resolve(attributes={"upload_mode": " Batch "}).upload_mode == "batch"
+    assert resolve(attributes={"upload_mode": ""}).upload_mode == "realtime"
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("true", True), ("TRUE", True), (" yes ", True), ("1", True), ("on", True),
+    ("false", False), ("0", False), ("no", False), ("off", False), ("", False),
+])
+def test_partial_attribute_parsing(raw, expected):
+    assert resolve(attributes={"partial": raw}).partials is expected
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "ture"])
+def test_bad_bool_attribute_is_err1010(raw):
+    message = refused("ERR1010", attributes={"partial": raw})
+    assert f"partial={raw!r}" in message
+    message = refused("ERR1010", attributes={"emit_final_on_vad": raw})
+    assert "emit_final_on_vad" in message
+
+
+def test_emit_final_on_vad_attribute_overrides_the_default():
+    assert resolve(attributes={"emit_final_on_vad": "false"}).emit_final_on_vad is False
+    s = resolve_settings(SessionRequest(), defaults(emit_final_on_vad=False))
+    assert s.emit_final_on_vad is False
+
+
+def test_require_token_issues_a_fresh_url_safe_token():
+    first = resolve(require_token=True).token
+    second = resolve(require_token=True).token
+    assert len(first) >= 32
+    assert first != second
+    assert all(c.isalnum() or c in "-_" for c in first)
+
+
+# --- SessionRegistry ------------------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def registry(clock) -> SessionRegistry:
+    return SessionRegistry(unused_ttl_sec=60.0, clock=clock)
+
+
+def session(session_id: str):
+    return resolve(session_id=session_id)
+
+
+def test_add_and_start_stream(registry):
+    settings = session("a")
+    registry.add(settings)
+    assert len(registry) == 1
+    assert registry.active_ids() == []
+    assert registry.start_stream("a") is settings
+    assert registry.active_ids() == ["a"]
+    assert len(registry) == 1
+
+
+def test_duplicate_id_is_err1002_while_created_or_streaming(registry):
+    registry.add(session("a"))
+    with pytest.raises(ApplianceError) as info:
+        registry.add(session("a"))
+    assert info.value.code == "ERR1002"
+    assert "'a'" in info.value.message
+    registry.start_stream("a")
+    with pytest.raises(ApplianceError) as info:
+        registry.add(session("a"))
+    assert info.value.code == "ERR1002"
+
+
+def test_start_stream_of_unknown_session_is_err1001(registry):
+    with pytest.raises(ApplianceError) as info:
+        registry.start_stream("ghost")
+    assert info.value.code == "ERR1001"
+    assert "'ghost'" in info.value.message
+
+
+def test_streaming_twice_is_err1002(registry):
+    registry.add(session("a"))
+    registry.start_stream("a")
+    with pytest.raises(ApplianceError) as info:
+        registry.start_stream("a")
+    assert info.value.code == "ERR1002"
+    assert registry.active_ids() == ["a"]
+
+
+def test_end_frees_the_id(registry):
+    registry.add(session("a"))
+    registry.start_stream("a")
+    registry.end("a")
+    assert len(registry) == 0
+    assert registry.active_ids() == []
+    registry.add(session("a"))  # reusable
+    registry.end("a")  # ending a created-but-unstreamed session works too
+    assert len(registry) == 0
+    registry.end("never-existed")  # no error
+
+
+def test_unused_sessions_expire_after_the_ttl(registry, clock):
+    registry.add(session("old"))
+    clock.now += 30
+    registry.add(session("young"))
+    clock.now += 30  # "old" is exactly 60 s old: not yet expired
+    assert len(registry) == 2
+    clock.now += 0.001
+    assert len(registry) == 1
+    with pytest.raises(ApplianceError) as info:
+        registry.start_stream("old")
+    assert info.value.code == "ERR1001"
+    assert "expired" in info.value.message
+    assert registry.start_stream("young").session_id == "young"
+
+
+def test_streaming_sessions_never_expire(registry, clock):
+    registry.add(session("live"))
+    registry.start_stream("live")
+    clock.now += 10_000
+    assert len(registry) == 1
+    assert registry.active_ids() == ["live"]
+
+
+def test_an_expired_id_can_be_created_again(registry, clock):
+    registry.add(session("a"))
+    clock.now += 61
+    registry.add(session("a"))  # the stale entry is dropped first: no ERR1002
+    assert registry.start_stream("a").session_id == "a"
