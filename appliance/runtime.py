@@ -65,7 +65,8 @@ class Runtime:
         self.backend: Backend | None = None
         self.model_id = model_id_for(config)
         self.sessions = SessionRegistry(unused_ttl_sec=float(config.server.session_timeout_sec or 60))
-        self.scheduler = DecodeScheduler(max_in_flight=config.model.pool_size)
+        self.scheduler = DecodeScheduler(max_in_flight=config.model.pool_size,
+                                         log_metrics=bool(config.server.log_metrics))
         self._vad_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="vad")
         self.vad_pool: VadPool | None = None
         self._limits = stream_limits(config)
@@ -93,7 +94,7 @@ class Runtime:
         self.backend = load_backend(
             cfg.model.backend, model_id=self.model_id, model_path=str(resolved.path), device=cfg.model.device,
             compute_type=cfg.model.compute_type, pool_size=cfg.model.pool_size, cpu_threads=cfg.model.cpu_threads,
-            english_only=resolved.english_only)
+            english_only=resolved.english_only, encode_window=cfg.model.encode_window)
         vad_slots = cfg.vad.model_pool_size or cfg.server.max_sessions
         self.vad_pool = VadPool(SileroOnnx(), initial_slots=vad_slots, max_slots=cfg.server.max_sessions,
                                 growth_factor=cfg.vad.model_pool_growth_factor)

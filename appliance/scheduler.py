@@ -8,6 +8,7 @@ dropped rather than queued, so finals never wait behind speculative work.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import numpy as np
 from appliance.decode_options import DecodeOptions
 from appliance.errors import ApplianceError
 from appliance.models.backends import Backend, Transcript
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,8 +32,9 @@ class SchedulerStats:
 
 
 class DecodeScheduler:
-    def __init__(self, max_in_flight: int):
+    def __init__(self, max_in_flight: int, log_metrics: bool = False):
         self.max_in_flight = max(1, max_in_flight)
+        self._log_metrics = log_metrics
         self._executor = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="decode")
         self._submitted = 0  # running + waiting in the executor
         self.stats = SchedulerStats()
@@ -53,9 +57,14 @@ class DecodeScheduler:
             raise ApplianceError("ERR1016", f"decode failed in {backend.model_id}: {type(err).__name__}: {err}") from err
         finally:
             self._submitted -= 1
+        elapsed_sec = time.perf_counter() - started
         self.stats.decodes += 1
-        self.stats.decode_sec_total += time.perf_counter() - started
+        self.stats.decode_sec_total += elapsed_sec
         self.stats.audio_sec_total += transcript.audio_sec
+        if self._log_metrics:  # figures only: transcript text never goes to the main log
+            log.info("decode %s: %.2f s audio in %.3f s (%.3f s queued+run), rtf %.3f",
+                     "final" if is_final else "partial", transcript.audio_sec, transcript.decode_sec,
+                     elapsed_sec, transcript.decode_sec / max(transcript.audio_sec, 1e-6))
         return transcript
 
     def shutdown(self) -> None:

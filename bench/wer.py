@@ -37,13 +37,15 @@ def main() -> int:
     parser.add_argument("--profile", default="realtime")
     parser.add_argument("--vad-silence", type=float)
     parser.add_argument("--compute-type", default="float32", help="for the server and the offline baseline")
+    parser.add_argument("--encode-window", choices=("full", "bucketed"), help="model.encode_window for the server")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `serve` argument")
     args = parser.parse_args()
     corpus = english_corpus()
     if not corpus:
         print("no ../shared/audio corpus here")
         return 1
-    with LocalAppliance("--compute-type", args.compute_type, *args.server_arg) as server, ThreadPoolExecutor(len(corpus)) as pool:
+    with LocalAppliance("--compute-type", args.compute_type, *args.server_arg,
+                        env={"STT_MODEL_ENCODE_WINDOW": args.encode_window} if args.encode_window else None) as server, ThreadPoolExecutor(len(corpus)) as pool:
         streamed = list(pool.map(lambda item: stream_file(server.address, item.path, not args.fast, args.profile,
                                                           args.vad_silence), corpus))
     offline = [offline_transcribe(item.path, profile=args.profile, compute_type=args.compute_type) for item in corpus]

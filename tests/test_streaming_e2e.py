@@ -114,6 +114,13 @@ def test_half_close_flushes_the_last_utterance(appliance_server, sentences):
     assert finals[-1].text, "the cut-off utterance's final carries its words"
 
 
+def test_without_emit_final_on_vad_endpoints_do_not_close_utterances(appliance_server, sentences):
+    results = stream_file(appliance_server.address, sentences.path, attributes={"emit_final_on_vad": "false"})
+    finals = [r for r in results if r.is_final]
+    assert len(finals) == 1, "one utterance, closed by the half-close"
+    assert wer(sentences.reference, finals[0].text) <= 0.15
+
+
 def test_auto_end_mode_ends_the_stream_after_the_first_final(appliance_server, sentences):
     results = stream_file(appliance_server.address, sentences.path, vad_mode="auto")
     finals = [r for r in results if r.is_final]

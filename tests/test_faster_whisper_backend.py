@@ -1,0 +1,40 @@
+"""The faster-whisper backend on the bundled model: both encode windows, real audio."""
+
+from __future__ import annotations
+
+import pytest
+import soundfile as sf
+import soxr
+
+from appliance.config import default_config_paths, load_config
+from appliance.models.backends.faster_whisper import FULL_WINDOW_FRAMES, FasterWhisperBackend, encode_frames_for
+from appliance.models.store import resolve_model
+from clients.corpus import normalize
+from tests import speech
+
+
+@pytest.fixture(scope="module")
+def prompt_audio():
+    path = speech.ALSA_DIR / "Front_Center.wav"
+    if not path.exists():
+        pytest.skip("Debian's alsa-utils prompts are not installed")
+    audio, rate_hz = sf.read(str(path), dtype="float32", always_2d=True)
+    return soxr.resample(audio.mean(axis=1), rate_hz, 16_000)
+
+
+@pytest.mark.parametrize("encode_window, frames", [("full", FULL_WINDOW_FRAMES), ("bucketed", 1000)])
+def test_both_encode_windows_transcribe_a_prompt(prompt_audio, encode_window, frames):
+    model = resolve_model("tiny.en")
+    backend = FasterWhisperBackend(model_id="cpu-tiny.en", model_path=str(model.path), english_only=True,
+                                   encode_window=encode_window)
+    options = load_config(*default_config_paths()).decode_profiles["realtime"]
+    transcript = backend.transcribe(prompt_audio, options, language=None, task="transcribe")
+    assert normalize(" ".join(s.text for s in transcript.segments)) == "front center"
+    assert transcript.extra["encode_frames"] == frames
+    assert transcript.language == "en" and transcript.decode_sec > 0
+
+
+def test_buckets_hold_the_utterance_plus_a_margin():
+    assert encode_frames_for(1.4) == 1000
+    assert encode_frames_for(9.5) == 1500
+    assert encode_frames_for(25.0) == FULL_WINDOW_FRAMES
