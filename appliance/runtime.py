@@ -73,6 +73,7 @@ class Runtime:
         self._streams_done = asyncio.Event()
         self._streams_done.set()
         self._active_streams = 0
+        self._orchestrators: set[StreamOrchestrator] = set()
         self.started_at = time.monotonic()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -111,8 +112,11 @@ class Runtime:
         self._set_state(Lifecycle.SERVING)
 
     async def drain(self, timeout_sec: float) -> bool:
-        """Refuse new sessions and wait for live streams; True when all ended in time."""
+        """Refuse new sessions, end every stream's input (each still gets the final of its open
+        utterance), and wait up to `timeout_sec` (<= 0: forever) for them; True when all ended."""
         self._set_state(Lifecycle.DRAINING)
+        for orchestrator in list(self._orchestrators):
+            orchestrator.close_input()
         try:
             await asyncio.wait_for(self._streams_done.wait(), timeout=timeout_sec if timeout_sec > 0 else None)
             return True
@@ -163,14 +167,19 @@ class Runtime:
         settings = self.sessions.start_stream(first.session_id)
         self._active_streams += 1
         self._streams_done.clear()
-        vad = None
+        vad = orchestrator = None
         try:
             vad = self.vad_pool.acquire()
             orchestrator = StreamOrchestrator(settings, self._limits, vad=vad, backend=self.backend,
                                               scheduler=self.scheduler, vad_executor=self._vad_executor)
+            self._orchestrators.add(orchestrator)
+            if self.state is Lifecycle.DRAINING:
+                orchestrator.close_input()
             async for result in orchestrator.results(_prepend(first, iterator)):
                 yield result
         finally:
+            if orchestrator is not None:
+                self._orchestrators.discard(orchestrator)
             if vad is not None:
                 self.vad_pool.release(vad)
             self.sessions.end(settings.session_id)

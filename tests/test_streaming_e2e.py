@@ -236,3 +236,32 @@ def test_grpc_health_and_reflection(appliance_server):
                                             timeout=5)
         names = {s.name for reply in replies for s in reply.list_services_response.service}
     assert {"stt.v1.SpeechToText", "grpc.health.v1.Health"} <= names
+
+
+def test_sigterm_drains_live_streams_then_exits_zero(sentences):
+    """A stream in the middle of speech gets its finals and a clean end; the server exits 0."""
+    from clients.local_server import LocalAppliance
+
+    with LocalAppliance() as server:
+        pcm16, rate_hz = load_pcm16(sentences.path)
+        results, errors = [], []
+
+        def stream():
+            try:
+                with SttClient(server.address) as client:
+                    session = client.create_session()
+                    results.extend(client.stream_audio(session, pcm16, rate_hz, realtime=True))
+            except SttError as err:
+                errors.append(err)
+
+        worker = threading.Thread(target=stream)
+        worker.start()
+        threading.Event().wait(5.0)  # inside the second sentence (it runs ~3.9-6.5 s)
+        server.process.send_signal(__import__("signal").SIGTERM)
+        exit_code = server.process.wait(timeout=30)
+        worker.join(timeout=30)
+    assert exit_code == 0
+    assert errors == []
+    finals = [r for r in results if r.is_final]
+    assert len(finals) == 2 and all(r.text for r in finals), [r.text for r in finals]
+    assert wer(sentences.sentences[0], finals[0].text) <= 0.25

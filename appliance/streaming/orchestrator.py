@@ -88,6 +88,12 @@ class StreamOrchestrator:
         self._continues_speech = False
         self._last_final_text = ""
         self._ended = False
+        self._input_closed = asyncio.Event()
+
+    def close_input(self) -> None:
+        """Stop reading audio as if the client had half-closed (used when the server drains):
+        the open utterance still gets its final, then the stream ends normally."""
+        self._input_closed.set()
 
     @staticmethod
     def _buffer_cap_samples(settings: SessionSettings, limits: StreamLimits) -> int | None:
@@ -127,20 +133,37 @@ class StreamOrchestrator:
         try:
             while not self._ended:
                 try:
-                    chunk = await asyncio.wait_for(iterator.__anext__(), timeout=timeout)
+                    chunk = await self._next_chunk(iterator, timeout)
                 except StopAsyncIteration:
                     break
-                except asyncio.TimeoutError:
-                    raise ApplianceError(
-                        "ERR1012", f"no audio received for {timeout:g} s (server.session_timeout_sec)") from None
                 await self._accept(chunk)
             tail = self._resampler.flush()
             if tail.size:
                 await self._feed(tail)
         except ApplianceError as err:
             error = err
+        except Exception as err:  # a bug must end this stream with a code, not hang it
+            log.exception("session %s: ingest failed", self._settings.session_id)
+            error = ApplianceError("ERR1016", f"internal error while reading audio: {type(err).__name__}")
         self._finish_utterance()
         await self._jobs.put(_LaneEnd(error))
+
+    async def _next_chunk(self, iterator, timeout: float | None) -> AudioIn:
+        """The next chunk; StopAsyncIteration at half-close or close_input(), ERR1012 when idle too long."""
+        if self._input_closed.is_set():
+            raise StopAsyncIteration
+        read = asyncio.ensure_future(iterator.__anext__())
+        closed = asyncio.ensure_future(self._input_closed.wait())
+        try:
+            done, _ = await asyncio.wait((read, closed), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if read in done:
+            return read.result()
+        read.cancel()
+        if closed in done:
+            raise StopAsyncIteration
+        raise ApplianceError("ERR1012", f"no audio received for {timeout:g} s (server.session_timeout_sec)")
 
     async def _accept(self, chunk: AudioIn) -> None:
         settings = self._settings
@@ -271,6 +294,10 @@ class StreamOrchestrator:
                         await self._run_partial(job)
             except ApplianceError as err:
                 self._out.put_nowait(err)
+                return
+            except Exception as err:  # a bug must end this stream with a code, not hang it
+                log.exception("session %s: decode lane failed", self._settings.session_id)
+                self._out.put_nowait(ApplianceError("ERR1016", f"internal error: {type(err).__name__}"))
                 return
             if self._ended:
                 self._out.put_nowait(_END)
