@@ -103,6 +103,11 @@ class ServerConfig:
     grpc_max_receive_message_bytes: int = _opt(8388608, "largest inbound gRPC message (bytes)", ge=1)
     grpc_max_send_message_bytes: int = _opt(4194304, "largest outbound gRPC message (bytes)", ge=1)
     sample_rate: int = _opt(16000, "sample rate (Hz) assumed when a chunk omits it", ge=1)
+    memory_budget_bytes: int | None = _opt(
+        None, "process memory budget (bytes); null = the cgroup memory limit when set, 0 = none", ge=0)
+    memory_per_session_bytes: int = _opt(
+        16777216, "memory reserved per new session when checking the budget (bytes)", ge=0)
+    partial_skip_unchanged: bool = _opt(True, "skip a partial decode when no speech arrived since the last one")
 
 
 @dataclass(frozen=True)

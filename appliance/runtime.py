@@ -20,6 +20,7 @@ from appliance.config import AppConfig
 from appliance.errors import ApplianceError
 from appliance.models.backends import Backend, load_backend
 from appliance.models.store import ResolvedModel, resolve_model
+from appliance.resources import BufferLedger, MemoryBudget
 from appliance.scheduler import DecodeScheduler
 from appliance.streaming.orchestrator import StreamOrchestrator
 from appliance.streaming.session import SessionDefaults, SessionRegistry, SessionRequest, SessionSettings, resolve_settings
@@ -54,6 +55,8 @@ def stream_limits(config: AppConfig) -> StreamLimits:
         partial_window_sec=float(s.partial_decode_window_sec),
         speech_rms_threshold=float(config.safety.speech_rms_threshold),
         max_audio_sec_per_session=s.max_audio_seconds_per_session or None,
+        max_pending_per_stream=int(s.max_pending_decodes_per_stream),
+        partial_skip_unchanged=bool(s.partial_skip_unchanged),
     )
 
 
@@ -65,11 +68,17 @@ class Runtime:
         self.backend: Backend | None = None
         self.model_id = model_id_for(config)
         self.sessions = SessionRegistry(unused_ttl_sec=float(config.server.session_timeout_sec or 60))
-        self.scheduler = DecodeScheduler(max_in_flight=config.model.pool_size,
-                                         log_metrics=bool(config.server.log_metrics))
+        s = config.server
+        self.scheduler = DecodeScheduler(
+            max_in_flight=config.model.pool_size, max_pending_global=s.max_pending_decodes_global,
+            queue_timeout_sec=float(s.decode_queue_timeout_sec), batch_window_ms=float(s.decode_batch_window_ms),
+            max_batch_size=s.max_decode_batch_size, log_metrics=bool(s.log_metrics))
         self._vad_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="vad")
         self.vad_pool: VadPool | None = None
         self._limits = stream_limits(config)
+        self.buffer_ledger = BufferLedger(config.server.max_total_buffer_bytes)
+        self.memory_budget = MemoryBudget.from_config(config.server.memory_budget_bytes,
+                                                      config.server.memory_per_session_bytes)
         self._streams_done = asyncio.Event()
         self._streams_done.set()
         self._active_streams = 0
@@ -145,6 +154,7 @@ class Runtime:
         if len(self.sessions) >= self.config.server.max_sessions:
             raise ApplianceError("ERR1007", f"server.max_sessions={self.config.server.max_sessions} sessions are active",
                                  retry_after_sec=1.0)
+        self.memory_budget.admit_session()
         settings = resolve_settings(request, self.session_defaults())
         self.sessions.add(settings)
         return settings
@@ -171,7 +181,8 @@ class Runtime:
         try:
             vad = self.vad_pool.acquire()
             orchestrator = StreamOrchestrator(settings, self._limits, vad=vad, backend=self.backend,
-                                              scheduler=self.scheduler, vad_executor=self._vad_executor)
+                                              scheduler=self.scheduler, vad_executor=self._vad_executor,
+                                              ledger=self.buffer_ledger)
             self._orchestrators.add(orchestrator)
             if self.state is Lifecycle.DRAINING:
                 orchestrator.close_input()

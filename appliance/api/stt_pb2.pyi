@@ -97,7 +97,7 @@ class AudioChunk(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., pcm16: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class STTResult(_message.Message):
-    __slots__ = ("session_id", "utterance_index", "is_final", "text", "committed_text", "unstable_text", "start_sec", "end_sec", "language", "language_probability", "decode_latency_sec", "model_id")
+    __slots__ = ("session_id", "utterance_index", "is_final", "text", "committed_text", "unstable_text", "start_sec", "end_sec", "language", "language_probability", "decode_latency_sec", "model_id", "partials_dropped")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class STTResult(_message.Message):
     LANGUAGE_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     DECODE_LATENCY_SEC_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTIALS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     utterance_index: int
     is_final: bool
@@ -122,4 +123,5 @@ class STTResult(_message.Message):
     language_probability: float
     decode_latency_sec: float
     model_id: str
-    def __init__(self, session_id: _Optional[str] = ..., utterance_index: _Optional[int] = ..., is_final: _Optional[bool] = ..., text: _Optional[str] = ..., committed_text: _Optional[str] = ..., unstable_text: _Optional[str] = ..., start_sec: _Optional[float] = ..., end_sec: _Optional[float] = ..., language: _Optional[str] = ..., language_probability: _Optional[float] = ..., decode_latency_sec: _Optional[float] = ..., model_id: _Optional[str] = ...) -> None: ...
+    partials_dropped: int
+    def __init__(self, session_id: _Optional[str] = ..., utterance_index: _Optional[int] = ..., is_final: _Optional[bool] = ..., text: _Optional[str] = ..., committed_text: _Optional[str] = ..., unstable_text: _Optional[str] = ..., start_sec: _Optional[float] = ..., end_sec: _Optional[float] = ..., language: _Optional[str] = ..., language_probability: _Optional[float] = ..., decode_latency_sec: _Optional[float] = ..., model_id: _Optional[str] = ..., partials_dropped: _Optional[int] = ...) -> None: ...

@@ -21,6 +21,7 @@ import numpy as np
 from appliance.audio import MODEL_SAMPLE_RATE_HZ, StreamResampler, pcm16_to_float32, validate_chunk
 from appliance.errors import ApplianceError
 from appliance.models.backends import Backend
+from appliance.resources import BufferLedger
 from appliance.scheduler import DecodeScheduler
 from appliance.streaming.commit import CommitPolicy, strip_overlap
 from appliance.streaming.endpointing import EndpointConfig, Endpointer, FrameEvent
@@ -60,8 +61,16 @@ def _seconds(samples: int) -> float:
 
 class StreamOrchestrator:
     def __init__(self, settings: SessionSettings, limits: StreamLimits, *, vad: VadStream,
-                 backend: Backend, scheduler: DecodeScheduler, vad_executor: Executor | None = None):
+                 backend: Backend, scheduler: DecodeScheduler, vad_executor: Executor | None = None,
+                 ledger: BufferLedger | None = None):
         self._settings = settings
+        self._ledger = ledger or BufferLedger(None)
+        self._accounted_bytes = 0  # this stream's share of the ledger
+        self._queued_jobs = 0  # decode jobs queued or running in the lane
+        self._queued_audio_bytes = 0
+        self._lane_progress = asyncio.Event()
+        self._speech_frames_at_last_partial = -1
+        self._partials_dropped: dict[int, int] = {}
         self._limits = limits
         self._vad = vad
         self._backend = backend
@@ -123,6 +132,15 @@ class StreamOrchestrator:
             ingest.cancel()
             lane.cancel()
             await asyncio.gather(ingest, lane, return_exceptions=True)
+            self._scheduler.drop_queued_partials(self._settings.session_id)
+            self._ledger.apply(-self._accounted_bytes)
+            self._accounted_bytes = 0
+
+    def _sync_ledger(self) -> None:
+        """Keep this stream's share of the global buffer ledger equal to what it holds."""
+        held = self._buffer.samples * 2 + self._queued_audio_bytes
+        self._ledger.apply(held - self._accounted_bytes)
+        self._accounted_bytes = held
 
     # --- ingest -------------------------------------------------------------------------------
 
@@ -132,6 +150,7 @@ class StreamOrchestrator:
         iterator = chunks.__aiter__()
         try:
             while not self._ended:
+                await self._wait_for_lane_room()
                 try:
                     chunk = await self._next_chunk(iterator, timeout)
                 except StopAsyncIteration:
@@ -147,6 +166,13 @@ class StreamOrchestrator:
             error = ApplianceError("ERR1016", f"internal error while reading audio: {type(err).__name__}")
         self._finish_utterance()
         await self._jobs.put(_LaneEnd(error))
+
+    async def _wait_for_lane_room(self) -> None:
+        """Backpressure: while this stream has max_pending_decodes_per_stream decodes queued, stop
+        reading its chunks (gRPC flow control then slows the sender) instead of dropping finals."""
+        while self._queued_jobs >= self._limits.max_pending_per_stream and not self._ended:
+            self._lane_progress.clear()
+            await self._lane_progress.wait()
 
     async def _next_chunk(self, iterator, timeout: float | None) -> AudioIn:
         """The next chunk; StopAsyncIteration at half-close or close_input(), ERR1012 when idle too long."""
@@ -182,7 +208,10 @@ class StreamOrchestrator:
             raise ApplianceError(
                 "ERR1013", f"session sent {self._audio_sec_received:.1f} s of audio; "
                 f"server.max_audio_seconds_per_session is {cap_sec:g} s")
-        await self._feed(self._resampler(pcm16_to_float32(chunk.pcm16), rate_hz))
+        samples = self._resampler(pcm16_to_float32(chunk.pcm16), rate_hz)
+        self._ledger.admit(samples.size * 2)
+        await self._feed(samples)
+        self._sync_ledger()
 
     async def _feed(self, samples: np.ndarray) -> None:
         if samples.size == 0:
@@ -254,7 +283,9 @@ class StreamOrchestrator:
         self._samples_at_last_partial = 0
 
     def _queue_final(self, audio: np.ndarray, start_sample: int, end_sample: int) -> None:
-        self._jobs.put_nowait(_DecodeJob(
+        # A queued partial of this stream would only delay its final: drop it.
+        self._scheduler.drop_queued_partials(self._settings.session_id)
+        self._put_job(_DecodeJob(
             is_final=True, utterance_index=self._utterance_index, audio=audio,
             start_sec=_seconds(start_sample), end_sec=_seconds(end_sample),
             commit=self._commit, after_overlap=self._after_overlap, continues_speech=self._continues_speech))
@@ -271,11 +302,28 @@ class StreamOrchestrator:
         if self._utterance_speech_frames < self._min_speech_frames:
             return
         self._samples_at_last_partial = buffer.samples
+        if self._limits.partial_skip_unchanged and self._utterance_speech_frames == self._speech_frames_at_last_partial:
+            return  # only silence since the last partial: its text cannot have changed
+        if self._queued_jobs >= self._limits.max_pending_per_stream:
+            self._partials_dropped[self._utterance_index] = self._partials_dropped.get(self._utterance_index, 0) + 1
+            return
+        self._speech_frames_at_last_partial = self._utterance_speech_frames
         self._partial_queued = True
-        self._jobs.put_nowait(_DecodeJob(
+        self._put_job(_DecodeJob(
             is_final=False, utterance_index=self._utterance_index, audio=buffer.audio(),
             start_sec=_seconds(buffer.start_sample), end_sec=_seconds(self._timeline_samples),
             commit=self._commit, after_overlap=self._after_overlap, continues_speech=self._continues_speech))
+
+    def _put_job(self, job: _DecodeJob) -> None:
+        self._queued_jobs += 1
+        self._queued_audio_bytes += job.audio.size * 2
+        self._jobs.put_nowait(job)
+
+    def _job_done(self, job: _DecodeJob) -> None:
+        self._queued_jobs -= 1
+        self._queued_audio_bytes -= job.audio.size * 2
+        self._sync_ledger()
+        self._lane_progress.set()
 
     # --- decoding -----------------------------------------------------------------------------
 
@@ -292,6 +340,7 @@ class StreamOrchestrator:
                     self._partial_queued = False
                     if job.utterance_index == self._utterance_index:  # else its final is already queued
                         await self._run_partial(job)
+                self._job_done(job)
             except ApplianceError as err:
                 self._out.put_nowait(err)
                 return
@@ -311,8 +360,10 @@ class StreamOrchestrator:
             # model would have had (this is not conditioning across silence).
             options = replace(options, initial_prompt=self._last_final_text[-PROMPT_CHARS:])
         transcript = await self._scheduler.decode(
-            self._backend, job.audio, options, language=s.language, task=s.task, is_final=job.is_final)
+            self._backend, job.audio, options, language=s.language, task=s.task, is_final=job.is_final,
+            stream_id=s.session_id)
         if transcript is None:
+            self._partials_dropped[job.utterance_index] = self._partials_dropped.get(job.utterance_index, 0) + 1
             return None, None
         text = transcript_text(transcript, s.decode_options)
         if job.after_overlap:
@@ -345,4 +396,6 @@ class StreamOrchestrator:
             text=text, committed_text=committed, unstable_text=unstable,
             start_sec=round(job.start_sec, 3), end_sec=round(job.end_sec, 3),
             language=transcript.language, language_probability=transcript.language_probability,
-            decode_latency_sec=transcript.decode_sec, model_id=self._settings.model_id))
+            decode_latency_sec=transcript.decode_sec, model_id=self._settings.model_id,
+            partials_dropped=self._partials_dropped.pop(job.utterance_index, 0) if is_final
+            else self._partials_dropped.get(job.utterance_index, 0)))

@@ -27,6 +27,7 @@ class RecognitionResult:
     language_probability: float
     decode_latency_sec: float
     model_id: str
+    partials_dropped: int = 0  # partial decodes of this utterance skipped under load
 
 
 @dataclass(frozen=True)
@@ -46,3 +47,5 @@ class StreamLimits:
     preroll_sec: float = 0.3  # audio kept before the first speech frame, so onsets are not clipped
     tail_sec: float = 0.25  # silence kept after the last speech frame: Whisper ends words better
     min_speech_sec: float = 0.1
+    max_pending_per_stream: int = 8  # decodes queued per stream before partials drop and reading pauses
+    partial_skip_unchanged: bool = True

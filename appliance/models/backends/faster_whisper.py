@@ -4,9 +4,10 @@ Encode window: Whisper pads every input to 30 s of features, so a 2 s utterance 
 encoder pass. CTranslate2's encoder also takes shorter inputs; with `encode_window="bucketed"` the
 features are cut to the smallest bucket that holds the utterance plus a margin. Buckets (rather than
 exact lengths) keep the number of distinct shapes small. Whether it is the default is decided by
-WER on the speech corpus (bench/wer.py), not by speed alone: measured with tiny.en, pooled WER was
-no worse (8.2% vs 8.7%), but short commands degrade ("one two three" -> "1. 2 3 3"; with a 5 s
-bucket several commands came back empty), so "full" stays the default.
+WER on the speech corpus (bench/wer.py), not by speed alone. Measured with tiny.en (streamed,
+pooled over the English corpus): full 8.7%; buckets from 15 s 8.0%; from 10 s 8.2% but "one two
+three" came back "1. 2 3 3"; from 5 s several commands came back empty. Per file, the 15 s buckets
+still lose a word on one sentence the full window gets right, so "full" stays the default.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from appliance.models.backends.base import Segment, Transcript
 
 FRAMES_PER_SEC = 100  # Whisper's mel hop: 10 ms
 FULL_WINDOW_FRAMES = 3000
-BUCKET_SEC = (10, 15, 20, 30)
+BUCKET_SEC = (15, 20, 30)
 BUCKET_MARGIN_SEC = 1.0
 
 

@@ -46,7 +46,7 @@ def result_to_proto(r: RecognitionResult) -> stt_pb2.STTResult:
         session_id=r.session_id, utterance_index=r.utterance_index, is_final=r.is_final, text=r.text,
         committed_text=r.committed_text, unstable_text=r.unstable_text, start_sec=r.start_sec, end_sec=r.end_sec,
         language=r.language, language_probability=r.language_probability,
-        decode_latency_sec=r.decode_latency_sec, model_id=r.model_id)
+        decode_latency_sec=r.decode_latency_sec, model_id=r.model_id, partials_dropped=r.partials_dropped)
 
 
 async def _chunks(request_iterator):
