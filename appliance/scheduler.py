@@ -1,8 +1,8 @@
 """Decode scheduling: shared, fair and bounded access to the model pool.
 
 Each stream submits decodes to its own FIFO queue. A dispatcher hands free model slots
-(`max_in_flight`, one per model instance) to streams in round-robin order, streams whose next
-request is a final first, so one busy stream cannot starve another and finals never wait behind
+(`max_in_flight`, one per model instance) to streams in round-robin order (least recently served
+first), streams whose next request is a final first, so one busy stream cannot starve another and finals never wait behind
 speculative partials. Under pressure (a final already waiting, or `max_pending_global` requests
 queued) a new partial is dropped and counted instead of queued. A final that is not dispatched
 within `queue_timeout_sec` fails with ERR1009. With a batch window, the dispatcher waits up to
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -48,6 +48,7 @@ class _Request:
     language: str | None
     task: str
     enqueued_at: float
+    sequence: int = 0
     dispatched: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     result: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -65,7 +66,10 @@ class DecodeScheduler:
         self.max_batch_size = max(1, max_batch_size)
         self._log_metrics = log_metrics
         self._executor = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="decode")
-        self._queues: OrderedDict[str, deque[_Request]] = OrderedDict()
+        self._queues: dict[str, deque[_Request]] = {}
+        self._last_served: dict[str, int] = {}  # turn number, for streams with a backlog
+        self._turn = 0
+        self._sequence = 0
         self._pending = 0
         self._pending_finals = 0
         self._in_flight = 0
@@ -132,6 +136,8 @@ class DecodeScheduler:
     # --- queues -------------------------------------------------------------------------------
 
     def _enqueue(self, request: _Request) -> None:
+        self._sequence += 1
+        request.sequence = self._sequence
         self._queues.setdefault(request.stream_id, deque()).append(request)
         self._pending += 1
         self._pending_finals += request.is_final
@@ -149,18 +155,23 @@ class DecodeScheduler:
         self._pending_finals -= request.is_final
         if not queue:
             del self._queues[request.stream_id]
+            self._last_served.pop(request.stream_id, None)
 
     def _pop_next(self) -> _Request | None:
-        """Round-robin over streams, finals first; the served stream goes to the back of the line."""
-        chosen = next((sid for sid, q in self._queues.items() if q[0].is_final), None)
-        if chosen is None:
-            chosen = next(iter(self._queues), None)
-        if chosen is None:
+        """Finals first; among those, the stream served least recently (round-robin), then the oldest.
+
+        A stream with a backlog keeps its turn count while it has queued work, so a newcomer (or a
+        stream with one request at a time) goes ahead of the backlog's next item.
+        """
+        if not self._queues:
             return None
+        chosen = min(self._queues, key=lambda sid: (not self._queues[sid][0].is_final,
+                                                    self._last_served.get(sid, 0), self._queues[sid][0].sequence))
         request = self._queues[chosen][0]
         self._remove(request)
+        self._turn += 1
         if chosen in self._queues:
-            self._queues.move_to_end(chosen)
+            self._last_served[chosen] = self._turn
         return request
 
     def _pop_compatible(self, key: tuple, limit: int) -> list[_Request]:

@@ -38,3 +38,18 @@ def test_buckets_hold_the_utterance_plus_a_margin():
     assert encode_frames_for(1.4) == 1500
     assert encode_frames_for(14.5) == 2000
     assert encode_frames_for(25.0) == FULL_WINDOW_FRAMES
+
+
+def test_batched_call_matches_single_decodes(prompt_audio):
+    model = resolve_model("tiny.en")
+    backend = FasterWhisperBackend(model_id="cpu-tiny.en", model_path=str(model.path), english_only=True)
+    options = load_config(*default_config_paths()).decode_profiles["realtime"]
+    other = soxr.resample(sf.read(str(speech.ALSA_DIR / "Side_Left.wav"), dtype="float32", always_2d=True)[0]
+                          .mean(axis=1), 48_000, 16_000)
+    batch = backend.transcribe_batch([prompt_audio, other], options, language=None, task="transcribe")
+    singles = [backend.transcribe(a, options, language=None, task="transcribe") for a in (prompt_audio, other)]
+    assert [normalize(" ".join(s.text for s in t.segments)) for t in batch] == ["front center", "side left"]
+    for batched, single in zip(batch, singles):
+        assert batched.segments[0].text.strip() == single.segments[0].text.strip()
+        assert abs(batched.segments[0].avg_logprob - single.segments[0].avg_logprob) < 0.05
+        assert batched.extra["batch_size"] == 2

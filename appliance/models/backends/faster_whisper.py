@@ -101,3 +101,13 @@ class FasterWhisperBackend:
                           language_probability=float(info.language_probability),
                           audio_sec=audio_sec, decode_sec=time.perf_counter() - started,
                           extra={"encode_frames": encode_frames_for(audio_sec) if bucketed else FULL_WINDOW_FRAMES})
+
+    def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
+                         task: str) -> list[Transcript]:
+        """Decode several utterances in one CTranslate2 call (see ct2_batch)."""
+        from appliance.models.backends.ct2_batch import transcribe_batch
+
+        longest_sec = max(a.size for a in audios) / 16_000
+        frames = encode_frames_for(longest_sec) if self.encode_window == "bucketed" else FULL_WINDOW_FRAMES
+        return transcribe_batch(self._model, audios, options, language=None if self.english_only else language,
+                                task="transcribe" if self.english_only else task, encode_frames=frames)
