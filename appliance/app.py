@@ -65,7 +65,8 @@ async def serve(config: AppConfig, *, ready_file: Path | None = None,
         log.info("serving model %s on port %d, %.2f s after start", runtime.model_id, port,
                  time.monotonic() - started)
         if ready_file:
-            _write_ready_file(ready_file, {"grpc_port": port, "pid": os.getpid(), "model_id": runtime.model_id})
+            _write_ready_file(ready_file, {"grpc_port": port, "pid": os.getpid(), "model_id": runtime.model_id,
+                                           "memory_budget_bytes": runtime.memory_budget.budget_bytes})
         await stop.wait()
         log.info("stop requested: draining")
         await health.publish(Lifecycle.DRAINING)

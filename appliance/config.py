@@ -96,7 +96,7 @@ class ServerConfig:
     max_pending_decodes_per_stream: int = _opt(8, "queued decodes per stream before partials drop", ge=1)
     max_pending_decodes_global: int = _opt(512, "queued decodes in total before backpressure", ge=1)
     max_total_buffer_bytes: int = _opt(268435456, "buffered audio bytes across all sessions", ge=1)
-    decode_queue_timeout_sec: float = _opt(1.0, "seconds a final waits for a decode slot", ge=0)
+    decode_queue_timeout_sec: float = _opt(5.0, "seconds a final waits for a decode slot (0 = no limit)", ge=0)
     decode_batch_window_ms: float = _opt(0.0, "decode batching window in ms (0 disables)", ge=0)
     max_decode_batch_size: int = _opt(1, "decode tasks per batch (1 disables)", ge=1)
     buffer_overlap_sec: float = _opt(0.0, "audio before a buffer-cap cut repeated in the next utterance (seconds)", ge=0)

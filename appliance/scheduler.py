@@ -100,28 +100,32 @@ class DecodeScheduler:
                                  f"(server.max_pending_decodes_global); retry shortly", retry_after_sec=1.0)
         request = _Request(stream_id, is_final, backend, audio, options, language, task, time.monotonic())
         self._enqueue(request)
-        if is_final and self.queue_timeout_sec > 0:
-            try:
-                await asyncio.wait_for(asyncio.shield(request.dispatched), timeout=self.queue_timeout_sec)
-            except asyncio.TimeoutError:
-                if not request.dispatched.done():
-                    self._remove(request)
-                    self.stats.finals_timed_out += 1
-                    raise ApplianceError(
-                        "ERR1009", f"no decode slot within {self.queue_timeout_sec:g} s "
-                        "(server.decode_queue_timeout_sec); the server is overloaded", retry_after_sec=1.0) from None
         try:
+            if is_final and self.queue_timeout_sec > 0:
+                try:
+                    await asyncio.wait_for(asyncio.shield(request.dispatched), timeout=self.queue_timeout_sec)
+                except asyncio.TimeoutError:
+                    if not request.dispatched.done():
+                        self._remove(request)
+                        self.stats.finals_timed_out += 1
+                        raise ApplianceError(
+                            "ERR1009", f"no decode slot within {self.queue_timeout_sec:g} s "
+                            "(server.decode_queue_timeout_sec); the server is overloaded",
+                            retry_after_sec=1.0) from None
             return await asyncio.shield(request.result)
         except asyncio.CancelledError:
+            # The stream went away: a queued request must not take a slot later (a running one
+            # finishes in its thread; its result is dropped).
             self._remove(request)
             raise
 
-    def drop_queued_partials(self, stream_id: str) -> int:
-        """Resolve a stream's queued (not running) partials with None: its final supersedes them."""
+    def drop_queued_partials(self, stream_id: str, finals_too: bool = False) -> int:
+        """Resolve a stream's queued (not running) partials with None: its final supersedes them.
+        With `finals_too` (the stream has ended), its queued finals go as well."""
         queue = self._queues.get(stream_id)
         if not queue:
             return 0
-        stale = [r for r in queue if not r.is_final]
+        stale = [r for r in queue if finals_too or not r.is_final]
         for request in stale:
             self._remove(request)
             request.result.set_result(None)

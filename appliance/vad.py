@@ -5,7 +5,8 @@ The graph is `silero_vad_v6.onnx` as shipped inside faster-whisper (no torch nee
 stream's state is three small arrays that live in `VadStream`, never in the model. onnxruntime's
 `InferenceSession.run` is thread-safe, so one session serves every stream; the pool hands out *slots*
 (bounded like the seed's model pool: `vad.model_pool_size` to start, growing by
-`vad.model_pool_growth_factor` up to `server.max_sessions`, then ERR1008).
+`vad.model_pool_growth_factor` up to `server.max_sessions`, then ERR1008; a factor of 1 keeps the
+pool fixed, which bounds VAD state below the session cap).
 """
 
 from __future__ import annotations
@@ -113,10 +114,12 @@ class VadPool:
         with self._lock:
             if self._leased >= self._capacity:
                 grown = max(self._capacity + 1, int(self._capacity * self._growth_factor))
-                if self._capacity >= self._max_slots:
+                if self._capacity >= self._max_slots or self._growth_factor <= 1.0:
                     raise ApplianceError(
                         "ERR1008",
-                        f"all {self._max_slots} VAD slots are in use; retry when a stream ends",
+                        f"all {self._capacity} VAD slots are in use (vad.model_pool_size, growth factor "
+                        f"{self._growth_factor:g}, at most server.max_sessions={self._max_slots}); "
+                        "retry when a stream ends",
                         retry_after_sec=1.0,
                     )
                 self._capacity = min(grown, self._max_slots)

@@ -96,6 +96,7 @@ class TimedResult:
     model_id: str
     latency_sec: float
     language_probability: float = 0.0
+    partials_dropped: int = 0
 
     @classmethod
     def from_proto(cls, msg: stt_pb2.STTResult, latency_sec: float) -> TimedResult:
@@ -113,6 +114,7 @@ class TimedResult:
             model_id=msg.model_id,
             latency_sec=latency_sec,
             language_probability=msg.language_probability,
+            partials_dropped=msg.partials_dropped,
         )
 
 

@@ -160,16 +160,13 @@ def test_pool_grows_by_the_growth_factor_up_to_max_slots(model):
         pool.acquire()
 
 
-def test_pool_growth_factor_one_grows_by_one(model):
-    pool = VadPool(model, initial_slots=1, max_slots=3, growth_factor=1.0)
+def test_pool_growth_factor_one_is_a_fixed_pool(model):
+    pool = VadPool(model, initial_slots=2, max_slots=8, growth_factor=1.0)
     pool.acquire()
     pool.acquire()
-    assert pool.capacity == 2
-    pool.acquire()
-    assert pool.capacity == 3
     with pytest.raises(ApplianceError) as info:
         pool.acquire()
-    assert info.value.code == "ERR1008"
+    assert info.value.code == "ERR1008" and pool.capacity == 2
 
 
 def test_pool_initial_slots_are_capped_by_max_slots(model):

@@ -132,7 +132,7 @@ class StreamOrchestrator:
             ingest.cancel()
             lane.cancel()
             await asyncio.gather(ingest, lane, return_exceptions=True)
-            self._scheduler.drop_queued_partials(self._settings.session_id)
+            self._scheduler.drop_queued_partials(self._settings.session_id, finals_too=True)
             self._ledger.apply(-self._accounted_bytes)
             self._accounted_bytes = 0
 
@@ -184,9 +184,12 @@ class StreamOrchestrator:
             done, _ = await asyncio.wait((read, closed), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
+            if not read.done():
+                read.cancel()  # also when this task is cancelled: no orphaned read of the stream
+            elif not read.cancelled():
+                read.exception()  # mark a half-close seen, even if this task is being cancelled
         if read in done:
             return read.result()
-        read.cancel()
         if closed in done:
             raise StopAsyncIteration
         raise ApplianceError("ERR1012", f"no audio received for {timeout:g} s (server.session_timeout_sec)")

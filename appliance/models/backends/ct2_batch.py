@@ -22,7 +22,7 @@ TIME_PRECISION_SEC = 0.02
 
 
 def transcribe_batch(model, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None, task: str,
-                     encode_frames: int) -> list[Transcript]:
+                     encode_frames: int, max_new_tokens: int) -> list[Transcript]:
     """Decode `audios` (16 kHz mono float32) with one encoder and one decoder call."""
     import ctranslate2
     from faster_whisper.audio import pad_or_trim
@@ -42,7 +42,7 @@ def transcribe_batch(model, audios: list[np.ndarray], options: DecodeOptions, *,
     results = model.model.generate(
         encoder_output, prompts, length_penalty=options.length_penalty,
         repetition_penalty=options.repetition_penalty, no_repeat_ngram_size=options.no_repeat_ngram_size,
-        max_length=model.max_length, return_scores=True, return_no_speech_prob=True,
+        max_length=min(model.max_length, max(len(p) for p in prompts) + max_new_tokens), return_scores=True, return_no_speech_prob=True,
         suppress_blank=options.suppress_blank, suppress_tokens=get_suppressed_tokens(tokenizers[0], [-1]),
         max_initial_timestamp_index=int(round(MAX_INITIAL_TIMESTAMP_SEC / TIME_PRECISION_SEC)), **sampling)
     elapsed_sec = time.perf_counter() - started

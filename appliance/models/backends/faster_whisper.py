@@ -21,10 +21,24 @@ import numpy as np
 from appliance.decode_options import DecodeOptions
 from appliance.models.backends.base import Segment, Transcript
 
+# CTranslate2's CPU kernels run on Intel OpenMP, whose idle threads spin for 200 ms by default.
+# With VAD and gRPC threads sharing the cores, that spinning turned 0.6 s decodes into 2-7 s ones
+# (measured on 2 cores: worst decode RTF 2.3 -> 0.5). Must be set before ctranslate2 loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("KMP_BLOCKTIME", "0")
+
 FRAMES_PER_SEC = 100  # Whisper's mel hop: 10 ms
 FULL_WINDOW_FRAMES = 3000
 BUCKET_SEC = (15, 20, 30)
 BUCKET_MARGIN_SEC = 1.0
+# Repetition-loop guard: fast speech is ~6 tokens/s; a decode that runs past this has looped, and
+# letting it run to Whisper's 448-token limit costs seconds of CPU for text the filters then drop.
+MAX_TOKENS_PER_SEC = 15
+MIN_TOKEN_BUDGET = 24
+
+
+def token_budget(audio_sec: float) -> int:
+    return max(MIN_TOKEN_BUDGET, int(audio_sec * MAX_TOKENS_PER_SEC))
 
 
 def default_cpu_threads() -> int:
@@ -88,6 +102,7 @@ class FasterWhisperBackend:
                 task="transcribe" if self.english_only else task,
                 vad_filter=False,  # the appliance already gated this audio with its own VAD
                 condition_on_previous_text=False,  # never carry text across calls or silence
+                max_new_tokens=token_budget(audio_sec),
                 **options.as_kwargs(),
             )
             decoded = tuple(
@@ -110,4 +125,5 @@ class FasterWhisperBackend:
         longest_sec = max(a.size for a in audios) / 16_000
         frames = encode_frames_for(longest_sec) if self.encode_window == "bucketed" else FULL_WINDOW_FRAMES
         return transcribe_batch(self._model, audios, options, language=None if self.english_only else language,
-                                task="transcribe" if self.english_only else task, encode_frames=frames)
+                                task="transcribe" if self.english_only else task, encode_frames=frames,
+                                max_new_tokens=token_budget(longest_sec))
