@@ -106,7 +106,7 @@ class ServerConfig:
     memory_budget_bytes: int | None = _opt(
         None, "process memory budget (bytes); null = the cgroup memory limit when set, 0 = none", ge=0)
     memory_per_session_bytes: int = _opt(
-        16777216, "memory reserved per new session when checking the budget (bytes)", ge=0)
+        4194304, "memory reserved per new session when checking the budget (bytes)", ge=0)
     partial_skip_unchanged: bool = _opt(True, "skip a partial decode when no speech arrived since the last one")
 
 

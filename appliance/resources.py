@@ -46,21 +46,29 @@ class MemoryBudget:
         self.budget_bytes = budget_bytes or None
         self.per_session_bytes = per_session_bytes
         self._rss = rss
+        self.baseline_bytes = 0
+
+    def mark_baseline(self) -> None:
+        """Record RSS once the model is loaded: sessions are projected on top of it."""
+        self.baseline_bytes = self._rss()
 
     @classmethod
     def from_config(cls, configured_bytes: int | None, per_session_bytes: int) -> MemoryBudget:
         budget = cgroup_memory_limit_bytes() if configured_bytes is None else configured_bytes
         return cls(budget, per_session_bytes)
 
-    def admit_session(self) -> None:
+    def admit_session(self, active_sessions: int) -> None:
+        """ERR1014 unless one more session fits. Sessions admitted in a burst have not grown yet, so
+        the projection is the larger of the RSS now and baseline + per-session share of each."""
         if self.budget_bytes is None:
             return
         rss = self._rss()
-        if rss + self.per_session_bytes > self.budget_bytes:
+        projected = max(rss, self.baseline_bytes + self.per_session_bytes * active_sessions)
+        if projected + self.per_session_bytes > self.budget_bytes:
             raise ApplianceError(
-                "ERR1014", f"memory budget: RSS {rss / 2**20:.0f} MiB + {self.per_session_bytes / 2**20:.0f} MiB "
-                f"for a new session would pass {self.budget_bytes / 2**20:.0f} MiB (server.memory_budget_bytes)",
-                retry_after_sec=2.0)
+                "ERR1014", f"memory budget: {projected / 2**20:.0f} MiB in use or reserved by {active_sessions} "
+                f"sessions + {self.per_session_bytes / 2**20:.0f} MiB for a new one would pass "
+                f"{self.budget_bytes / 2**20:.0f} MiB (server.memory_budget_bytes)", retry_after_sec=2.0)
 
 
 class BufferLedger:

@@ -118,6 +118,7 @@ class Runtime:
                  cfg.model.compute_type, resolved.source, time.perf_counter() - started)
 
     def mark_serving(self) -> None:
+        self.memory_budget.mark_baseline()
         self._set_state(Lifecycle.SERVING)
 
     async def drain(self, timeout_sec: float) -> bool:
@@ -154,7 +155,7 @@ class Runtime:
         if len(self.sessions) >= self.config.server.max_sessions:
             raise ApplianceError("ERR1007", f"server.max_sessions={self.config.server.max_sessions} sessions are active",
                                  retry_after_sec=1.0)
-        self.memory_budget.admit_session()
+        self.memory_budget.admit_session(len(self.sessions))
         settings = resolve_settings(request, self.session_defaults())
         self.sessions.add(settings)
         return settings
