@@ -48,7 +48,7 @@ COMPUTE_TYPES = ("int8", "int8_float16", "int8_float32", "int8_bfloat16", "float
 TASKS = ("transcribe", "translate")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 AUTH_PROFILES = ("none", "api_key", "signed_token")
-ENCODE_WINDOWS = ("full", "bucketed")
+ENCODE_WINDOWS = ("full", "bucketed", "partials")
 PORT = {"ge": 0, "le": 65535}
 RATIO = {"ge": 0, "le": 1}
 

@@ -53,7 +53,7 @@ class _Request:
     result: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def batch_key(self) -> tuple:
-        return (id(self.backend), self.options, self.language, self.task)
+        return (id(self.backend), self.options, self.language, self.task, self.is_final)
 
 
 class DecodeScheduler:
@@ -215,10 +215,12 @@ class DecodeScheduler:
         try:
             if len(batch) == 1:
                 transcripts = [await loop.run_in_executor(self._executor, lambda: first.backend.transcribe(
-                    first.audio, first.options, language=first.language, task=first.task))]
+                    first.audio, first.options, language=first.language, task=first.task,
+                    provisional=not first.is_final))]
             else:
                 transcripts = await loop.run_in_executor(self._executor, lambda: first.backend.transcribe_batch(
-                    [r.audio for r in batch], first.options, language=first.language, task=first.task))
+                    [r.audio for r in batch], first.options, language=first.language, task=first.task,
+                    provisional=not first.is_final))
         except Exception as err:  # third-party code: any failure maps to one code
             self.stats.failures += len(batch)
             log.exception("decode failed in %s", first.backend.model_id)

@@ -22,10 +22,12 @@ from clients.local_server import LocalAppliance  # noqa: E402
 from clients.sdk import SttClient  # noqa: E402
 
 
-def stream_file(address: str, path: Path, realtime: bool, profile: str, vad_silence: float | None) -> str:
+def stream_file(address: str, path: Path, realtime: bool, profile: str, vad_silence: float | None,
+                partials: bool = False) -> str:
     pcm16, rate_hz = load_pcm16(path)
     with SttClient(address) as client:
-        session = client.create_session(decode_profile=profile, vad_silence_sec=vad_silence)
+        session = client.create_session(decode_profile=profile, vad_silence_sec=vad_silence,
+                                        attributes={"partial": "true"} if partials else None)
         finals = [r.text for r in client.stream_audio(session, pcm16, rate_hz, chunk_ms=100, realtime=realtime)
                   if r.is_final]
     return " ".join(t for t in finals if t)
@@ -36,8 +38,9 @@ def main() -> int:
     parser.add_argument("--fast", action="store_true", help="send audio as fast as possible")
     parser.add_argument("--profile", default="realtime")
     parser.add_argument("--vad-silence", type=float)
+    parser.add_argument("--partials", action="store_true", help="ask for partials (their commits bind finals)")
     parser.add_argument("--compute-type", default="float32", help="for the server and the offline baseline")
-    parser.add_argument("--encode-window", choices=("full", "bucketed"), help="model.encode_window for the server")
+    parser.add_argument("--encode-window", choices=("full", "bucketed", "partials"), help="model.encode_window for the server")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `serve` argument")
     args = parser.parse_args()
     corpus = english_corpus()
@@ -47,7 +50,7 @@ def main() -> int:
     with LocalAppliance("--compute-type", args.compute_type, *args.server_arg,
                         env={"STT_MODEL_ENCODE_WINDOW": args.encode_window} if args.encode_window else None) as server, ThreadPoolExecutor(len(corpus)) as pool:
         streamed = list(pool.map(lambda item: stream_file(server.address, item.path, not args.fast, args.profile,
-                                                          args.vad_silence), corpus))
+                                                          args.vad_silence, args.partials), corpus))
     offline = [offline_transcribe(item.path, profile=args.profile, compute_type=args.compute_type) for item in corpus]
     totals = [0, 0, 0]
     print(f"{'file':58} {'words':>5} {'stream':>7} {'offline':>7}")

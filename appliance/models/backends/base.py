@@ -39,6 +39,8 @@ class Backend(Protocol):
     english_only: bool
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
-                   task: str) -> Transcript:
-        """Decode 16 kHz mono float32 audio; never conditions on text from earlier calls."""
+                   task: str, provisional: bool = False) -> Transcript:
+        """Decode 16 kHz mono float32 audio; never conditions on text from earlier calls.
+
+        `provisional` marks a partial: the backend may trade some accuracy for speed."""
         ...

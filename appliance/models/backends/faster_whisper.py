@@ -89,11 +89,14 @@ class FasterWhisperBackend:
             cpu_threads=cpu_threads or default_cpu_threads(), local_files_only=True,
         )
 
+    def _bucketed(self, provisional: bool) -> bool:
+        return self.encode_window == "bucketed" or (self.encode_window == "partials" and provisional)
+
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
-                   task: str) -> Transcript:
+                   task: str, provisional: bool = False) -> Transcript:
         started = time.perf_counter()
         audio_sec = audio.size / 16_000
-        bucketed = self.encode_window == "bucketed" and audio_sec + BUCKET_MARGIN_SEC <= FULL_WINDOW_FRAMES / 100
+        bucketed = self._bucketed(provisional) and audio_sec + BUCKET_MARGIN_SEC <= FULL_WINDOW_FRAMES / 100
         self._model.call_state.encode_frames = encode_frames_for(audio_sec) if bucketed else None
         try:
             segments, info = self._model.transcribe(
@@ -118,12 +121,12 @@ class FasterWhisperBackend:
                           extra={"encode_frames": encode_frames_for(audio_sec) if bucketed else FULL_WINDOW_FRAMES})
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
-                         task: str) -> list[Transcript]:
+                         task: str, provisional: bool = False) -> list[Transcript]:
         """Decode several utterances in one CTranslate2 call (see ct2_batch)."""
         from appliance.models.backends.ct2_batch import transcribe_batch
 
         longest_sec = max(a.size for a in audios) / 16_000
-        frames = encode_frames_for(longest_sec) if self.encode_window == "bucketed" else FULL_WINDOW_FRAMES
+        frames = encode_frames_for(longest_sec) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
         return transcribe_batch(self._model, audios, options, language=None if self.english_only else language,
                                 task="transcribe" if self.english_only else task, encode_frames=frames,
                                 max_new_tokens=token_budget(longest_sec))
