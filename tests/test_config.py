@@ -221,7 +221,7 @@ def test_same_key_in_both_files_is_a_conflict(tmp_path):
     ("model", "device", "tpu", "model.device: expected one of 'cpu', 'cuda', 'mps', 'auto', got 'tpu'"),
     ("model", "compute_type", "int4", "model.compute_type: expected one of 'int8', "),
     ("model", "task", "summarize", "model.task: expected one of 'transcribe', 'translate', got 'summarize'"),
-    ("model", "encode_window", "half", "model.encode_window: expected one of 'full', 'bucketed', got 'half'"),
+    ("model", "encode_window", "half", "model.encode_window: expected one of 'full', 'bucketed', 'partials', got 'half'"),
     ("model", "languages", "[en, 3]", "model.languages: expected a list of non-empty strings or null"),
     ("model", "pool_size", "0", "model.pool_size: expected an integer >= 1, got 0"),
 ])
