@@ -19,7 +19,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ALSA_PROMPTS_DIR = Path("/usr/share/sounds/alsa")
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 
 if __package__ in (None, ""):  # run as a script: make `clients` and `appliance` importable
     sys.path.insert(0, str(REPO_ROOT))
@@ -27,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `clients` and `appliance`
 from clients.audio import load_pcm16, pcm16_duration_sec  # noqa: E402
 from clients.cli_common import latency_summary  # noqa: E402
 from clients.corpus import english_corpus  # noqa: E402
+from clients.loadtest import find_audio  # noqa: E402
 from clients.local_server import LocalAppliance  # noqa: E402
 from clients.sdk import SttClient, SttError  # noqa: E402
 
@@ -41,16 +41,10 @@ def default_recordings() -> list[Path]:
 
 
 def recordings_from(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for text in paths:
-        path = Path(text)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise SystemExit(f"error: no such audio file or folder: {path}")
-    return files
+    try:
+        return find_audio(paths)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
 
 
 def bench_file(client: SttClient, path: Path, args: argparse.Namespace) -> dict:

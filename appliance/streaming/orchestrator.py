@@ -294,6 +294,7 @@ class StreamOrchestrator:
             commit=self._commit, after_overlap=self._after_overlap, continues_speech=self._continues_speech))
         self._utterance_index += 1
         self._commit = CommitPolicy()
+        self._speech_frames_at_last_partial = -1
 
     def _maybe_queue_partial(self) -> None:
         interval_sec = self._limits.partial_interval_sec
