@@ -15,6 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
     from appliance.app import configure_logging, serve
     from appliance.config import ConfigError, load_config, overrides_from_args
     from appliance.models.store import ModelStoreError
+    from appliance.transport.grpc.tls import TlsError
 
     try:
         config = load_config(server_path=args.config, model_path=args.model_config,
@@ -22,12 +23,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"stt-appliance: configuration error: {err}", file=sys.stderr)
         return 2
-    if config.tls.required and not (config.tls.cert_file and config.tls.key_file):
-        print("stt-appliance: tls.required is set but tls.cert_file/tls.key_file are not", file=sys.stderr)
-        return 2
     configure_logging(config)
     try:
         return asyncio.run(serve(config, ready_file=Path(args.ready_file) if args.ready_file else None))
+    except TlsError as err:
+        print(f"stt-appliance: TLS error: {err}", file=sys.stderr)
+        return 2
     except ModelStoreError as err:
         print(f"stt-appliance: model error: {err}", file=sys.stderr)
         return 3

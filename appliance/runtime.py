@@ -22,6 +22,7 @@ from appliance.models.backends import Backend, load_backend
 from appliance.models.store import ResolvedModel, resolve_model
 from appliance.resources import BufferLedger, MemoryBudget
 from appliance.scheduler import DecodeScheduler
+from appliance.security import Admission, peer_ip
 from appliance.streaming.orchestrator import StreamOrchestrator
 from appliance.streaming.session import SessionDefaults, SessionRegistry, SessionRequest, SessionSettings, resolve_settings
 from appliance.streaming.types import AudioIn, RecognitionResult, StreamLimits
@@ -67,7 +68,9 @@ class Runtime:
         self._on_state_change = on_state_change
         self.backend: Backend | None = None
         self.model_id = model_id_for(config)
-        self.sessions = SessionRegistry(unused_ttl_sec=float(config.server.session_timeout_sec or 60))
+        self.admission = Admission(config.server, config.auth)
+        self.sessions = SessionRegistry(unused_ttl_sec=float(config.server.session_timeout_sec or 60),
+                                        on_release=self.admission.release)
         s = config.server
         self.scheduler = DecodeScheduler(
             max_in_flight=config.model.pool_size, max_pending_global=s.max_pending_decodes_global,
@@ -150,14 +153,21 @@ class Runtime:
             vad_silence_sec=float(cfg.vad.silence), vad_threshold=float(cfg.vad.threshold),
             emit_final_on_vad=bool(cfg.server.emit_final_on_vad))
 
-    def create_session(self, request: SessionRequest) -> SessionSettings:
+    def create_session(self, request: SessionRequest, peer: str = "",
+                       metadata: dict[str, str] | None = None) -> SessionSettings:
+        """Admit (auth, rate, caps, memory) and register a session; every refusal has its code."""
         self._require_serving()
         if len(self.sessions) >= self.config.server.max_sessions:
             raise ApplianceError("ERR1007", f"server.max_sessions={self.config.server.max_sessions} sessions are active",
                                  retry_after_sec=1.0)
         self.memory_budget.admit_session(len(self.sessions))
-        settings = resolve_settings(request, self.session_defaults())
-        self.sessions.add(settings)
+        ticket = self.admission.admit(peer_ip(peer), metadata or {}, dict(request.attributes))
+        try:
+            settings = resolve_settings(request, self.session_defaults())
+            self.sessions.add(settings, ticket)
+        except BaseException:
+            self.admission.release(ticket)
+            raise
         return settings
 
     def _require_serving(self) -> None:
@@ -181,9 +191,11 @@ class Runtime:
         vad = orchestrator = None
         try:
             vad = self.vad_pool.acquire()
+            ticket = self.sessions.ticket(settings.session_id)
             orchestrator = StreamOrchestrator(settings, self._limits, vad=vad, backend=self.backend,
                                               scheduler=self.scheduler, vad_executor=self._vad_executor,
-                                              ledger=self.buffer_ledger)
+                                              ledger=self.buffer_ledger,
+                                              audio_budget=self.admission.audio_budget(ticket) if ticket else None)
             self._orchestrators.add(orchestrator)
             if self.state is Lifecycle.DRAINING:
                 orchestrator.close_input()

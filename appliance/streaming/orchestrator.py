@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
@@ -62,8 +62,9 @@ def _seconds(samples: int) -> float:
 class StreamOrchestrator:
     def __init__(self, settings: SessionSettings, limits: StreamLimits, *, vad: VadStream,
                  backend: Backend, scheduler: DecodeScheduler, vad_executor: Executor | None = None,
-                 ledger: BufferLedger | None = None):
+                 ledger: BufferLedger | None = None, audio_budget: Callable[[int], None] | None = None):
         self._settings = settings
+        self._audio_budget = audio_budget  # per-caller inbound byte rate (ERR1006)
         self._ledger = ledger or BufferLedger(None)
         self._accounted_bytes = 0  # this stream's share of the ledger
         self._queued_jobs = 0  # decode jobs queued or running in the lane
@@ -203,6 +204,8 @@ class StreamOrchestrator:
                 "ERR1003", f"chunk session_id {chunk.session_id!r} differs from the stream's {settings.session_id!r}")
         if not chunk.pcm16:
             return
+        if self._audio_budget is not None:
+            self._audio_budget(len(chunk.pcm16))
         rate_hz = chunk.sample_rate_hz or self._limits.default_sample_rate_hz
         max_chunk_ms = None if settings.upload_mode == "batch" else self._limits.max_chunk_ms
         self._audio_sec_received += validate_chunk(chunk.pcm16, rate_hz, max_chunk_ms)

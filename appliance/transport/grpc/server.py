@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -12,6 +10,7 @@ from appliance.api import stt_pb2, stt_pb2_grpc
 from appliance.config import AppConfig
 from appliance.runtime import Lifecycle, Runtime
 from appliance.transport.grpc.servicer import SpeechToTextServicer
+from appliance.transport.grpc.tls import server_credentials
 
 SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
 
@@ -59,8 +58,7 @@ def create_grpc_server(config: AppConfig, runtime: Runtime, health_reporter: Hea
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{host or config.server.grpc_host}:{config.server.port if port is None else port}"
     if config.tls.cert_file and config.tls.key_file:
-        credentials = grpc.ssl_server_credentials(
-            [(Path(config.tls.key_file).read_bytes(), Path(config.tls.cert_file).read_bytes())])
+        credentials = server_credentials(config.tls.cert_file, config.tls.key_file)
         bound = server.add_secure_port(address, credentials)
     else:
         bound = server.add_insecure_port(address)

@@ -61,7 +61,10 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
 
     async def CreateSession(self, request, context):
         try:
-            settings = self._runtime.create_session(session_request_from_proto(request))
+            metadata = {key.lower(): value for key, value in (context.invocation_metadata() or ())
+                        if isinstance(value, str)}
+            settings = self._runtime.create_session(session_request_from_proto(request), peer=context.peer(),
+                                                    metadata=metadata)
         except ApplianceError as err:
             log.info("CreateSession refused: %s", err.code)
             await abort(context, err)

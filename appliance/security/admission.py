@@ -1,0 +1,181 @@
+"""Admission of CreateSession calls and the inbound audio byte budget of each session.
+
+Owns who may open a session and how fast they may send audio: `Admission.admit` authenticates
+(ERR1004), applies the per-identity CreateSession rate limit (ERR1006) and the concurrent session
+caps per client IP and per api_key (ERR1007), and returns a `Ticket` that must be released once when
+the session ends. The identity that limits key off is the api_key when one was given, else the client
+IP (namespaced, so an api_key can never collide with an IP). `AudioRateLimiter` turns
+`server.max_audio_bytes_per_sec*` into one byte budget per identity and upload mode. The global
+`server.max_sessions` cap stays with the session registry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+from urllib.parse import unquote
+
+from appliance.config import AuthConfig, ServerConfig
+from appliance.errors import ApplianceError
+from appliance.security.auth import Authenticator
+from appliance.security.limiter import KeyedRateLimiter
+
+__all__ = ["Admission", "AudioRateLimiter", "Ticket", "peer_ip", "upload_mode_of"]
+
+UPLOAD_MODE_ATTR = "upload_mode"
+DEFAULT_CAPACITY_RETRY_AFTER_SEC = 1.0
+
+
+def peer_ip(grpc_peer: str) -> str:
+    """Client address of a gRPC `context.peer()`: "ipv4:1.2.3.4:5678" -> "1.2.3.4",
+    "ipv6:[::1]:5678" (brackets may be %-encoded) -> "::1", "unix:/path" -> "unix"."""
+    peer = unquote(grpc_peer or "").strip()
+    scheme, sep, rest = peer.partition(":")
+    if not sep:
+        return peer or "unknown"
+    if scheme == "unix" or scheme == "unix-abstract":
+        return "unix"
+    if scheme == "ipv6" and rest.startswith("["):
+        host = rest[1:rest.find("]")] if "]" in rest else rest[1:]
+    elif scheme == "ipv4":
+        host = rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
+    elif scheme == "ipv6":
+        host = rest
+    else:
+        return peer
+    host = host.split("%", 1)[0]  # drop an IPv6 zone id
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "unknown"
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return str(mapped or addr)
+
+
+def upload_mode_of(attributes: Mapping[str, str]) -> str:
+    """"batch" when the session attribute upload_mode is batch (any case), else "realtime"."""
+    return "batch" if str(attributes.get(UPLOAD_MODE_ATTR, "")).strip().lower() == "batch" else "realtime"
+
+
+def _resolve(base: int, override: int | None) -> int:
+    return base if override is None else override
+
+
+class AudioRateLimiter:
+    """Inbound audio bytes/sec per identity, with separate budgets for realtime and batch uploads.
+
+    A mode override of null uses the base value, a rate of 0 disables limiting for that mode, and a
+    burst of 0 equals the mode's rate (one second of audio).
+    """
+
+    def __init__(self, server: ServerConfig, *, max_keys: int = 10_000):
+        self.limits_bytes_per_sec = {
+            "realtime": (_resolve(server.max_audio_bytes_per_sec, server.max_audio_bytes_per_sec_realtime),
+                         _resolve(server.max_audio_bytes_per_sec_burst,
+                                  server.max_audio_bytes_per_sec_burst_realtime)),
+            "batch": (_resolve(server.max_audio_bytes_per_sec, server.max_audio_bytes_per_sec_batch),
+                      _resolve(server.max_audio_bytes_per_sec_burst, server.max_audio_bytes_per_sec_burst_batch)),
+        }
+        self._limiters = {mode: KeyedRateLimiter(rate, burst, max_keys=max_keys)
+                          for mode, (rate, burst) in self.limits_bytes_per_sec.items()}
+
+    def for_session(self, identity: str, upload_mode: str = "realtime") -> Callable[..., None]:
+        """A `check(nbytes, now=None)` for one session's chunks; raises ERR1006 with retry_after_sec."""
+        mode = "batch" if upload_mode == "batch" else "realtime"
+        limiter = self._limiters[mode]
+        rate = limiter.rate_per_sec
+
+        def check(nbytes: int, now: float | None = None) -> None:
+            if nbytes <= 0 or not limiter.enabled:
+                return
+            wait_sec = limiter.allow(identity, float(nbytes), now)
+            if wait_sec > 0:
+                raise ApplianceError(
+                    "ERR1006", f"inbound audio rate limit exceeded: {nbytes} bytes over "
+                    f"max_audio_bytes_per_sec{'_batch' if mode == 'batch' else ''}={rate:g} for this "
+                    f"{_kind(identity)}; retry in {wait_sec:.2f} s", retry_after_sec=wait_sec)
+        return check
+
+
+def _kind(identity: str) -> str:
+    return "api_key" if identity.startswith("key:") else "client IP"
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One admitted session's claim on the per-IP and per-key caps; release it exactly once."""
+
+    identity: str
+    peer_ip: str
+    api_key: str | None
+    upload_mode: str
+    released: bool = field(default=False)
+
+
+class Admission:
+    """CreateSession gate: authenticate, rate-limit per identity, cap concurrent sessions. Thread-safe."""
+
+    def __init__(self, server: ServerConfig, auth: AuthConfig, *, allowed_api_keys: set[str] | None = None,
+                 capacity_retry_after_sec: float = DEFAULT_CAPACITY_RETRY_AFTER_SEC):
+        self.server = server
+        self.authenticator = Authenticator(auth, allowed_api_keys=allowed_api_keys)
+        self.create_session_limiter = KeyedRateLimiter(server.create_session_rps, server.create_session_burst)
+        self.audio = AudioRateLimiter(server)
+        self.capacity_retry_after_sec = capacity_retry_after_sec
+        self._per_ip: Counter[str] = Counter()
+        self._per_key: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def admit(self, peer_ip: str, metadata: Mapping[str, str], attributes: Mapping[str, str],
+              now: float | None = None) -> Ticket:
+        """A Ticket for a new session, or ApplianceError ERR1004 / ERR1006 / ERR1007.
+        `now` is wall-clock unix seconds (signed tokens carry wall-clock ts)."""
+        now = time.time() if now is None else now
+        api_key = self.authenticator.authenticate(metadata, attributes, now)
+        identity = f"key:{api_key}" if api_key else f"ip:{peer_ip}"
+        wait_sec = self.create_session_limiter.allow(identity, 1.0, now)
+        if wait_sec > 0:
+            raise ApplianceError(
+                "ERR1006", f"CreateSession rate limit exceeded for this {_kind(identity)} "
+                f"(create_session_rps={self.server.create_session_rps:g}); retry in {wait_sec:.2f} s",
+                retry_after_sec=wait_sec)
+        max_ip, max_key = self.server.max_sessions_per_ip, self.server.max_sessions_per_api_key
+        with self._lock:
+            if max_ip and self._per_ip[peer_ip] >= max_ip:
+                raise ApplianceError("ERR1007", f"too many concurrent sessions from this client IP "
+                                     f"(max_sessions_per_ip={max_ip})",
+                                     retry_after_sec=self.capacity_retry_after_sec)
+            if api_key and max_key and self._per_key[api_key] >= max_key:
+                raise ApplianceError("ERR1007", f"too many concurrent sessions for this api_key "
+                                     f"(max_sessions_per_api_key={max_key})",
+                                     retry_after_sec=self.capacity_retry_after_sec)
+            self._per_ip[peer_ip] += 1
+            if api_key:
+                self._per_key[api_key] += 1
+        return Ticket(identity, peer_ip, api_key, upload_mode_of(attributes))
+
+    def release(self, ticket: Ticket) -> bool:
+        """Give back a ticket's cap slots; True the first time, False (no-op) on a repeat."""
+        with self._lock:
+            if ticket.released:
+                return False
+            ticket.released = True
+            for counter, key in ((self._per_ip, ticket.peer_ip), (self._per_key, ticket.api_key)):
+                if key:
+                    counter[key] -= 1
+                    if counter[key] <= 0:
+                        del counter[key]
+            return True
+
+    def audio_budget(self, ticket: Ticket) -> Callable[..., None]:
+        """The session's `check(nbytes, now=None)` for its audio chunks (ERR1006 when over)."""
+        return self.audio.for_session(ticket.identity, ticket.upload_mode)
+
+    def active_sessions(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Snapshot (per IP, per api_key) of admitted, unreleased sessions."""
+        with self._lock:
+            return dict(self._per_ip), dict(self._per_key)
