@@ -8,7 +8,7 @@ import pytest
 
 from clients.audio import load_pcm16
 from clients.local_server import LocalAppliance
-from clients.sdk import SttClient, TimedResult
+from clients.sdk import SttClient, SttError, TimedResult
 from tests import speech
 
 
@@ -29,6 +29,21 @@ def appliance_server(request) -> LocalAppliance:
 def tight_server(request) -> LocalAppliance:
     """An appliance with short limits, for the timeout and buffer-cap paths."""
     return _start(request, env={"STT_SERVER_SESSION_TIMEOUT_SEC": "2", "STT_SERVER_MAX_BUFFER_SEC": "4"})
+
+
+@pytest.fixture
+def server_with(request):
+    """Start an appliance with the given STT_* settings; stopped after the test."""
+    started = []
+
+    def start(**settings) -> LocalAppliance:
+        server = LocalAppliance(env={f"STT_{k.upper()}": str(v) for k, v in settings.items()}).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +68,12 @@ def stream_file(address: str, path: Path, *, realtime: bool = False, chunk_ms: i
     with SttClient(address) as client:
         session = client.create_session(**session_options)
         return list(client.stream_audio(session, pcm16, rate_hz, chunk_ms=chunk_ms, realtime=realtime))
+
+
+def expect_error(call) -> SttError:
+    with pytest.raises(SttError) as info:
+        call()
+    return info.value
 
 
 def finals_text(results: list[TimedResult]) -> str:

@@ -18,28 +18,7 @@ from clients.audio import load_pcm16
 from clients.local_server import LocalAppliance
 from clients.sdk import SttClient, SttError
 from clients.corpus import wer
-from tests.conftest import finals_text, stream_file
-
-
-@pytest.fixture
-def server_with(request):
-    """Start an appliance with the given STT_* settings; stopped after the test."""
-    started = []
-
-    def start(**settings) -> LocalAppliance:
-        server = LocalAppliance(env={f"STT_{k.upper()}": str(v) for k, v in settings.items()}).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.__exit__(None, None, None)
-
-
-def expect_error(call) -> SttError:
-    with pytest.raises(SttError) as info:
-        call()
-    return info.value
+from tests.conftest import expect_error, finals_text, stream_file
 
 
 def test_session_cap_err1007(server_with):

@@ -1,0 +1,65 @@
+"""CreateSession admission through a real server: auth profiles, rate limits, per-caller caps."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from appliance.security.auth import auth_metadata, sign
+from clients.audio import load_pcm16
+from clients.sdk import SttClient
+from tests.conftest import expect_error, finals_text
+
+SECRET = "kiosk-fleet-secret"
+
+
+def test_signed_token_profile(server_with):
+    server = server_with(auth_create_session_auth_profile="signed_token", auth_create_session_auth_secret=SECRET,
+                         auth_create_session_auth_ttl_sec=30)
+    good = auth_metadata(SECRET)
+    with SttClient(server.address, metadata=good) as client:
+        assert client.create_session().session_id
+        replayed = expect_error(client.create_session)  # the same signature again
+    with SttClient(server.address) as client:
+        missing = expect_error(client.create_session)
+    stale_ts = f"{time.time() - 600:.6f}"
+    with SttClient(server.address, metadata=[("authorization", f"Bearer {stale_ts}:{sign(SECRET, stale_ts)}")]) as c:
+        expired = expect_error(c.create_session)
+    with SttClient(server.address, metadata=auth_metadata("wrong-secret")) as client:
+        forged = expect_error(client.create_session)
+    for error in (replayed, missing, expired, forged):
+        assert error.code == "ERR1004" and error.status == grpc.StatusCode.UNAUTHENTICATED, error
+    assert "replay" in replayed.message
+
+
+def test_api_key_profile_and_per_key_cap(server_with):
+    server = server_with(auth_create_session_auth_profile="api_key", server_max_sessions_per_api_key=1)
+    with SttClient(server.address) as client:
+        missing = expect_error(client.create_session)
+        client.create_session(attributes={"api_key": "kiosk-1"})
+        capped = expect_error(lambda: client.create_session(attributes={"api_key": "kiosk-1"}))
+        client.create_session(attributes={"api_key": "kiosk-2"})  # another caller is not affected
+    assert missing.code == "ERR1004"
+    assert capped.code == "ERR1007" and "per_api_key" in capped.message
+
+
+def test_create_session_rate_limit(server_with):
+    server = server_with(server_create_session_rps=0.5, server_create_session_burst=2)
+    with SttClient(server.address) as client:
+        client.create_session()
+        client.create_session()
+        limited = expect_error(client.create_session)
+    assert limited.code == "ERR1006" and limited.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_audio_byte_rate_limit_and_the_batch_override(server_with, sentences):
+    server = server_with(server_max_audio_bytes_per_sec=32_000, server_max_audio_bytes_per_sec_burst=64_000)
+    pcm16, rate_hz = load_pcm16(sentences.path)
+    with SttClient(server.address) as client:
+        session = client.create_session()
+        limited = expect_error(lambda: list(client.stream_audio(session, pcm16, rate_hz, realtime=False)))
+        batch = client.create_session(attributes={"upload_mode": "batch"})  # batch rate 0 = unlimited
+        results = list(client.send_chunks(batch, [pcm16], rate_hz, realtime=False))
+    assert limited.code == "ERR1006"
+    assert len([r for r in results if r.is_final]) == 3 and finals_text(results)
