@@ -69,6 +69,8 @@ OPTIONS: tuple[Option, ...] = (
            "session attribute key=value, repeatable (e.g. partial=true)"),
     Option("require_token", ("--require-token",), "bool", False,
            "ask the server for a per-session token and send it with every chunk"),
+    Option("signed_token_secret", ("--signed-token-secret",), "str", None,
+           "sign CreateSession with this HMAC secret (server auth profile signed_token)"),
     Option("tls", ("--tls",), "bool", False, "use TLS with the system's trusted CAs"),
     Option("tls_ca_file", ("--tls-ca-file",), "str", None, "use TLS trusting this CA/cert PEM file"),
     Option("session_id", ("--session-id",), "str", "", "session id (default: server-generated)"),
@@ -314,7 +316,13 @@ def _transcribe(kind: ClientKind, settings: dict[str, Any], pcm16: bytes, sample
         print(line, file=out, flush=True)  # flushed: a watcher sees each result as it lands
 
     audio_sec = pcm16_duration_sec(pcm16, sample_rate_hz)
-    with SttClient(settings["server"], tls=settings["tls"], tls_ca_file=settings["tls_ca_file"]) as client:
+    metadata = ()
+    if settings["signed_token_secret"]:
+        from appliance.security.auth import auth_metadata
+
+        metadata = auth_metadata(settings["signed_token_secret"], api_key=settings["attributes"].get("api_key"))
+    with SttClient(settings["server"], tls=settings["tls"], tls_ca_file=settings["tls_ca_file"],
+                   metadata=metadata) as client:
         session = client.create_session(
             settings["session_id"], vad_mode=settings["vad_mode"],
             vad_silence_sec=settings["vad_silence"], vad_threshold=settings["vad_threshold"],

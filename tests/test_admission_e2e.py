@@ -63,3 +63,19 @@ def test_audio_byte_rate_limit_and_the_batch_override(server_with, sentences):
         results = list(client.send_chunks(batch, [pcm16], rate_hz, realtime=False))
     assert limited.code == "ERR1006"
     assert len([r for r in results if r.is_final]) == 3 and finals_text(results)
+
+
+def test_realtime_client_signs_with_its_secret(server_with, alsa_prompts):
+    import json
+    import subprocess
+    import sys
+
+    server = server_with(auth_create_session_auth_profile="signed_token", auth_create_session_auth_secret=SECRET)
+    path = next(iter(alsa_prompts))
+    base = [sys.executable, "-m", "clients.realtime.file", str(path), "--server", server.address, "--no-realtime",
+            "--json"]
+    signed = subprocess.run(base + ["--signed-token-secret", SECRET], capture_output=True, text=True, timeout=120)
+    unsigned = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert signed.returncode == 0, signed.stderr
+    assert any(json.loads(line)["is_final"] for line in signed.stdout.splitlines())
+    assert unsigned.returncode == 2 and "ERR1004" in unsigned.stderr
