@@ -118,3 +118,20 @@ def test_batch_window_feeds_one_backend_call(backend, audio):
     assert stats.batches == 1 and stats.decodes == 3
     assert all(r.extra.get("batch_size") == 3 for r in results)
     assert all("center" in r.segments[0].text.lower() for r in results)
+
+
+def test_a_failing_decode_is_err1016_and_the_scheduler_keeps_serving(backend, audio):
+    async def scenario():
+        scheduler = DecodeScheduler(max_in_flight=1, queue_timeout_sec=0)
+        with pytest.raises(ApplianceError) as failure:
+            # Audio the real backend cannot compute features for.
+            await scheduler.decode(backend, np.array(["not audio"]), OPTIONS, language=None, task="transcribe",
+                                   is_final=True, stream_id="broken")
+        transcript = await scheduler.decode(backend, audio, OPTIONS, language=None, task="transcribe",
+                                            is_final=True, stream_id="healthy")
+        scheduler.shutdown()
+        return failure.value, transcript, scheduler.stats
+
+    error, transcript, stats = run(scenario())
+    assert error.code == "ERR1016" and error.grpc_status == "INTERNAL"
+    assert "center" in transcript.segments[0].text.lower() and stats.failures == 1
