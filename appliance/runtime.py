@@ -22,7 +22,9 @@ from appliance.models.backends import Backend, load_backend
 from appliance.models.store import ResolvedModel, resolve_model
 from appliance.resources import BufferLedger, MemoryBudget
 from appliance.scheduler import DecodeScheduler
+from appliance.observability.transcripts import TranscriptSink
 from appliance.security import Admission, peer_ip
+from appliance.storage import AudioStore
 from appliance.streaming.orchestrator import StreamOrchestrator
 from appliance.streaming.session import SessionDefaults, SessionRegistry, SessionRequest, SessionSettings, resolve_settings
 from appliance.streaming.types import AudioIn, RecognitionResult, StreamLimits
@@ -80,6 +82,10 @@ class Runtime:
         self.vad_pool: VadPool | None = None
         self._limits = stream_limits(config)
         self.buffer_ledger = BufferLedger(config.server.max_total_buffer_bytes)
+        st = config.storage
+        self.audio_store = (AudioStore(st.directory, st.queue_max_chunks, st.max_bytes, st.max_files, st.max_age_days)
+                            if st.persist_audio else None)
+        self.transcripts = TranscriptSink.from_config(config.logging)
         self.memory_budget = MemoryBudget.from_config(config.server.memory_budget_bytes,
                                                       config.server.memory_per_session_bytes)
         self._streams_done = asyncio.Event()
@@ -113,6 +119,8 @@ class Runtime:
                                 growth_factor=cfg.vad.model_pool_growth_factor)
         if cfg.vad.model_prewarm:
             self.vad_pool.warm_up()
+        if self.audio_store is not None:
+            self.audio_store.start()
         # Warm-up decode: the first CTranslate2 call allocates its buffers; readiness waits for it.
         warm_up_audio = np.zeros(16_000, dtype=np.float32)
         self.backend.transcribe(warm_up_audio, cfg.decode_profiles[cfg.model.default_decode_profile],
@@ -139,6 +147,10 @@ class Runtime:
 
     def close(self) -> None:
         self.scheduler.shutdown()
+        if self.audio_store is not None:
+            self.audio_store.close()
+        if self.transcripts is not None:
+            self.transcripts.close()
         self._vad_executor.shutdown(wait=False, cancel_futures=True)
         self._set_state(Lifecycle.STOPPED)
 
@@ -195,7 +207,9 @@ class Runtime:
             orchestrator = StreamOrchestrator(settings, self._limits, vad=vad, backend=self.backend,
                                               scheduler=self.scheduler, vad_executor=self._vad_executor,
                                               ledger=self.buffer_ledger,
-                                              audio_budget=self.admission.audio_budget(ticket) if ticket else None)
+                                              audio_budget=self.admission.audio_budget(ticket) if ticket else None,
+                                              on_audio=self._audio_recorder(settings.session_id),
+                                              on_final=self._transcript_writer())
             self._orchestrators.add(orchestrator)
             if self.state is Lifecycle.DRAINING:
                 orchestrator.close_input()
@@ -207,9 +221,21 @@ class Runtime:
             if vad is not None:
                 self.vad_pool.release(vad)
             self.sessions.end(settings.session_id)
+            if self.audio_store is not None:
+                self.audio_store.end_session(settings.session_id)
             self._active_streams -= 1
             if self._active_streams == 0:
                 self._streams_done.set()
+
+
+    def _audio_recorder(self, session_id: str):
+        store = self.audio_store
+        return None if store is None else (lambda pcm16, rate_hz: store.put(session_id, pcm16, rate_hz))
+
+    def _transcript_writer(self):
+        sink = self.transcripts
+        return None if sink is None else (
+            lambda r: sink.write(r.session_id, r.utterance_index, r.text, r.start_sec, r.end_sec))
 
 
 async def _prepend(first: AudioIn, rest: AsyncIterator[AudioIn]) -> AsyncIterator[AudioIn]:

@@ -62,8 +62,12 @@ def _seconds(samples: int) -> float:
 class StreamOrchestrator:
     def __init__(self, settings: SessionSettings, limits: StreamLimits, *, vad: VadStream,
                  backend: Backend, scheduler: DecodeScheduler, vad_executor: Executor | None = None,
-                 ledger: BufferLedger | None = None, audio_budget: Callable[[int], None] | None = None):
+                 ledger: BufferLedger | None = None, audio_budget: Callable[[int], None] | None = None,
+                 on_audio: Callable[[bytes, int], None] | None = None,
+                 on_final: Callable[[RecognitionResult], None] | None = None):
         self._settings = settings
+        self._on_audio = on_audio  # audio persistence (never blocks)
+        self._on_final = on_final  # the opt-in transcript sink
         self._audio_budget = audio_budget  # per-caller inbound byte rate (ERR1006)
         self._ledger = ledger or BufferLedger(None)
         self._accounted_bytes = 0  # this stream's share of the ledger
@@ -209,6 +213,8 @@ class StreamOrchestrator:
         rate_hz = chunk.sample_rate_hz or self._limits.default_sample_rate_hz
         max_chunk_ms = None if settings.upload_mode == "batch" else self._limits.max_chunk_ms
         self._audio_sec_received += validate_chunk(chunk.pcm16, rate_hz, max_chunk_ms)
+        if self._on_audio is not None:
+            self._on_audio(chunk.pcm16, rate_hz)
         cap_sec = self._limits.max_audio_sec_per_session
         if cap_sec and self._audio_sec_received > cap_sec:
             raise ApplianceError(
@@ -398,11 +404,14 @@ class StreamOrchestrator:
 
     def _emit(self, job: _DecodeJob, transcript, *, is_final: bool, committed: str, unstable: str) -> None:
         text = f"{committed} {unstable}".strip()
-        self._out.put_nowait(RecognitionResult(
+        result = RecognitionResult(
             session_id=self._settings.session_id, utterance_index=job.utterance_index, is_final=is_final,
             text=text, committed_text=committed, unstable_text=unstable,
             start_sec=round(job.start_sec, 3), end_sec=round(job.end_sec, 3),
             language=transcript.language, language_probability=transcript.language_probability,
             decode_latency_sec=transcript.decode_sec, model_id=self._settings.model_id,
             partials_dropped=self._partials_dropped.pop(job.utterance_index, 0) if is_final
-            else self._partials_dropped.get(job.utterance_index, 0)))
+            else self._partials_dropped.get(job.utterance_index, 0))
+        if is_final and text and self._on_final is not None:
+            self._on_final(result)
+        self._out.put_nowait(result)

@@ -1,0 +1,1 @@
+"""Observability: metrics, health and log sinks (the opt-in transcript sink lives in `transcripts`)."""
