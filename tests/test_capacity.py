@@ -114,7 +114,9 @@ def test_flooding_stream_does_not_starve_a_realtime_stream(appliance_server, sen
         flood_finals = flooding.result(timeout=300)
     quiet_finals = [r for r in quiet if r.is_final]
     assert len(quiet_finals) == 3 and wer(sentences.reference, finals_text(quiet)) <= 0.15
-    assert max(r.latency_sec for r in quiet_finals) < 3.0, [r.latency_sec for r in quiet_finals]
+    # Starved, the quiet stream would wait behind the flood's backlog (24 decodes, ~15 s); served in
+    # turn it waits for at most one of them, plus its own decode, on a box the flood keeps busy.
+    assert max(r.latency_sec for r in quiet_finals) < 5.0, [r.latency_sec for r in quiet_finals]
     assert len(flood_finals) == 24, "backpressure slowed the flood; it lost nothing"
 
 
