@@ -7,7 +7,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import numpy as np
 import pytest
 
 from appliance.config import load_config
@@ -15,7 +14,6 @@ from appliance.errors import ApplianceError
 from appliance.runtime import Runtime
 from appliance.streaming.session import SessionRequest
 from clients.audio import load_pcm16
-from clients.local_server import LocalAppliance
 from clients.sdk import SttClient, SttError
 from clients.corpus import wer
 from tests.conftest import expect_error, finals_text, stream_file

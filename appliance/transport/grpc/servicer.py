@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import grpc
 
 from appliance.api import stt_pb2, stt_pb2_grpc
 from appliance.audio import MODEL_SAMPLE_RATE_HZ
