@@ -65,6 +65,14 @@ def sentences_with_pauses(directory: Path, sentences=SENTENCES, pause_sec: float
     return Speech(path=path, reference=" ".join(sentences), sentences=tuple(sentences))
 
 
+def alsa_prompt_16k(name: str = "Front_Center.wav") -> np.ndarray:
+    """One of Debian's spoken prompts as 16 kHz mono float32 (the model's input)."""
+    import soxr
+
+    audio, rate_hz = sf.read(str(ALSA_DIR / name), dtype="float32", always_2d=True)
+    return soxr.resample(audio.mean(axis=1), rate_hz, 16_000).astype(np.float32)
+
+
 def silence_wav(directory: Path, seconds: float = 20.0, rate_hz: int = 16_000) -> Path:
     path = directory / "silence.wav"
     sf.write(str(path), np.zeros(int(seconds * rate_hz), dtype=np.int16), rate_hz, subtype="PCM_16")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import soundfile as sf
-import soxr
 
 from appliance.config import default_config_paths, load_config
 from appliance.models.backends.faster_whisper import FULL_WINDOW_FRAMES, FasterWhisperBackend, encode_frames_for
@@ -15,11 +13,9 @@ from tests import speech
 
 @pytest.fixture(scope="module")
 def prompt_audio():
-    path = speech.ALSA_DIR / "Front_Center.wav"
-    if not path.exists():
+    if not (speech.ALSA_DIR / "Front_Center.wav").exists():
         pytest.skip("Debian's alsa-utils prompts are not installed")
-    audio, rate_hz = sf.read(str(path), dtype="float32", always_2d=True)
-    return soxr.resample(audio.mean(axis=1), rate_hz, 16_000)
+    return speech.alsa_prompt_16k("Front_Center.wav")
 
 
 @pytest.mark.parametrize("encode_window, frames", [("full", FULL_WINDOW_FRAMES), ("bucketed", 1500)])
@@ -44,8 +40,7 @@ def test_batched_call_matches_single_decodes(prompt_audio):
     model = resolve_model("tiny.en")
     backend = FasterWhisperBackend(model_id="cpu-tiny.en", model_path=str(model.path), english_only=True)
     options = load_config(*default_config_paths()).decode_profiles["realtime"]
-    other = soxr.resample(sf.read(str(speech.ALSA_DIR / "Side_Left.wav"), dtype="float32", always_2d=True)[0]
-                          .mean(axis=1), 48_000, 16_000)
+    other = speech.alsa_prompt_16k("Side_Left.wav")
     batch = backend.transcribe_batch([prompt_audio, other], options, language=None, task="transcribe")
     singles = [backend.transcribe(a, options, language=None, task="transcribe") for a in (prompt_audio, other)]
     assert [normalize(" ".join(s.text for s in t.segments)) for t in batch] == ["front center", "side left"]

@@ -6,8 +6,6 @@ import asyncio
 
 import numpy as np
 import pytest
-import soundfile as sf
-import soxr
 
 from appliance.config import default_config_paths, load_config
 from appliance.errors import ApplianceError
@@ -27,11 +25,9 @@ def backend():
 
 @pytest.fixture(scope="module")
 def audio():
-    path = speech.ALSA_DIR / "Front_Center.wav"
-    if not path.exists():
+    if not (speech.ALSA_DIR / "Front_Center.wav").exists():
         pytest.skip("Debian's alsa-utils prompts are not installed")
-    samples, rate_hz = sf.read(str(path), dtype="float32", always_2d=True)
-    return soxr.resample(samples.mean(axis=1), rate_hz, 16_000).astype(np.float32)
+    return speech.alsa_prompt_16k("Front_Center.wav")
 
 
 def run(coro):
