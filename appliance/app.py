@@ -38,7 +38,7 @@ def _write_ready_file(path: Path, payload: dict) -> None:
 
 
 async def serve(config: AppConfig, *, ready_file: Path | None = None,
-                stop: asyncio.Event | None = None) -> int:
+                stop: asyncio.Event | None = None, hardware_report: dict | None = None) -> int:
     """Run until `stop` is set or a signal arrives; return the process exit code."""
     started = time.monotonic()
     stop = stop or asyncio.Event()
@@ -49,7 +49,7 @@ async def serve(config: AppConfig, *, ready_file: Path | None = None,
         except (NotImplementedError, RuntimeError):  # not the main thread (tests) or no signals
             pass
     health = HealthReporter()
-    runtime = Runtime(config)
+    runtime = Runtime(config, hardware_report=hardware_report)
     resolved = runtime.resolve_model()
     server, port = create_grpc_server(config, runtime, health)
     if port == 0:
