@@ -1,4 +1,4 @@
-"""`stt-appliance` command line: serve, models."""
+"""`stt-appliance` command line: serve, detect, models."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from appliance import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from appliance.app import configure_logging, serve
+    from appliance.app import StartupError, configure_logging, serve
     from appliance.config import ConfigError, load_config, overrides_from_args
+    from appliance.hardware import apply_decision
     from appliance.models.store import ModelStoreError
     from appliance.transport.grpc.tls import TlsError
 
@@ -24,38 +25,119 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"stt-appliance: configuration error: {err}", file=sys.stderr)
         return 2
     configure_logging(config)
+    decision = _hardware_decision(config)
+    config = apply_decision(config, decision)
     try:
-        return asyncio.run(serve(config, ready_file=Path(args.ready_file) if args.ready_file else None))
+        return asyncio.run(serve(config, ready_file=Path(args.ready_file) if args.ready_file else None,
+                                 hardware_report=decision.to_dict()))
     except TlsError as err:
         print(f"stt-appliance: TLS error: {err}", file=sys.stderr)
         return 2
     except ModelStoreError as err:
         print(f"stt-appliance: model error: {err}", file=sys.stderr)
         return 3
+    except StartupError as err:
+        print(f"stt-appliance: cannot start: {err}", file=sys.stderr)
+        return 1
+
+
+def _hardware_decision(config):
+    """Probe the machine and choose the model setup; logged at boot and shown by /system."""
+    import logging
+
+    from appliance.hardware import detect
+    from appliance.hardware.report import log_decision
+
+    decision = detect(config)
+    log_decision(decision, logging.getLogger("appliance.hardware"))
+    return decision
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from appliance.config import ConfigError, load_config_from_args
+    from appliance.hardware import detect
+    from appliance.hardware.report import format_decision
+
+    try:
+        config = load_config_from_args(args)
+    except ConfigError as err:
+        print(f"stt-appliance: configuration error: {err}", file=sys.stderr)
+        return 2
+    decision = detect(config)  # warnings are in the output, not logged
+    print(json.dumps(decision.to_dict(), indent=2) if args.json else format_decision(decision))
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:
-    from appliance.models.store import PACKS, ModelStoreError, resolve_model
+    from appliance.models.store import ModelStoreError
 
-    if args.action == "list":
-        rows = []
-        for name, pack in sorted(PACKS.items()):
-            try:
-                resolved = resolve_model(name) if args.verify else None
-                state = "verified" if resolved else "known"
-            except ModelStoreError as err:
-                state = f"unavailable: {err}"
-            rows.append({"name": name, "package": pack.distribution, "state": state})
-        for row in rows:
-            print(json.dumps(row) if args.json else f"{row['name']:10} {row['package']:32} {row['state']}")
-        return 0
     try:
-        resolved = resolve_model(args.name)
+        return _MODEL_ACTIONS[args.action](args)
     except ModelStoreError as err:
         print(f"stt-appliance: {err}", file=sys.stderr)
         return 3
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from appliance.models.store import PACKS, UNUSABLE, ModelStoreError, resolve_model
+
+    rows = []
+    for name, pack in sorted(PACKS.items()):
+        try:
+            resolved = resolve_model(name) if args.verify else None
+            state = f"verified ({resolved.path})" if resolved else "known"
+        except ModelStoreError as err:
+            state = f"unavailable: {err}"
+        rows.append({"name": name, "package": pack.distribution, "state": state})
+    rows += [{"name": name, "package": "-", "state": f"unusable: {why}"} for name, why in sorted(UNUSABLE.items())]
+    for row in rows:
+        print(json.dumps(row) if args.json else f"{row['name']:10} {row['package']:70} {row['state']}")
+    return 0
+
+
+def _models_verify(args: argparse.Namespace) -> int:
+    from appliance.models.store import resolve_model
+
+    resolved = resolve_model(args.name)
     print(f"{resolved.name}: ok ({resolved.path}, {resolved.source})")
     return 0
+
+
+def _models_fetch(args: argparse.Namespace) -> int:
+    from appliance.models.fetch import fetch_model
+
+    resolved = fetch_model(args.name, allow_network=args.allow_network, revision=args.revision)
+    print(f"{resolved.name}: ok ({resolved.path}, {resolved.source})")
+    return 0
+
+
+def _models_convert(args: argparse.Namespace) -> int:
+    from appliance.models.store import ModelStoreError, resolve_model
+
+    resolved = resolve_model(args.name)
+    try:
+        from appliance.models.convert import torch_checkpoint
+    except ImportError as err:
+        raise ModelStoreError(f"converting needs torch and openai-whisper ({err}): EXTRAS=torch scripts/setup.sh") \
+            from err
+    print(torch_checkpoint(resolved.path))
+    return 0
+
+
+_MODEL_ACTIONS = {"list": _models_list, "verify": _models_verify, "fetch": _models_fetch,
+                  "convert": _models_convert}
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    from appliance.config import ConfigError, load_config
+    from appliance.healthcheck import run
+
+    try:
+        config = load_config(server_path=args.config, model_path=args.model_config)
+    except ConfigError as err:
+        print(f"stt-appliance: configuration error: {err}", file=sys.stderr)
+        return 2
+    return run(config, url=args.url, timeout_sec=args.timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,14 +150,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     serve.add_argument("--ready-file", help="write {grpc_port, pid, model_id} as JSON here once serving")
     serve.set_defaults(handler=_serve)
-    models = commands.add_parser("models", help="list or verify model packs")
+    detect = commands.add_parser("detect", help="probe the hardware and show the model setup serve would choose")
+    add_serve_arguments(detect)
+    detect.add_argument("--json", action="store_true", help="print the decision as JSON")
+    detect.set_defaults(handler=_detect)
+    models = commands.add_parser("models", help="list, verify, fetch or convert models (docs/models.md)")
     models_actions = models.add_subparsers(dest="action", required=True)
     listing = models_actions.add_parser("list", help="known model packs")
     listing.add_argument("--verify", action="store_true", help="also check installed files against their sha256")
     listing.add_argument("--json", action="store_true")
-    verify = models_actions.add_parser("verify", help="check one model's files")
+    verify = models_actions.add_parser("verify", help="resolve one model (assembling a split pack) and check its files")
     verify.add_argument("name")
+    fetch = models_actions.add_parser("fetch", help="download a CTranslate2 model from the Hugging Face hub")
+    fetch.add_argument("name", help="model name (tiny, base.en, small, large-v3, ...) or hub repository id")
+    fetch.add_argument("--allow-network", action="store_true", help="required: the appliance is offline otherwise")
+    fetch.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    convert = models_actions.add_parser("convert", help="convert a model for the torch_whisper backend")
+    convert.add_argument("name")
+    convert.add_argument("--to", choices=("torch",), required=True, help="target format")
     models.set_defaults(handler=_models)
+    healthcheck = commands.add_parser("healthcheck", help="GET /health of a running server; exit 0 when healthy")
+    from appliance.config import default_config_paths
+    server_yaml, model_yaml = default_config_paths()
+    healthcheck.add_argument("--config", default=str(server_yaml), help="server YAML (for http_host, metrics_port)")
+    healthcheck.add_argument("--model-config", default=str(model_yaml), help="model YAML")
+    healthcheck.add_argument("--url", help="check this URL instead of the configured one")
+    healthcheck.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
+    healthcheck.set_defaults(handler=_healthcheck)
     return parser
 
 

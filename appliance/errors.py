@@ -38,6 +38,9 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
         ErrorSpec("ERR1014", "global buffer / memory budget exceeded", "RESOURCE_EXHAUSTED", 503),
         ErrorSpec("ERR1015", "server draining", "UNAVAILABLE", 503),
         ErrorSpec("ERR1016", "internal decode failure", "INTERNAL", 500),
+        ErrorSpec("ERR1017", "model busy: in use, loading, draining or the default (admin load/unload)",
+                  "FAILED_PRECONDITION", 409),
+        ErrorSpec("ERR1018", "no such HTTP route or method", "UNIMPLEMENTED", 404),
     )
 }
 

@@ -1,29 +1,35 @@
 """Wires the appliance together and owns its lifecycle: starting -> serving -> draining -> stopped.
 
-One `Lifecycle` state drives gRPC health (and, later, HTTP /health and sd_notify). The transports
-call `create_session` and `stream`; everything they need beyond translation lives here or below.
+One `Lifecycle` state plus the decode outcomes give one `HealthReport` that gRPC health, HTTP
+/health and the systemd watchdog all read. The transports call `create_session`, `stream`,
+`health`, `snapshot`, `system_info` and the admin calls; everything beyond translation lives here
+or below.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
+import hashlib
 import logging
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
 from appliance.config import AppConfig
+from appliance.config_schema import ModelLoadProfile
 from appliance.errors import ApplianceError
-from appliance.models.backends import Backend, load_backend
-from appliance.models.store import ResolvedModel, resolve_model
-from appliance.resources import BufferLedger, MemoryBudget
-from appliance.scheduler import DecodeScheduler
+from appliance.models.registry import LoadSettings, ModelRegistry, model_id_for
+from appliance.models.store import ModelStoreError, ResolvedModel, resolve_model
+from appliance.observability.health import DecodeHealth, HealthReport, HealthThresholds, Outcome, assess
+from appliance.observability.metrics import ApplianceMetrics
 from appliance.observability.transcripts import TranscriptSink
+from appliance.resources import BufferLedger, MemoryBudget, rss_bytes
+from appliance.scheduler import DecodeObserver, DecodeScheduler
 from appliance.security import Admission, peer_ip
+from appliance.security.auth import hash_api_key
 from appliance.storage import AudioStore
 from appliance.streaming.orchestrator import StreamOrchestrator
 from appliance.streaming.session import SessionDefaults, SessionRegistry, SessionRequest, SessionSettings, resolve_settings
@@ -40,9 +46,30 @@ class Lifecycle(enum.Enum):
     STOPPED = "stopped"
 
 
-def model_id_for(config: AppConfig) -> str:
-    """`<device>-<model name>`, e.g. cpu-tiny.en: the id clients pass as model_id."""
-    return f"{config.model.device}-{os.path.basename(str(config.model.name).rstrip('/'))}"
+def boot_profile(config: AppConfig) -> ModelLoadProfile:
+    """The model the appliance loads at boot, from the (already profile-resolved) `model` section."""
+    m = config.model
+    return ModelLoadProfile(model_size=str(m.name), backend=m.backend, device=m.device,
+                            compute_type=m.compute_type, pool_size=m.pool_size)
+
+
+class _DecodeOutcomes(DecodeObserver):
+    """Feeds scheduler outcomes to the metrics and the health window."""
+
+    def __init__(self, metrics: ApplianceMetrics, health: DecodeHealth):
+        self._metrics = metrics
+        self._health = health
+
+    def decode_done(self, *, is_final: bool, decode_sec: float, audio_sec: float, wait_sec: float) -> None:
+        self._metrics.decode_done(is_final=is_final, decode_sec=decode_sec, audio_sec=audio_sec, wait_sec=wait_sec)
+        self._health.record(Outcome.SUCCESS)
+
+    def decode_failed(self, *, is_final: bool, outcome: str) -> None:
+        self._metrics.decode_failed(is_final=is_final, outcome=outcome)
+        self._health.record(Outcome.TIMEOUT if outcome == "timeout" else Outcome.FAILURE)
+
+    def partials_dropped(self, count: int) -> None:
+        self._metrics.partials_dropped(count)
 
 
 def stream_limits(config: AppConfig) -> StreamLimits:
@@ -71,8 +98,10 @@ class Runtime:
         self.hardware_report = hardware_report or {}
         self.state = Lifecycle.STARTING
         self._on_state_change = on_state_change
-        self.backend: Backend | None = None
-        self.model_id = model_id_for(config)
+        self.boot_model_id = model_id_for(config.model.device, str(config.model.name))
+        self.models = ModelRegistry()
+        self.decode_health = DecodeHealth(HealthThresholds(**vars(config.health)))
+        self.metrics = ApplianceMetrics(snapshot=self.snapshot)
         self.admission = Admission(config.server, config.auth)
         self.sessions = SessionRegistry(unused_ttl_sec=float(config.server.session_timeout_sec or 60),
                                         on_release=self.admission.release)
@@ -80,7 +109,8 @@ class Runtime:
         self.scheduler = DecodeScheduler(
             max_in_flight=config.model.pool_size, max_pending_global=s.max_pending_decodes_global,
             queue_timeout_sec=float(s.decode_queue_timeout_sec), batch_window_ms=float(s.decode_batch_window_ms),
-            max_batch_size=s.max_decode_batch_size, log_metrics=bool(s.log_metrics))
+            max_batch_size=s.max_decode_batch_size, log_metrics=bool(s.log_metrics),
+            observer=_DecodeOutcomes(self.metrics, self.decode_health))
         self._vad_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="vad")
         self.vad_pool: VadPool | None = None
         self._limits = stream_limits(config)
@@ -97,6 +127,11 @@ class Runtime:
         self._orchestrators: set[StreamOrchestrator] = set()
         self.started_at = time.monotonic()
 
+    @property
+    def model_id(self) -> str:
+        """The default model's id (sessions that name no model_id get it)."""
+        return self.models.default_id or self.boot_model_id
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def _set_state(self, state: Lifecycle) -> None:
@@ -109,14 +144,16 @@ class Runtime:
         """Find and verify the model files (fast, so a bad model fails before any port opens)."""
         return resolve_model(str(self.config.model.name), self.config.model.model_dir)
 
-    def load(self, resolved: ResolvedModel) -> None:
-        """Load the model and the VAD and run a warm-up decode; blocking, before serving."""
+    def load_settings(self) -> LoadSettings:
         cfg = self.config
-        started = time.perf_counter()
-        self.backend = load_backend(
-            cfg.model.backend, model_id=self.model_id, model_path=str(resolved.path), device=cfg.model.device,
-            compute_type=cfg.model.compute_type, pool_size=cfg.model.pool_size, cpu_threads=cfg.model.cpu_threads,
-            english_only=resolved.english_only, encode_window=cfg.model.encode_window)
+        return LoadSettings(cpu_threads=cfg.model.cpu_threads, encode_window=cfg.model.encode_window,
+                            warm_up_options=cfg.decode_profiles[cfg.model.default_decode_profile])
+
+    def load(self, resolved: ResolvedModel) -> None:
+        """Load the boot model and the VAD and run a warm-up decode; blocking, before serving."""
+        cfg = self.config
+        self.models.load(self.boot_model_id, cfg.model.profile, boot_profile(cfg), self.load_settings(),
+                         resolved=resolved, make_default=True)
         vad_slots = cfg.vad.model_pool_size or cfg.server.max_sessions
         self.vad_pool = VadPool(SileroOnnx(), initial_slots=vad_slots, max_slots=cfg.server.max_sessions,
                                 growth_factor=cfg.vad.model_pool_growth_factor)
@@ -124,12 +161,6 @@ class Runtime:
             self.vad_pool.warm_up()
         if self.audio_store is not None:
             self.audio_store.start()
-        # Warm-up decode: the first CTranslate2 call allocates its buffers; readiness waits for it.
-        warm_up_audio = np.zeros(16_000, dtype=np.float32)
-        self.backend.transcribe(warm_up_audio, cfg.decode_profiles[cfg.model.default_decode_profile],
-                                language=None, task="transcribe")
-        log.info("model %s (%s, %s) loaded from %s and warmed up in %.2f s", self.model_id, cfg.model.backend,
-                 cfg.model.compute_type, resolved.source, time.perf_counter() - started)
 
     def mark_serving(self) -> None:
         self.memory_budget.mark_baseline()
@@ -162,7 +193,7 @@ class Runtime:
     def session_defaults(self) -> SessionDefaults:
         cfg = self.config
         return SessionDefaults(
-            default_model_id=self.model_id, model_ids=(self.model_id,), decode_profiles=cfg.decode_profiles,
+            default_model_id=self.model_id, model_ids=self.models.ids(), decode_profiles=cfg.decode_profiles,
             default_decode_profile=cfg.model.default_decode_profile,
             language=(cfg.model.language or None), task=cfg.model.task,
             vad_silence_sec=float(cfg.vad.silence), vad_threshold=float(cfg.vad.threshold),
@@ -171,6 +202,15 @@ class Runtime:
     def create_session(self, request: SessionRequest, peer: str = "",
                        metadata: dict[str, str] | None = None) -> SessionSettings:
         """Admit (auth, rate, caps, memory) and register a session; every refusal has its code."""
+        try:
+            settings = self._admit(request, peer, metadata)
+        except ApplianceError as err:
+            self.metrics.error(err.code, "create_session")
+            raise
+        self.metrics.session_created()
+        return settings
+
+    def _admit(self, request: SessionRequest, peer: str, metadata: dict[str, str] | None) -> SessionSettings:
         self._require_serving()
         if len(self.sessions) >= self.config.server.max_sessions:
             raise ApplianceError("ERR1007", f"server.max_sessions={self.config.server.max_sessions} sessions are active",
@@ -200,14 +240,19 @@ class Runtime:
             return
         if not first.session_id:
             raise ApplianceError("ERR1001", "the first chunk must carry the session_id returned by CreateSession")
-        settings = self.sessions.start_stream(first.session_id)
+        try:
+            settings = self.sessions.start_stream(first.session_id)
+        except ApplianceError as err:
+            self.metrics.error(err.code, "stream")
+            raise
         self._active_streams += 1
         self._streams_done.clear()
-        vad = orchestrator = None
+        vad = orchestrator = model = None
         try:
+            model = self.models.acquire(settings.model_id)
             vad = self.vad_pool.acquire()
             ticket = self.sessions.ticket(settings.session_id)
-            orchestrator = StreamOrchestrator(settings, self._limits, vad=vad, backend=self.backend,
+            orchestrator = StreamOrchestrator(settings, self._limits, vad=vad, backend=model.backend,
                                               scheduler=self.scheduler, vad_executor=self._vad_executor,
                                               ledger=self.buffer_ledger,
                                               audio_budget=self.admission.audio_budget(ticket) if ticket else None,
@@ -217,18 +262,94 @@ class Runtime:
             if self.state is Lifecycle.DRAINING:
                 orchestrator.close_input()
             async for result in orchestrator.results(_prepend(first, iterator)):
+                self.metrics.result_sent(
+                    is_final=result.is_final, latency_sec=result.queued_to_sent_sec,
+                    rtf=result.decode_latency_sec / result.decoded_audio_sec if result.decoded_audio_sec else None)
                 yield result
+        except ApplianceError as err:
+            self.metrics.error(err.code, "stream")
+            raise
         finally:
             if orchestrator is not None:
                 self._orchestrators.discard(orchestrator)
             if vad is not None:
                 self.vad_pool.release(vad)
+            if model is not None:
+                self.models.release(model)
             self.sessions.end(settings.session_id)
             if self.audio_store is not None:
                 self.audio_store.end_session(settings.session_id)
             self._active_streams -= 1
             if self._active_streams == 0:
                 self._streams_done.set()
+
+    # --- admin: models ------------------------------------------------------------------------
+
+    def load_model(self, profile_id: str | None = None, *, model_id: str | None = None,
+                   model_size: str | None = None) -> tuple[dict, bool]:
+        """Load a model by load profile (blocking; run it off the event loop). Live streams keep
+        running: the new model joins the registry only after its warm-up decode."""
+        cfg = self.config
+        profile_id = profile_id or cfg.model.default_model_load_profile
+        profile = cfg.model_load_profiles.get(profile_id)
+        if profile is None:
+            raise ApplianceError("ERR1010", f"unknown model load profile {profile_id!r} "
+                                 f"(model_load_profiles: {', '.join(sorted(cfg.model_load_profiles))})")
+        if model_size:
+            profile = dataclasses.replace(profile, model_size=model_size)
+        model_id = model_id or model_id_for(profile.device, profile.model_size)
+        try:
+            model, created = self.models.load(model_id, profile_id, profile, self.load_settings())
+        except ModelStoreError as err:
+            raise ApplianceError("ERR1010", f"model {profile.model_size!r} cannot be used: {err}") from None
+        except ApplianceError:
+            raise
+        except Exception as err:  # the backend refused (device missing, bad weights): one code, logged
+            log.exception("loading model %s failed", model_id)
+            raise ApplianceError("ERR1016", f"loading {model_id} failed: {type(err).__name__}: {err}") from None
+        return model.to_dict(), created
+
+    def unload_model(self, model_id: str, *, drain: bool = False) -> str:
+        return self.models.unload(model_id, drain=drain)
+
+    # --- observability ------------------------------------------------------------------------
+
+    def health(self) -> HealthReport:
+        return assess(self.state.value, self.decode_health.window(), len(self.models))
+
+    def snapshot(self) -> dict:
+        """Levels right now: what /metrics.json returns and the Prometheus gauges read."""
+        cfg = self.config
+        per_ip, per_key = self.admission.active_sessions()
+        sessions = {"active": len(self.sessions), "streaming": self._active_streams,
+                    "max": cfg.server.max_sessions, "client_ips": len(per_ip)}
+        if cfg.metrics.expose_api_key_sessions:
+            sessions["by_api_key"] = {hash_api_key(key)[:12]: n for key, n in per_key.items()}
+        stats = self.scheduler.stats
+        pool = self.vad_pool
+        return {
+            "state": self.state.value,
+            "health": self.health().status,
+            "uptime_sec": round(time.monotonic() - self.started_at, 3),
+            "sessions": sessions,
+            "decode": {"queue_depth": self.scheduler.pending, "in_flight": self.scheduler.in_flight,
+                       "slots": self.scheduler.max_in_flight, "decodes": stats.decodes, "batches": stats.batches,
+                       "partials_dropped": stats.partials_dropped, "finals_timed_out": stats.finals_timed_out,
+                       "failures": stats.failures, "decode_sec_total": round(stats.decode_sec_total, 3),
+                       "audio_sec_total": round(stats.audio_sec_total, 3),
+                       "rtf": round(stats.decode_sec_total / stats.audio_sec_total, 4) if stats.audio_sec_total else None},
+            "buffers": {"total_bytes": self.buffer_ledger.total_bytes, "cap_bytes": self.buffer_ledger.cap_bytes},
+            "memory": {"rss_bytes": rss_bytes(), "budget_bytes": self.memory_budget.budget_bytes,
+                       "baseline_bytes": self.memory_budget.baseline_bytes},
+            "vad_pool": {"slots": pool.capacity if pool else 0, "in_use": pool.leased if pool else 0,
+                         "max": cfg.server.max_sessions},
+            "models": self.models.snapshot(),
+            # Per-stream figures under a hash of the session id: visible load, no usable ids.
+            "streams": [{"stream": hashlib.sha256(o.session_id.encode()).hexdigest()[:10]} | o.progress()
+                        for o in list(self._orchestrators)],
+            "recent": self.metrics.recent_finals.summary(),
+            "totals": self.metrics.totals(),
+        }
 
 
     def _audio_recorder(self, session_id: str):

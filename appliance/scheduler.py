@@ -38,6 +38,18 @@ class SchedulerStats:
     audio_sec_total: float = 0.0
 
 
+class DecodeObserver:
+    """Receives every decode outcome (metrics, health). Called on the event loop; must be quick.
+    This base class ignores everything."""
+
+    def decode_done(self, *, is_final: bool, decode_sec: float, audio_sec: float, wait_sec: float) -> None: ...
+
+    def decode_failed(self, *, is_final: bool, outcome: str) -> None:
+        """`outcome`: "timeout" (ERR1009: no slot in time, or the queue was full) or "failure" (ERR1016)."""
+
+    def partials_dropped(self, count: int) -> None: ...
+
+
 @dataclass
 class _Request:
     stream_id: str
@@ -58,7 +70,9 @@ class _Request:
 
 class DecodeScheduler:
     def __init__(self, max_in_flight: int, *, max_pending_global: int = 512, queue_timeout_sec: float = 1.0,
-                 batch_window_ms: float = 0.0, max_batch_size: int = 1, log_metrics: bool = False):
+                 batch_window_ms: float = 0.0, max_batch_size: int = 1, log_metrics: bool = False,
+                 observer: DecodeObserver | None = None):
+        self._observer = observer or DecodeObserver()
         self.max_in_flight = max(1, max_in_flight)
         self.max_pending_global = max(1, max_pending_global)
         self.queue_timeout_sec = queue_timeout_sec
@@ -94,8 +108,10 @@ class DecodeScheduler:
         """Decode `audio`; None when a partial was dropped. ERR1009 / ERR1016 on failure."""
         if not is_final and self.under_pressure():
             self.stats.partials_dropped += 1
+            self._observer.partials_dropped(1)
             return None
         if is_final and self._pending >= self.max_pending_global:
+            self._observer.decode_failed(is_final=True, outcome="timeout")
             raise ApplianceError("ERR1009", f"{self._pending} decodes are queued "
                                  f"(server.max_pending_decodes_global); retry shortly", retry_after_sec=1.0)
         request = _Request(stream_id, is_final, backend, audio, options, language, task, time.monotonic())
@@ -108,6 +124,7 @@ class DecodeScheduler:
                     if not request.dispatched.done():
                         self._remove(request)
                         self.stats.finals_timed_out += 1
+                        self._observer.decode_failed(is_final=True, outcome="timeout")
                         raise ApplianceError(
                             "ERR1009", f"no decode slot within {self.queue_timeout_sec:g} s "
                             "(server.decode_queue_timeout_sec); the server is overloaded",
@@ -130,6 +147,8 @@ class DecodeScheduler:
             self._remove(request)
             request.result.set_result(None)
         self.stats.partials_dropped += len(stale)
+        if stale:
+            self._observer.partials_dropped(len(stale))
         return len(stale)
 
     def shutdown(self) -> None:
@@ -223,6 +242,8 @@ class DecodeScheduler:
                     provisional=not first.is_final))
         except Exception as err:  # third-party code: any failure maps to one code
             self.stats.failures += len(batch)
+            for request in batch:
+                self._observer.decode_failed(is_final=request.is_final, outcome="failure")
             log.exception("decode failed in %s", first.backend.model_id)
             failure = ApplianceError("ERR1016", f"decode failed in {first.backend.model_id}: {type(err).__name__}")
             for request in batch:
@@ -243,6 +264,10 @@ class DecodeScheduler:
         self.stats.decode_sec_total += elapsed_sec
         audio_sec = sum(t.audio_sec for t in transcripts)
         self.stats.audio_sec_total += audio_sec
+        now = time.monotonic()
+        for request, transcript in zip(batch, transcripts):
+            self._observer.decode_done(is_final=request.is_final, decode_sec=elapsed_sec, audio_sec=transcript.audio_sec,
+                                       wait_sec=now - request.enqueued_at - elapsed_sec)
         if self._log_metrics:  # figures only: transcript text never goes to the main log
             waited_sec = max(time.monotonic() - r.enqueued_at for r in batch) - elapsed_sec
             log.info("decode batch of %d (%d final): %.2f s audio in %.3f s after %.3f s queued, rtf %.3f",

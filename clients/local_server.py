@@ -24,16 +24,23 @@ class LocalAppliance:
         self._workdir = tempfile.TemporaryDirectory(prefix="stt-appliance-")
         self.ready_file = Path(self._workdir.name) / "ready.json"
         self.log_path = log_path or Path(self._workdir.name) / "server.log"
-        self.command = [sys.executable, "-m", "appliance", "serve", "--port", "0", "--grpc-host", "127.0.0.1",
+        # Ports default to free ones on loopback (so several appliances can run at once); extra_args win.
+        defaults = ["--port", "0", "--grpc-host", "127.0.0.1", "--metrics-port", "0", "--http-host", "127.0.0.1"]
+        self.command = [sys.executable, "-m", "appliance", "serve", *defaults,
                         "--ready-file", str(self.ready_file), *extra_args]
         self._env = {**os.environ, **(env or {})}
         self._startup_timeout_sec = startup_timeout_sec
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
+        self.http_port: int | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> LocalAppliance:
         self._log = self.log_path.open("wb")
@@ -42,7 +49,9 @@ class LocalAppliance:
         deadline = time.monotonic() + self._startup_timeout_sec
         while time.monotonic() < deadline:
             if self.ready_file.exists():
-                self.port = int(json.loads(self.ready_file.read_text())["grpc_port"])
+                ready = json.loads(self.ready_file.read_text())
+                self.port = int(ready["grpc_port"])
+                self.http_port = int(ready["http_port"])
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError(f"appliance exited with {self.process.returncode} before serving:\n{self.log()}")

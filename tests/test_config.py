@@ -79,7 +79,8 @@ def test_shipped_yaml_holds_every_config_field_and_only_those():
     for section in SECTIONS:
         assert set(shipped[section]) == set(section_fields(section)), section
     assert set(shipped["decode_profiles"]) == {"realtime", "accurate"}
-    assert set(shipped["model_load_profiles"]) == {"default", "nvidia_cuda", "apple_silicon_mps"}
+    assert set(shipped["model_load_profiles"]) == {"default", "cpu", "cpu_large", "nvidia_cuda", "jetson",
+                                                   "apple_silicon_mps"}
 
 
 def test_every_shipped_key_has_a_comment():
@@ -103,7 +104,7 @@ def test_shipped_files_load_with_design_defaults():
         ("auto", 0, None, "full")
     cuda = cfg.model_load_profiles["nvidia_cuda"]  # built with a YAML merge key
     assert (cuda.model_size, cuda.backend, cuda.device, cuda.compute_type, cuda.pool_size) == \
-        ("tiny.en", "faster_whisper", "cuda", "float16", 1)
+        ("large-v3", "faster_whisper", "cuda", "float16", 1)
     mps = cfg.model_load_profiles["apple_silicon_mps"]
     assert (mps.backend, mps.device) == ("torch_whisper", "mps")
     assert cfg.decode_profiles["realtime"] == DecodeOptions()
@@ -406,8 +407,8 @@ def test_profile_references_must_exist(tmp_path):
         load_config(MODEL_YAML, env={}, overrides={"model.default_model_load_profile": "gpu"})
     assert info.value.key == "model.default_model_load_profile"
     with pytest.raises(ConfigError, match=r"model.profile: expected 'auto' or one of \['apple_silicon_mps', "
-                                          r"'default', 'nvidia_cuda'\], got 'jetson'"):
-        load_config(model_path=MODEL_YAML, env={"STT_MODEL_PROFILE": "jetson"})
+                                          r"'cpu', 'cpu_large', 'default', 'jetson', 'nvidia_cuda'\], got 'tpu'"):
+        load_config(model_path=MODEL_YAML, env={"STT_MODEL_PROFILE": "tpu"})
     assert load_config(model_path=MODEL_YAML, env={"STT_MODEL_PROFILE": "nvidia_cuda"}).model.profile == \
         "nvidia_cuda"
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -48,6 +49,7 @@ class _DecodeJob:
     commit: CommitPolicy
     after_overlap: bool
     continues_speech: bool  # cut from the previous utterance mid-speech (buffer cap): prompt with its text
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -103,6 +105,19 @@ class StreamOrchestrator:
         self._last_final_text = ""
         self._ended = False
         self._input_closed = asyncio.Event()
+        self._started_at = time.monotonic()
+
+    @property
+    def session_id(self) -> str:
+        return self._settings.session_id
+
+    def progress(self) -> dict:
+        """Where this stream is, for /metrics.json and the status page (no ids, no text)."""
+        s = self._settings
+        return {"model_id": s.model_id, "partials": s.partials, "upload_mode": s.upload_mode,
+                "audio_sec": round(self._audio_sec_received, 2), "utterances": self._utterance_index,
+                "buffered_bytes": self._accounted_bytes, "pending_decodes": self._queued_jobs,
+                "age_sec": round(time.monotonic() - self._started_at, 2)}
 
     def close_input(self) -> None:
         """Stop reading audio as if the client had half-closed (used when the server drains):
@@ -411,7 +426,8 @@ class StreamOrchestrator:
             language=transcript.language, language_probability=transcript.language_probability,
             decode_latency_sec=transcript.decode_sec, model_id=self._settings.model_id,
             partials_dropped=self._partials_dropped.pop(job.utterance_index, 0) if is_final
-            else self._partials_dropped.get(job.utterance_index, 0))
+            else self._partials_dropped.get(job.utterance_index, 0),
+            queued_to_sent_sec=time.monotonic() - job.queued_at, decoded_audio_sec=transcript.audio_sec)
         if is_final and text and self._on_final is not None:
             self._on_final(result)
         self._out.put_nowait(result)

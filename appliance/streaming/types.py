@@ -28,6 +28,8 @@ class RecognitionResult:
     decode_latency_sec: float
     model_id: str
     partials_dropped: int = 0  # partial decodes of this utterance skipped under load
+    queued_to_sent_sec: float = 0.0  # from the decode being queued (for a final: the utterance ending) to this result
+    decoded_audio_sec: float = 0.0  # audio the decode covered (for the real-time factor)
 
 
 @dataclass(frozen=True)

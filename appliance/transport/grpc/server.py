@@ -38,13 +38,24 @@ def server_options(config: AppConfig) -> list[tuple[str, int]]:
 
 
 class HealthReporter:
-    """Mirrors the runtime lifecycle into grpc.health.v1 for the overall server and the service."""
+    """Mirrors the runtime health into grpc.health.v1 for the overall server and the service."""
 
     def __init__(self) -> None:
         self.servicer = health.aio.HealthServicer()
+        self._status: int | None = None
 
     async def publish(self, state: Lifecycle) -> None:
-        status = _SERVING_STATUS[state]
+        await self._set(_SERVING_STATUS[state])
+
+    async def publish_serving(self, healthy: bool) -> None:
+        """While serving: SERVING when the health verdict is ok, NOT_SERVING when degraded."""
+        await self._set(health_pb2.HealthCheckResponse.SERVING if healthy
+                        else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def _set(self, status: int) -> None:
+        if status == self._status:
+            return
+        self._status = status
         for name in ("", SERVICE_NAME):
             await self.servicer.set(name, status)
 

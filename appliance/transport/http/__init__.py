@@ -1,0 +1,1 @@
+"""HTTP control plane: Falcon resources served by waitress in the appliance process."""

@@ -1,0 +1,84 @@
+"""The Falcon app: routes, the access middleware and the one error format ({code, message})."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import falcon
+
+from appliance.errors import ApplianceError
+from appliance.security.http_access import HttpAccess
+from appliance.transport.http import resources
+from appliance.transport.http.openapi import openapi_document
+
+log = logging.getLogger(__name__)
+
+# Falcon's own HTTP errors (routing, media parsing) mapped onto the stable codes.
+_CODE_FOR_STATUS = {400: "ERR1010", 401: "ERR1004", 403: "ERR1005", 404: "ERR1018", 405: "ERR1018",
+                    413: "ERR1010", 415: "ERR1010", 429: "ERR1006"}
+# The page may load only what the appliance itself serves (it is offline: no CDN).
+_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+
+
+class AccessMiddleware:
+    """Client IP (trusted proxies), allowlist and rate limit for every request; metrics and headers after."""
+
+    def __init__(self, access: HttpAccess, metrics):
+        self._access = access
+        self._metrics = metrics
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.client_ip = self._access.client_ip(req.remote_addr, req.get_header("X-Forwarded-For"))
+        self._access.admit(req.context.client_ip)
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
+        route = req.uri_template or "unmatched"  # bounded label set: templates, not raw paths
+        self._metrics.http_requests_total.labels(route, f"{resp.status_code // 100}xx").inc()
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        resp.set_header("Cache-Control", "no-store")
+        if (resp.content_type or "").startswith("text/html"):
+            resp.set_header("Content-Security-Policy", _CSP)
+
+
+def _appliance_error(req: falcon.Request, resp: falcon.Response, err: ApplianceError, params) -> None:
+    resp.status = falcon.code_to_http_status(err.http_status)
+    resp.media = {"code": err.code, "message": err.message}
+    if err.retry_after_sec is not None:
+        resp.set_header("Retry-After", str(max(1, math.ceil(err.retry_after_sec))))
+    if err.code == "ERR1004":
+        resp.set_header("WWW-Authenticate", "Bearer")
+
+
+def _unexpected_error(req: falcon.Request, resp: falcon.Response, err: Exception, params) -> None:
+    log.exception("HTTP %s %s failed", req.method, req.path)
+    resp.status = falcon.HTTP_500
+    resp.media = {"code": "ERR1016", "message": f"internal error: {type(err).__name__}"}
+
+
+def _serialize_http_error(req: falcon.Request, resp: falcon.Response, err: falcon.HTTPError) -> None:
+    code = _CODE_FOR_STATUS.get(err.status_code, "ERR1016")
+    message = err.description or err.title or "request failed"
+    if err.status_code in (404, 405):
+        message = f"{req.method} {req.path}: " + ("no such route (see /openapi.json)" if err.status_code == 404
+                                                    else "method not allowed on this route")
+    resp.content_type = falcon.MEDIA_JSON
+    resp.media = {"code": code, "message": message}
+
+
+def create_app(runtime, access: HttpAccess) -> falcon.App:
+    app = falcon.App(middleware=[AccessMiddleware(access, runtime.metrics)])
+    app.add_error_handler(Exception, _unexpected_error)
+    app.add_error_handler(ApplianceError, _appliance_error)
+    app.set_error_serializer(_serialize_http_error)
+    app.add_route("/", resources.StatusPage())
+    app.add_static_route("/static", str(resources.STATIC_DIR))
+    app.add_route("/health", resources.Health(runtime, access))
+    app.add_route("/metrics", resources.Metrics(runtime, access))
+    app.add_route("/metrics.json", resources.MetricsJson(runtime, access))
+    app.add_route("/system", resources.System(runtime, access))
+    app.add_route("/openapi.json", resources.OpenApi(openapi_document()))
+    app.add_route("/admin/models", resources.AdminModels(runtime, access))
+    app.add_route("/admin/load_model", resources.AdminLoadModel(runtime, access))
+    app.add_route("/admin/unload_model", resources.AdminUnloadModel(runtime, access))
+    return app

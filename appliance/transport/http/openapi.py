@@ -1,0 +1,227 @@
+"""The OpenAPI 3.0 description of the HTTP plane, served at /openapi.json.
+
+tests/test_http_openapi.py keeps it true: every route of the app is described here and every
+response of the running app (fuzzed with schemathesis) matches it. Changes are additive only.
+"""
+
+from __future__ import annotations
+
+from appliance import __version__
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict:
+    return _json(_ref("Error"), description)
+
+
+_REFUSALS = {
+    "403": _error("ERR1005: client address outside STT_HTTP_ALLOWLIST (or the admin plane is disabled)"),
+    "429": _error("ERR1006: HTTP rate limit; Retry-After says when to retry"),
+}
+_OBSERVABILITY = {"401": _error("ERR1004: the observability token is required and missing or wrong"), **_REFUSALS}
+_ADMIN = {"401": _error("ERR1004: the admin token is missing or wrong"), **_REFUSALS}
+
+_NUMBER_OR_NULL = {"type": "number", "nullable": True}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string", "pattern": "^ERR[0-9]{4}$"}, "message": {"type": "string"}},
+    },
+    "Health": {
+        "type": "object", "required": ["status"],
+        "description": "Only `status` for a token-less minimal view; everything for an authorised one.",
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "degraded", "starting", "draining", "stopped"]},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "decodes": {"type": "object", "properties": {
+                "window_sec": {"type": "number"}, "events": {"type": "integer"}, "successes": {"type": "integer"},
+                "timeouts": {"type": "integer"}, "failures": {"type": "integer"}, "evaluated": {"type": "boolean"},
+                "success_ratio": _NUMBER_OR_NULL, "timeout_ratio": _NUMBER_OR_NULL}},
+            "models_loaded": {"type": "integer"},
+            "active_sessions": {"type": "integer"},
+            "uptime_sec": {"type": "number"},
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["model_id", "profile_id", "model", "backend", "device", "compute_type", "pool_size", "state"],
+        "properties": {
+            "model_id": {"type": "string"}, "profile_id": {"type": "string"}, "model": {"type": "string"},
+            "backend": {"type": "string"}, "device": {"type": "string"}, "compute_type": {"type": "string"},
+            "pool_size": {"type": "integer"}, "source": {"type": "string"}, "load_sec": {"type": "number"},
+            "loaded_at": {"type": "number"}, "active_sessions": {"type": "integer"},
+            "state": {"type": "string", "enum": ["loaded", "draining"]}, "default": {"type": "boolean"},
+        },
+    },
+    "MetricsSnapshot": {
+        "type": "object",
+        "required": ["state", "health", "uptime_sec", "sessions", "decode", "buffers", "memory", "vad_pool",
+                     "models", "streams", "recent", "totals"],
+        "properties": {
+            "state": {"type": "string"}, "health": {"type": "string"}, "uptime_sec": {"type": "number"},
+            "sessions": {"type": "object", "required": ["active", "streaming", "max"], "properties": {
+                "active": {"type": "integer"}, "streaming": {"type": "integer"}, "max": {"type": "integer"},
+                "client_ips": {"type": "integer"},
+                "by_api_key": {"type": "object", "additionalProperties": {"type": "integer"},
+                               "description": "sha256 prefix of each api_key -> sessions "
+                                              "(only with metrics.expose_api_key_sessions)"}}},
+            "decode": {"type": "object", "required": ["queue_depth", "in_flight", "slots"], "properties": {
+                "queue_depth": {"type": "integer"}, "in_flight": {"type": "integer"}, "slots": {"type": "integer"},
+                "decodes": {"type": "integer"}, "batches": {"type": "integer"},
+                "partials_dropped": {"type": "integer"}, "finals_timed_out": {"type": "integer"},
+                "failures": {"type": "integer"}, "decode_sec_total": {"type": "number"},
+                "audio_sec_total": {"type": "number"}, "rtf": _NUMBER_OR_NULL}},
+            "buffers": {"type": "object", "properties": {"total_bytes": {"type": "integer"},
+                                                         "cap_bytes": {"type": "integer", "nullable": True}}},
+            "memory": {"type": "object", "properties": {
+                "rss_bytes": {"type": "integer"}, "budget_bytes": {"type": "integer", "nullable": True},
+                "baseline_bytes": {"type": "integer"}}},
+            "vad_pool": {"type": "object", "properties": {"slots": {"type": "integer"}, "in_use": {"type": "integer"},
+                                                          "max": {"type": "integer"}}},
+            "models": {"type": "array", "items": _ref("Model")},
+            "streams": {"type": "array", "description": "active streams, keyed by a hash of the session id",
+                        "items": {"type": "object", "required": ["stream"], "properties": {
+                            "stream": {"type": "string"}, "model_id": {"type": "string"},
+                            "partials": {"type": "boolean"}, "upload_mode": {"type": "string"},
+                            "audio_sec": {"type": "number"}, "utterances": {"type": "integer"},
+                            "buffered_bytes": {"type": "integer"}, "pending_decodes": {"type": "integer"},
+                            "age_sec": {"type": "number"}}}},
+            "recent": {"type": "object", "required": ["count", "points"], "properties": {
+                "count": {"type": "integer"}, "final_latency_p50_sec": _NUMBER_OR_NULL,
+                "final_latency_p95_sec": _NUMBER_OR_NULL, "rtf_p50": _NUMBER_OR_NULL,
+                "points": {"type": "array", "items": {"type": "object", "required": ["t", "latency_sec"],
+                                                      "properties": {"t": {"type": "number"},
+                                                                     "latency_sec": {"type": "number"},
+                                                                     "rtf": {"type": "number"}}}}}},
+            "totals": {"type": "object", "properties": {
+                "sessions_created": {"type": "integer"},
+                "errors_by_code": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+        },
+    },
+    "System": {
+        "type": "object",
+        "required": ["appliance", "platform", "hardware", "profile", "models", "memory", "versions"],
+        "properties": {
+            "appliance": {"type": "object"}, "platform": {"type": "object"}, "hardware": {"type": "object"},
+            "profile": {"type": "object", "properties": {"configured": {"type": "string"},
+                                                         "chosen": {"type": "string"},
+                                                         "warnings": {"type": "array", "items": {"type": "string"}}}},
+            "models": {"type": "array", "items": _ref("Model")},
+            "model_load_profiles": {"type": "array", "items": {"type": "string"}},
+            "default_model_load_profile": {"type": "string"},
+            "memory": {"type": "object"}, "limits": {"type": "object"},
+            "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+    "ModelList": {
+        "type": "object", "required": ["models", "default_model_id", "profiles", "default_profile"],
+        "properties": {
+            "models": {"type": "array", "items": _ref("Model")},
+            "default_model_id": {"type": "string"},
+            "profiles": {"type": "object", "additionalProperties": {"type": "object"}},
+            "default_profile": {"type": "string"},
+        },
+    },
+    "LoadModelRequest": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "profile_id": {"type": "string", "minLength": 1, "maxLength": 64,
+                           "description": "a key of model_load_profiles (default: model.default_model_load_profile)"},
+            "model_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$",
+                         "description": "id to load it under (default: <device>-<model name>)"},
+            "model_size": {"type": "string", "minLength": 1, "maxLength": 256,
+                           "description": "model name or local path, overriding the profile's model_size"},
+        },
+    },
+    "LoadModelResponse": {
+        "type": "object", "required": ["status", "model"],
+        "properties": {"status": {"type": "string", "enum": ["loaded", "already_loaded"]}, "model": _ref("Model")},
+    },
+    "UnloadModelRequest": {
+        "type": "object", "additionalProperties": False, "required": ["model_id"],
+        "properties": {"model_id": {"type": "string", "minLength": 1, "maxLength": 64},
+                       "drain": {"type": "boolean", "default": False,
+                                 "description": "a model in use stops taking sessions and unloads when they end"}},
+    },
+    "UnloadModelResponse": {
+        "type": "object", "required": ["status", "model_id"],
+        "properties": {"status": {"type": "string", "enum": ["unloaded", "draining"]}, "model_id": {"type": "string"}},
+    },
+}
+
+
+def _get(summary: str, responses: dict, *, tag: str, security: str | None = None) -> dict:
+    op = {"summary": summary, "tags": [tag], "responses": responses}
+    if security:
+        op["security"] = [{security: []}]
+    return {"get": op}
+
+
+def _post(summary: str, request: str, responses: dict) -> dict:
+    return {"post": {
+        "summary": summary, "tags": ["admin"], "security": [{"adminToken": []}],
+        "requestBody": {"required": request == "UnloadModelRequest",
+                        "content": {"application/json": {"schema": _ref(request)}}},
+        "responses": {**responses, "400": _error("ERR1010: malformed JSON, unknown field or bad value"),
+                      "415": _error("ERR1010: the body is not JSON"), **_ADMIN},
+    }}
+
+
+def openapi_document() -> dict:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "stt-appliance HTTP plane", "version": __version__,
+                 "description": "Health, metrics, system information, model administration and the status page "
+                                "of the speech-to-text appliance. Errors are always {code, message}."},
+        "paths": {
+            "/health": _get("Health from the lifecycle and recent decode outcomes", {
+                "200": _json(_ref("Health"), "serving and healthy"),
+                "503": _json(_ref("Health"), "starting, draining or degraded"),
+                "401": _error("ERR1004: the observability token is required (set STT_PUBLIC_HEALTH=minimal "
+                              "for a token-less status)"), **_REFUSALS}, tag="observability",
+                security="observabilityToken"),
+            "/metrics": _get("Prometheus exposition", {
+                "200": {"description": "text exposition format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}},
+                **_OBSERVABILITY}, tag="observability", security="observabilityToken"),
+            "/metrics.json": _get("Levels and recent latency as JSON", {
+                "200": _json(_ref("MetricsSnapshot"), "snapshot"), **_OBSERVABILITY},
+                tag="observability", security="observabilityToken"),
+            "/system": _get("Hardware, chosen profile, models, versions, memory", {
+                "200": _json(_ref("System"), "system information"), **_OBSERVABILITY},
+                tag="observability", security="observabilityToken"),
+            "/openapi.json": _get("This document", {
+                "200": {"description": "OpenAPI 3.0", "content": {"application/json": {"schema": {"type": "object"}}}},
+                **_REFUSALS}, tag="meta"),
+            "/": _get("Status page for a person at the appliance (data is fetched with the observability token)", {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+                **_REFUSALS}, tag="meta"),
+            "/admin/models": _get("Loaded models and the load profiles", {
+                "200": _json(_ref("ModelList"), "models"), **_ADMIN}, tag="admin", security="adminToken"),
+            "/admin/load_model": _post("Load a model by load profile; live streams keep running", "LoadModelRequest", {
+                "200": _json(_ref("LoadModelResponse"), "loaded (or already loaded under that id)"),
+                "409": _error("ERR1017: that model id is loading or draining"),
+                "500": _error("ERR1016: the backend failed to load the model")}),
+            "/admin/unload_model": _post("Unload a model; refused while in use unless drain=true", "UnloadModelRequest", {
+                "200": _json(_ref("UnloadModelResponse"), "unloaded"),
+                "202": _json(_ref("UnloadModelResponse"), "draining: unloads when its last stream ends"),
+                "404": _error("ERR1011: no such model loaded"),
+                "409": _error("ERR1017: in use (without drain), the default model, or already draining")}),
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "observabilityToken": {"type": "http", "scheme": "bearer",
+                                       "description": "STT_OBSERVABILITY_TOKEN (only when it is set)"},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "STT_ADMIN_TOKEN"},
+            },
+        },
+    }

@@ -1,0 +1,142 @@
+"""Falcon resources: translate HTTP to runtime calls and back, nothing else."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import falcon
+
+from appliance.errors import ApplianceError
+from appliance.observability.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from appliance.observability.system import system_info
+from appliance.security.http_access import HttpAccess
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class Health:
+    def __init__(self, runtime, access: HttpAccess):
+        self._runtime = runtime
+        self._access = access
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        view = self._access.health_view(req.get_header("Authorization"))
+        report = self._runtime.health()
+        resp.status = falcon.HTTP_200 if report.healthy else falcon.HTTP_503
+        if view == "minimal":
+            resp.media = {"status": report.status}
+            return
+        snapshot = self._runtime.snapshot()
+        resp.media = report.to_dict() | {"models_loaded": len(snapshot["models"]),
+                                         "active_sessions": snapshot["sessions"]["active"],
+                                         "uptime_sec": snapshot["uptime_sec"]}
+
+
+class _Observability:
+    def __init__(self, runtime, access: HttpAccess):
+        self._runtime = runtime
+        self._access = access
+
+    def _authorise(self, req: falcon.Request) -> None:
+        self._access.require_observability(req.get_header("Authorization"))
+
+
+class Metrics(_Observability):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._authorise(req)
+        resp.content_type = PROMETHEUS_CONTENT_TYPE
+        resp.data = self._runtime.metrics.exposition()
+
+
+class MetricsJson(_Observability):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._authorise(req)
+        resp.media = self._runtime.snapshot()
+
+
+class System(_Observability):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._authorise(req)
+        resp.media = system_info(self._runtime)
+
+
+class OpenApi:
+    def __init__(self, document: dict):
+        self._document = document
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._document
+
+
+class StatusPage:
+    """The page itself holds no data: its script fetches /health, /metrics.json and /system."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_HTML
+        resp.data = (STATIC_DIR / "index.html").read_bytes()
+
+
+# --- admin ------------------------------------------------------------------------------------
+
+
+def _body(req: falcon.Request, allowed: dict[str, type]) -> dict:
+    """The JSON object body with only `allowed` keys of the right types (ERR1010 otherwise)."""
+    body = req.get_media(default_when_empty={})
+    if not isinstance(body, dict):
+        raise ApplianceError("ERR1010", "the request body must be a JSON object")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ApplianceError("ERR1010", f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+    for key, kind in allowed.items():
+        value = body.get(key)
+        if value is not None and not (isinstance(value, kind) and not (kind is str and not value)):
+            raise ApplianceError("ERR1010", f"{key} must be a {'non-empty string' if kind is str else kind.__name__}")
+    return body
+
+
+class _Admin:
+    def __init__(self, runtime, access: HttpAccess):
+        self._runtime = runtime
+        self._access = access
+
+    def _authorise(self, req: falcon.Request) -> None:
+        self._access.require_admin(req.get_header("Authorization"))
+
+
+class AdminModels(_Admin):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._authorise(req)
+        cfg = self._runtime.config
+        resp.media = {"models": self._runtime.models.snapshot(), "default_model_id": self._runtime.model_id,
+                      "profiles": {name: asdict(p) for name, p in sorted(cfg.model_load_profiles.items())},
+                      "default_profile": cfg.model.default_model_load_profile}
+
+
+class AdminLoadModel(_Admin):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._authorise(req)
+        body = _body(req, {"profile_id": str, "model_id": str, "model_size": str})
+        if body.get("model_id") and not _MODEL_ID.match(body["model_id"]):
+            raise ApplianceError("ERR1010", "model_id may hold 1-64 letters, digits, '.', '_' and '-'")
+        log.info("admin %s: load_model %s", req.context.client_ip, body)
+        model, created = self._runtime.load_model(body.get("profile_id"), model_id=body.get("model_id"),
+                                                  model_size=body.get("model_size"))
+        resp.media = {"status": "loaded" if created else "already_loaded", "model": model}
+
+
+class AdminUnloadModel(_Admin):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._authorise(req)
+        body = _body(req, {"model_id": str, "drain": bool})
+        if not body.get("model_id"):
+            raise ApplianceError("ERR1010", "model_id is required")
+        log.info("admin %s: unload_model %s", req.context.client_ip, body)
+        status = self._runtime.unload_model(body["model_id"], drain=bool(body.get("drain")))
+        resp.status = falcon.HTTP_202 if status == "draining" else falcon.HTTP_200
+        resp.media = {"status": status, "model_id": body["model_id"]}

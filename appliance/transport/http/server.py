@@ -1,0 +1,46 @@
+"""Runs the Falcon app under waitress on a background thread of the appliance process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from waitress.server import create_server
+from waitress.wasyncore import close_all
+
+log = logging.getLogger(__name__)
+
+HTTP_THREADS = 4  # health probes, scrapes, the status page and an admin load can run at once
+
+
+class HttpServer:
+    def __init__(self, app, host: str, port: int, *, threads: int = HTTP_THREADS):
+        # Binds now, so a taken port fails startup before the model loads.
+        self._server = create_server(app, host=host, port=port, threads=threads, ident="stt-appliance",
+                                     clear_untrusted_proxy_headers=False)  # X-Forwarded-For: HttpAccess decides
+        self.host = host
+        self.port = int(self._server.effective_port)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+
+    def start(self) -> HttpServer:
+        self._thread.start()
+        log.info("HTTP listening on %s:%d", self.host, self.port)
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except Exception:
+            if not self._stopping:  # sockets closing under the loop at shutdown are expected
+                log.exception("HTTP server loop failed")
+
+    def stop(self, timeout_sec: float = 2.0) -> None:
+        self._stopping = True
+        self._server.task_dispatcher.shutdown(timeout=timeout_sec)
+        if self._thread.is_alive():
+            # Close the sockets on the loop's own thread (the map is not thread-safe); run() then returns.
+            self._server.trigger.pull_trigger(lambda: close_all(self._server._map))
+            self._thread.join(timeout=timeout_sec)
+        else:
+            close_all(self._server._map)
