@@ -94,7 +94,7 @@ class Runtime:
     def __init__(self, config: AppConfig, *, on_state_change: Callable[[Lifecycle], None] | None = None,
                  hardware_report: dict | None = None):
         self.config = config
-        # What `appliance.hardware` detected and chose at boot (shown by /system); empty when pinned.
+        # What `appliance.hardware` detected and chose at boot (shown by /system and `detect`).
         self.hardware_report = hardware_report or {}
         self.state = Lifecycle.STARTING
         self._on_state_change = on_state_change

@@ -421,6 +421,7 @@ def test_faster_whisper_decodes_with_the_assembled_base(isolated_cache):
 def test_a_fetched_model_resolves_from_its_manifest_and_is_verified(pack_dir):
     from appliance.models.fetch import MANIFEST, fetched_dir
 
+    fetched_dir("tiny.en-mirror").parent.mkdir(parents=True)
     target = copy_model(pack_dir, fetched_dir("tiny.en-mirror"))  # laid out as `models fetch` leaves it
     files = {p.name: sha256_of(p) for p in target.iterdir()}
     (target / MANIFEST).write_text(json.dumps({"repo": "someone/tiny-en", "revision": None, "files": files}))

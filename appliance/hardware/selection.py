@@ -16,7 +16,6 @@ Pinning rules (docs/hardware.md):
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +29,6 @@ from appliance.hardware.models import (
     installed_model,
     model_memory_bytes,
 )
-
-log = logging.getLogger(__name__)
 
 CPU_LARGE_MIN_CPUS = 8  # cores (after the cgroup quota) for the cpu_large profile
 CPU_LARGE_MIN_MEMORY_BYTES = 8 * GiB
@@ -139,6 +136,8 @@ def device_problem(backend: str, device: str, machine: Machine) -> str | None:
         return f"torch_whisper needs {' and '.join(missing)} (not installed)"
     if device == "cuda" and not machine.cuda.torch_device_count:
         return "torch sees no CUDA device"
+    if device == "mps" and not machine.apple.is_apple_silicon:
+        return f"MPS exists only on Apple Silicon Macs (this is {machine.apple.platform} {machine.apple.machine})"
     if device == "mps" and not machine.apple.mps_available:
         return "torch reports MPS unavailable"
     return None
