@@ -65,7 +65,7 @@ class DockerEngine:
     def run(self, *args: str, check: bool = True, timeout: float = 120, input: bytes | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run(["docker", *args], env=self.env, capture_output=True, timeout=timeout, input=input,
-                                cwd=cwd)
+                                cwd=cwd, check=False)
         if check and result.returncode != 0:
             raise EngineError(f"docker {' '.join(args)} exited with {result.returncode}:\n"
                               f"{result.stdout.decode(errors='replace')[-3000:]}\n"
@@ -90,7 +90,8 @@ class DockerEngine:
         if hasattr(self, "_log"):
             self._log.close()
         # dockerd unmounts its overlays on exit; anything still mounted is left rather than forced
-        subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], capture_output=True, timeout=120)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], capture_output=True, timeout=120,
+                       check=False)
 
 
 def standin_tarball(timeout_sec: float = 600) -> Path:
@@ -103,7 +104,7 @@ def standin_tarball(timeout_sec: float = 600) -> Path:
         rootfs = Path(work) / "rootfs"
         result = subprocess.run(
             ["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-             "bookworm", str(rootfs), DEBIAN_MIRROR], capture_output=True, timeout=timeout_sec)
+             "bookworm", str(rootfs), DEBIAN_MIRROR], capture_output=True, timeout=timeout_sec, check=False)
         if result.returncode != 0:
             raise EngineError(f"debootstrap failed:\n{result.stdout.decode(errors='replace')[-3000:]}")
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import plistlib
 import sys
-from xml.parsers.expat import ExpatError
 from pathlib import Path
+from xml.parsers.expat import ExpatError
 
 STRING, BOOL, INT, ARRAY, DICT = str, bool, int, list, dict
 

