@@ -19,6 +19,7 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
+from appliance.models.backends.torch_whisper import preload_tokenizer
 from appliance.models.convert import (
     ConversionError,
     check_ct2_file,
@@ -26,7 +27,6 @@ from appliance.models.convert import (
     torch_checkpoint,
     whisper_checkpoint,
 )
-from appliance.models.backends.torch_whisper import preload_tokenizer
 from appliance.models.store import ModelStoreError, resolve_model, sha256_of
 from tests import speech
 

@@ -116,6 +116,8 @@ class TorchWhisperBackend:
             model.eval()
             self._idle.put(model)
         preload_tokenizer(model)
+        log.info("torch_whisper: %d instance(s) of %s on %s in %s", self.max_concurrency, checkpoint, self.device,
+                 "float16" if self.fp16 else "float32")
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
 
