@@ -54,10 +54,13 @@ class LocalAppliance:
                 self.http_port = int(ready["http_port"])
                 return self
             if self.process.poll() is not None:
-                raise RuntimeError(f"appliance exited with {self.process.returncode} before serving:\n{self.log()}")
+                output = self.log()
+                self.__exit__(None, None, None)  # close the log, remove the work dir
+                raise RuntimeError(f"appliance exited with {self.process.returncode} before serving:\n{output}")
             time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"appliance not ready within {self._startup_timeout_sec:g} s:\n{self.log()}")
+        output = self.log()
+        self.__exit__(None, None, None)
+        raise TimeoutError(f"appliance not ready within {self._startup_timeout_sec:g} s:\n{output}")
 
     def log(self) -> str:
         try:

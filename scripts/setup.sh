@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install the appliance into it (idempotent). Used by run.sh and test.sh.
 #   EXTRAS=test scripts/setup.sh                 also install the test dependencies
+#   EXTRAS=torch scripts/setup.sh                the torch_whisper backend (torch CPU build + openai-whisper)
 #   APT_PACKAGES="espeak-ng" scripts/setup.sh    also install these Debian packages when missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +32,7 @@ stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS:
 if [ ! -e "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e "$spec"
+  case ",${EXTRAS:-}," in *,torch,*)  # openai-whisper without its triton pin; the torch extra has its needs
+    .venv/bin/python -m pip install -q --no-deps "openai-whisper==20250625" ;; esac
   touch "$stamp"
 fi

@@ -209,3 +209,8 @@ def test_degraded_decode_health_turns_grpc_health_not_serving_too(alsa_prompts):
         while grpc_health(app) != health_pb2.HealthCheckResponse.NOT_SERVING:
             assert time.monotonic() < deadline, "gRPC health did not follow /health"
             time.sleep(0.2)
+
+
+def test_a_taken_http_port_stops_startup_with_a_clear_message(server):
+    with pytest.raises(RuntimeError, match=r"exited with 1 before serving[\s\S]*cannot bind HTTP to 127.0.0.1:"):
+        LocalAppliance("--metrics-port", str(server.http_port), startup_timeout_sec=60).start()
