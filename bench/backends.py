@@ -2,7 +2,8 @@
 
 Each English recording of ../shared/audio is decoded offline, whole, by faster-whisper and by
 torch_whisper (openai-whisper on weights converted from the same pack), float32, greedy, on this
-machine's CPU; after a warm-up decode each. Prints per-file seconds, the torch/ct2 ratio, and
+machine's CPU; after a warm-up decode each. Recordings longer than one 30 s window are skipped:
+the appliance never sends a backend more than one window. Prints per-file seconds, the torch/ct2 ratio, and
 whether the texts agree.
 
     python bench/backends.py [--model tiny.en] [--threads N] [--repeat 1]
@@ -23,6 +24,8 @@ from appliance.decode_options import DecodeOptions
 from appliance.models.backends import load_backend
 from appliance.models.store import resolve_model
 from clients.corpus import english_corpus, normalize, word_errors
+
+MAX_UTTERANCE_SEC = 29.0  # one Whisper window, less the backends' margin
 
 
 def load_16k(path: Path) -> np.ndarray:
@@ -68,6 +71,10 @@ def main() -> int:
     words = 0
     for recording in recordings:
         audio = load_16k(recording.path)
+        if audio.size / 16_000 > MAX_UTTERANCE_SEC:
+            print(f"{recording.path.name[:58]:58} {audio.size / 16_000:7.1f}  skipped: longer than one decode "
+                  "window (the appliance cuts utterances before that)")
+            continue
         results = {name: timed_decode(backend, audio, args.repeat) for name, backend in backends.items()}
         ct2_sec, torch_sec = results["faster_whisper"][0], results["torch_whisper"][0]
         same = normalize(results["faster_whisper"][1]) == normalize(results["torch_whisper"][1])

@@ -42,6 +42,7 @@ systemd-analyze security --offline=yes --threshold="$SYSTEMD_EXPOSURE_MAX" "$uni
   || fail "$unit: exposure above $SYSTEMD_EXPOSURE_MAX/10 ($(systemd-analyze security --offline=yes "$unit" | tail -1))"
 systemd-analyze security --offline=yes "$unit" | tail -1
 
-echo "launchd: images/mps-host/*.plist"
+echo "launchd: images/mps-host/*.plist, install.sh syntax"
 "$bin/python" -m tests.deploy.launchd_plist images/mps-host/*.plist || fail "launchd plist problems"
+bash -n images/mps-host/install.sh || fail "images/mps-host/install.sh does not parse"
 echo "lint-deploy: ok"

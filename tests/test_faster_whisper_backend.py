@@ -48,3 +48,21 @@ def test_batched_call_matches_single_decodes(prompt_audio):
         assert batched.segments[0].text.strip() == single.segments[0].text.strip()
         assert abs(batched.segments[0].avg_logprob - single.segments[0].avg_logprob) < 0.05
         assert batched.extra["batch_size"] == 2
+
+
+def test_utterances_longer_than_one_window_decode_within_the_token_limit(prompt_audio):
+    # With max_buffer_sec disabled an utterance can pass 30 s; the token budget must stay inside
+    # Whisper's 448-token context per window (faster-whisper raises otherwise).
+    import numpy as np
+
+    from appliance.models.backends.faster_whisper import MAX_TOKEN_BUDGET, token_budget
+
+    assert token_budget(45.0) == MAX_TOKEN_BUDGET <= 448 // 2
+    pause = np.zeros(16_000, dtype=np.float32)
+    audio = np.concatenate([np.concatenate([prompt_audio, pause])] * 16)
+    assert audio.size / 16_000 > 30
+    model = resolve_model("tiny.en")
+    backend = FasterWhisperBackend(model_id="cpu-tiny.en", model_path=str(model.path), english_only=True)
+    options = load_config(*default_config_paths()).decode_profiles["realtime"]
+    transcript = backend.transcribe(audio, options, language=None, task="transcribe")
+    assert normalize(" ".join(s.text for s in transcript.segments)).count("front center") >= 10

@@ -469,3 +469,19 @@ def test_models_verify_and_list(capsys):
     assert rows["small"]["state"].startswith("unusable")
     code, _, err = run_cli(capsys, "models", "verify", "small")
     assert code == 3 and "incomplete" in err
+
+
+def test_a_pack_that_is_not_installed_falls_back_to_a_fetched_copy(pack_dir, monkeypatch):
+    from appliance.models.fetch import MANIFEST, fetched_dir
+
+    missing = dataclasses.replace(PACK, name="tiny.en-elsewhere",
+                                  sources=(PackSource("not-installed==1", "not_installed_pack", "model"),))
+    monkeypatch.setitem(PACKS, missing.name, missing)
+    with pytest.raises(ModelStoreError, match="pip install 'not-installed==1'"):
+        resolve_model(missing.name)
+    fetched_dir(missing.name).parent.mkdir(parents=True)
+    target = copy_model(pack_dir, fetched_dir(missing.name))
+    files = {p.name: sha256_of(p) for p in target.iterdir()}
+    (target / MANIFEST).write_text(json.dumps({"repo": "Systran/faster-whisper-tiny.en", "files": files}))
+    resolved = resolve_model(missing.name)
+    assert (resolved.path, resolved.source) == (target, "fetched:Systran/faster-whisper-tiny.en")

@@ -37,6 +37,10 @@ class ModelStoreError(RuntimeError):
     """The model cannot be used; the message names the file or name and what to do."""
 
 
+class PackNotInstalled(ModelStoreError):
+    """A known pack whose distribution(s) are not installed."""
+
+
 @dataclass(frozen=True)
 class PackSource:
     """One distribution on the package index and the folder inside it that holds model files."""
@@ -150,11 +154,17 @@ def resolve_model(name: str, model_dir: str | None = None) -> ResolvedModel:
         return _resolve_local(candidate, name)
     if candidate.is_file() and candidate.name == "model.bin":  # a path to the weights: use their folder
         return _resolve_local(candidate.parent, name)
-    pack = PACKS.get(name)
-    if pack is not None:
-        return _resolve_pack(pack)
     from appliance.models.fetch import resolve_fetched
 
+    pack = PACKS.get(name)
+    if pack is not None:
+        try:
+            return _resolve_pack(pack)
+        except PackNotInstalled:
+            fetched = resolve_fetched(name)  # fetched instead of installed, on a machine with a network
+            if fetched is None:
+                raise
+            return fetched
     fetched = resolve_fetched(name)
     if fetched is not None:
         return fetched
@@ -184,7 +194,7 @@ def _source_dirs(pack: ModelPack) -> list[Path]:
         spec = importlib.util.find_spec(source.module)
         if spec is None or not spec.submodule_search_locations:
             needed = " ".join(f"'{s.distribution}'" for s in pack.sources)
-            raise ModelStoreError(f"model pack {pack.name!r} is not installed: pip install {needed}")
+            raise PackNotInstalled(f"model pack {pack.name!r} is not installed: pip install {needed}")
         dirs.append(Path(next(iter(spec.submodule_search_locations))) / source.subdir)
     return dirs
 

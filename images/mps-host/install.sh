@@ -53,6 +53,8 @@ mkdir -p "$prefix/config" "$prefix/data/cache" "$prefix/logs" "$(dirname "$plist
 [ -x "$prefix/venv/bin/python" ] || "$PYTHON" -m venv "$prefix/venv"
 "$prefix/venv/bin/python" -m pip install --quiet --upgrade pip
 "$prefix/venv/bin/python" -m pip install --quiet "$repo[torch]"   # torch Whisper: the only MPS backend
+# openai-whisper's metadata pins triton (Linux only, useless here): the torch extra lists its real needs
+"$prefix/venv/bin/python" -m pip install --quiet --no-deps "openai-whisper==20250625"
 "$prefix/venv/bin/stt-appliance" models verify tiny.en
 for f in server.yaml model.yaml; do
   [ -e "$prefix/config/$f" ] || cp "$repo/config/$f" "$prefix/config/$f"

@@ -68,6 +68,7 @@ def stop_and_time(engine: DockerEngine, stop, container: str) -> tuple[float, in
     return elapsed, int(engine.out("inspect", "-f", "{{.State.ExitCode}}", container))
 
 
+@pytest.mark.timeout(1200)  # includes the session's stand-in + image build
 def test_cpu_image_serves_healthy_transcribes_and_drains(docker_engine: DockerEngine, appliance_image: str):
     engine, name = docker_engine, "stt-deploy-cpu"
     engine.run("network", "create", "stt-deploy-net")  # a bridge, so published ports are forwarded
@@ -119,6 +120,7 @@ def compose(docker_engine: DockerEngine, tmp_path: Path):
     docker_engine.env.update(saved)
 
 
+@pytest.mark.timeout(1200)  # includes the session's stand-in + image build
 def test_compose_up_serves_the_cpu_service_and_stops_cleanly(docker_engine: DockerEngine, appliance_image: str,
                                                              compose):
     run, ports = compose

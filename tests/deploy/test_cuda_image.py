@@ -11,13 +11,17 @@ import json
 import re
 import time
 
+import pytest
+
 from tests.deploy.conftest import REPO_ROOT, record_figure
 from tests.deploy.engine import DockerEngine, import_standin
 from tests.deploy.test_container import wait_healthy
 
-CUDA_BASE = re.search(r"^ARG CUDA_IMAGE=(\S+)$", (REPO_ROOT / "images/cuda/Dockerfile").read_text(), re.M).group(1)
+CUDA_DOCKERFILE = (REPO_ROOT / "images/cuda/Dockerfile").read_text()
+CUDA_BASE = re.search(r"^ARG CUDA_IMAGE=(\S+)$", CUDA_DOCKERFILE, re.MULTILINE).group(1)
 
 
+@pytest.mark.timeout(1200)  # includes the session's stand-in + image build
 def test_cuda_image_structure_and_cpu_fallback(docker_engine: DockerEngine):
     engine, image, name = docker_engine, "stt-appliance:cuda", "stt-deploy-cuda"
     import_standin(engine, CUDA_BASE)

@@ -52,3 +52,13 @@ def test_launchd_check_cli_fails_on_a_malformed_plist(tmp_path):
     result = subprocess.run([sys.executable, "-m", "tests.deploy.launchd_plist", str(bad)], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 1 and "not a property list" in result.stderr
+
+
+def test_mps_installer_refuses_anything_but_apple_silicon(tmp_path):
+    if sys.platform == "darwin":
+        pytest.skip("this checks the refusal off macOS")
+    result = subprocess.run([str(REPO_ROOT / "images/mps-host/install.sh"), "--prefix", str(tmp_path / "p")],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1 and "macOS on arm64 only" in result.stderr
+    assert not (tmp_path / "p").exists()  # nothing created before the platform check
+

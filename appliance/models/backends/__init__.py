@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from appliance.models.backends.base import Backend, Segment, Transcript
 
-__all__ = ["BACKENDS", "Backend", "Segment", "Transcript", "load_backend"]
-
-BACKENDS = ("faster_whisper", "torch_whisper")
+__all__ = ["Backend", "Segment", "Transcript", "load_backend"]
 
 
 def load_backend(backend: str, **kwargs) -> Backend:
@@ -27,4 +25,4 @@ def load_backend(backend: str, **kwargs) -> Backend:
         from appliance.models.backends.torch_whisper import TorchWhisperBackend
 
         return TorchWhisperBackend(**kwargs)
-    raise ValueError(f"model.backend {backend!r} is not available (built: {', '.join(BACKENDS)})")
+    raise ValueError(f"model.backend {backend!r} is not available (built: faster_whisper, torch_whisper)")

@@ -35,10 +35,13 @@ BUCKET_MARGIN_SEC = 1.0
 # letting it run to Whisper's 448-token limit costs seconds of CPU for text the filters then drop.
 MAX_TOKENS_PER_SEC = 15
 MIN_TOKEN_BUDGET = 24
+# Per 30 s window: Whisper's text context is 448 tokens including the prompt, and faster-whisper
+# raises on a larger max_new_tokens; 224 is openai-whisper's own sample length.
+MAX_TOKEN_BUDGET = 224
 
 
 def token_budget(audio_sec: float) -> int:
-    return max(MIN_TOKEN_BUDGET, int(audio_sec * MAX_TOKENS_PER_SEC))
+    return min(MAX_TOKEN_BUDGET, max(MIN_TOKEN_BUDGET, int(audio_sec * MAX_TOKENS_PER_SEC)))
 
 
 def default_cpu_threads() -> int:

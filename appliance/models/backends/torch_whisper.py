@@ -35,8 +35,12 @@ MIN_TOKEN_BUDGET = 24
 HALF_PRECISION = ("float16", "int8_float16")
 
 
+WINDOW_TOKEN_LIMIT = 224  # openai-whisper's own per-window default (half the text context)
+
+
 def token_budget(audio_sec: float) -> int:
-    return max(MIN_TOKEN_BUDGET, int(audio_sec * MAX_TOKENS_PER_SEC))
+    """Tokens one 30 s window may generate: enough for fast speech, never past Whisper's limit."""
+    return min(WINDOW_TOKEN_LIMIT, max(MIN_TOKEN_BUDGET, int(audio_sec * MAX_TOKENS_PER_SEC)))
 
 
 def pick_device(requested: str, cuda_available, mps_available) -> str:
@@ -89,25 +93,23 @@ def transcribe_kwargs(options: DecodeOptions, *, fp16: bool, language: str | Non
 
 class TorchWhisperBackend:
     def __init__(self, *, model_id: str, model_path: str, device: str = "cpu", compute_type: str = "float32",
-                 pool_size: int = 1, cpu_threads: int = 0, english_only: bool = False, encode_window: str = "full",
-                 devices=None):
+                 pool_size: int = 1, cpu_threads: int = 0, english_only: bool = False, encode_window: str = "full"):
         import torch
         import whisper
 
         from appliance.models.convert import torch_checkpoint
 
         self.model_id = model_id
-        self.device = pick_device(device, *(devices or _torch_devices()))
+        self.device = pick_device(device, *_torch_devices())
         self.max_concurrency = max(1, pool_size)
         self.english_only = english_only
         self.fp16 = self.device != "cpu" and compute_type in HALF_PRECISION
-        if compute_type not in ("float32", "default", *HALF_PRECISION) or (compute_type in HALF_PRECISION
-                                                                           and not self.fp16):
+        if compute_type not in ("float32", "default") and not self.fp16:
             log.info("torch_whisper runs %s in float32 (compute_type %s is a CTranslate2 precision)",
                      self.device, compute_type)
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
-        checkpoint = model_path if model_path.endswith(".pt") else str(torch_checkpoint(model_path))
+        checkpoint = str(torch_checkpoint(model_path))  # converted from the CT2 model on first use
         self._idle: queue.Queue = queue.Queue()
         for _ in range(self.max_concurrency):
             model = whisper.load_model(checkpoint, device=self.device)
