@@ -141,7 +141,7 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from appliance.config import add_serve_arguments
+    from appliance.config import add_serve_arguments, default_config_paths
 
     parser = argparse.ArgumentParser(prog="stt-appliance", description="Streaming speech-to-text edge appliance")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -170,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", choices=("torch",), required=True, help="target format")
     models.set_defaults(handler=_models)
     healthcheck = commands.add_parser("healthcheck", help="GET /health of a running server; exit 0 when healthy")
-    from appliance.config import default_config_paths
     server_yaml, model_yaml = default_config_paths()
     healthcheck.add_argument("--config", default=str(server_yaml), help="server YAML (for http_host, metrics_port)")
     healthcheck.add_argument("--model-config", default=str(model_yaml), help="model YAML")

@@ -89,9 +89,18 @@ class DockerEngine:
                 self.process.wait()
         if hasattr(self, "_log"):
             self._log.close()
-        # dockerd unmounts its overlays on exit; anything still mounted is left rather than forced
+        # dockerd unmounts its overlays on exit but leaves the bind of the host netns it made under its
+        # exec root; unmount what is left under our root (deepest first), then delete it
+        for mountpoint in sorted(mounts_under(self.root), reverse=True):
+            subprocess.run(["umount", mountpoint], capture_output=True, timeout=30, check=False)
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], capture_output=True, timeout=120,
                        check=False)
+
+
+def mounts_under(root: Path) -> list[str]:
+    prefix = f"{root}/"
+    with open("/proc/self/mounts") as mounts:
+        return [fields[1] for fields in (line.split() for line in mounts) if fields[1].startswith(prefix)]
 
 
 def standin_tarball(timeout_sec: float = 600) -> Path:

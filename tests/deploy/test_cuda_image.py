@@ -39,7 +39,9 @@ def test_cuda_image_structure_and_cpu_fallback(docker_engine: DockerEngine):
         engine.run("run", "--detach", "--name", name, "--network", "none", image)
         wait_healthy(engine, name)
         logs = engine.run("logs", name).stderr.decode(errors="replace")
-        assert "nvidia_cuda" in logs and "cpu" in logs, logs[-2000:]
+        # pinned nvidia_cuda, no GPU here: a WARNING names the fallback, and the model runs on the CPU
+        assert re.search(r"HARDWARE FALLBACK: profile 'nvidia_cuda' wants \S+ on cuda", logs), logs[-2000:]
+        assert re.search(r"hardware \w+: profile \S+ -> model \S+, \w+ on cpu,", logs), logs[-2000:]
         engine.run("stop", "--time", "45", name, timeout=120)
         assert engine.out("inspect", "-f", "{{.State.ExitCode}}", name) == "0"
     finally:
