@@ -413,3 +413,19 @@ def test_udev_probe_enumerates_a_usb_microphone_and_a_gpu(tmp_path):
     # the connector card0-HDMI-A-1 is not a GPU
     assert found["gpus"] == [{"subsystem": "drm", "sys_name": "card0", "device_node": "/dev/dri/card0",
                               "description": "GA100 [A100 SXM4 40GB]"}]
+
+
+def test_openmp_is_passive_before_any_appliance_module_loads_ctranslate2():
+    # OpenMP reads OMP_WAIT_POLICY once, when ctranslate2 loads. The hardware probe loads it before
+    # the backend does; spinning idle OpenMP threads once cost 60% on median final latency.
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os; os.environ.pop('OMP_WAIT_POLICY', None); os.environ.pop('KMP_BLOCKTIME', None)\n"
+            "from appliance.hardware.probes import probe_cuda\n"
+            "import ctranslate2, sys\n"
+            "print(os.environ['OMP_WAIT_POLICY'], os.environ['KMP_BLOCKTIME'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["PASSIVE", "0"]

@@ -21,12 +21,6 @@ import numpy as np
 from appliance.decode_options import DecodeOptions
 from appliance.models.backends.base import Segment, Transcript
 
-# CTranslate2's CPU kernels run on Intel OpenMP, whose idle threads spin for 200 ms by default.
-# With VAD and gRPC threads sharing the cores, that spinning turned 0.6 s decodes into 2-7 s ones
-# (measured on 2 cores: worst decode RTF 2.3 -> 0.5). Must be set before ctranslate2 loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("KMP_BLOCKTIME", "0")
-
 FRAMES_PER_SEC = 100  # Whisper's mel hop: 10 ms
 FULL_WINDOW_FRAMES = 3000
 BUCKET_SEC = (15, 20, 30)
