@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the gRPC server (default)")
     add_serve_arguments(serve)
-    serve.add_argument("--ready-file", help="write {grpc_port, pid, model_id} as JSON here once serving")
+    serve.add_argument("--ready-file", help="write {grpc_port, http_port, pid, model_id} as JSON here once serving")
     serve.set_defaults(handler=_serve)
     detect = commands.add_parser("detect", help="probe the hardware and show the model setup serve would choose")
     add_serve_arguments(detect)
