@@ -71,6 +71,19 @@ class MemoryBudget:
                 f"{self.budget_bytes / 2**20:.0f} MiB (server.memory_budget_bytes)", retry_after_sec=2.0)
 
 
+    def admit_model(self, model_id: str, estimate_bytes: int | None) -> None:
+        """ERR1014 when loading a model of `estimate_bytes` would pass the budget (the OOM killer
+        would take every live stream with it). Unknown sizes (local paths) are not checked."""
+        if self.budget_bytes is None or not estimate_bytes:
+            return
+        rss = self._rss()
+        if rss + estimate_bytes > self.budget_bytes:
+            raise ApplianceError(
+                "ERR1014", f"loading {model_id} needs ~{estimate_bytes / 2**20:.0f} MiB on top of "
+                f"{rss / 2**20:.0f} MiB in use; the memory budget is {self.budget_bytes / 2**20:.0f} MiB "
+                "(server.memory_budget_bytes)")
+
+
 class BufferLedger:
     """Audio buffered across all streams (as 16 kHz PCM16 bytes), capped by max_total_buffer_bytes."""
 

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from appliance.config import AppConfig
 from appliance.config_schema import ModelLoadProfile
 from appliance.errors import ApplianceError
+from appliance.hardware.models import model_memory_bytes
 from appliance.models.registry import LoadSettings, ModelRegistry, model_id_for
 from appliance.models.store import ModelStoreError, ResolvedModel, resolve_model
 from appliance.observability.health import DecodeHealth, HealthReport, HealthThresholds, Outcome, assess
@@ -298,6 +299,9 @@ class Runtime:
         if model_size:
             profile = dataclasses.replace(profile, model_size=model_size)
         model_id = model_id or model_id_for(profile.device, profile.model_size)
+        if self.models.get(model_id) is None:
+            self.memory_budget.admit_model(model_id, model_memory_bytes(
+                os.path.basename(str(profile.model_size).rstrip("/")), profile.compute_type, profile.pool_size))
         try:
             model, created = self.models.load(model_id, profile_id, profile, self.load_settings())
         except ModelStoreError as err:

@@ -234,6 +234,14 @@ def test_admin_requests_with_bad_bodies_get_err1010_and_unknown_models_err1011()
         assert_error(status, reply, 400, "ERR1010")
 
 
+def test_admin_load_is_refused_when_the_model_would_not_fit_the_memory_budget():
+    with plane({"STT_ADMIN_TOKEN": ADMIN_TOKEN}, memory_budget_bytes=64 * 2**20) as p:
+        status, _, reply = p.request("/admin/load_model", method="POST", token=ADMIN_TOKEN,
+                                     body=b'{"model_size": "base", "model_id": "cpu-base"}')
+        assert_error(status, reply, 503, "ERR1014")
+        assert b"memory budget" in reply and p.runtime.models.get("cpu-base") is None
+
+
 def test_bad_access_settings_are_refused_by_name():
     config = load_config(env={})
     with pytest.raises(ValueError, match="STT_HTTP_ALLOWLIST"):

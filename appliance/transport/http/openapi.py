@@ -209,7 +209,8 @@ def openapi_document() -> dict:
             "/admin/load_model": _post("Load a model by load profile; live streams keep running", "LoadModelRequest", {
                 "200": _json(_ref("LoadModelResponse"), "loaded (or already loaded under that id)"),
                 "409": _error("ERR1017: that model id is loading or draining"),
-                "500": _error("ERR1016: the backend failed to load the model")}),
+                "500": _error("ERR1016: the backend failed to load the model"),
+                "503": _error("ERR1014: the model would not fit the memory budget")}),
             "/admin/unload_model": _post("Unload a model; refused while in use unless drain=true", "UnloadModelRequest", {
                 "200": _json(_ref("UnloadModelResponse"), "unloaded"),
                 "202": _json(_ref("UnloadModelResponse"), "draining: unloads when its last stream ends"),
