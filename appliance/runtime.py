@@ -321,6 +321,9 @@ class Runtime:
     def health(self) -> HealthReport:
         return assess(self.state.value, self.decode_health.window(), len(self.models))
 
+    def uptime_sec(self) -> float:
+        return round(time.monotonic() - self.started_at, 3)
+
     def snapshot(self) -> dict:
         """Levels right now: what /metrics.json returns and the Prometheus gauges read."""
         cfg = self.config
@@ -334,7 +337,7 @@ class Runtime:
         return {
             "state": self.state.value,
             "health": self.health().status,
-            "uptime_sec": round(time.monotonic() - self.started_at, 3),
+            "uptime_sec": self.uptime_sec(),
             "sessions": sessions,
             "decode": {"queue_depth": self.scheduler.pending, "in_flight": self.scheduler.in_flight,
                        "slots": self.scheduler.max_in_flight, "decodes": stats.decodes, "batches": stats.batches,

@@ -111,7 +111,7 @@ class ModelRegistry:
              *, resolved: ResolvedModel | None = None, make_default: bool = False) -> tuple[LoadedModel, bool]:
         """Load a model unless one with this id is loaded; returns (model, newly_loaded).
 
-        A second request for an id that is loading waits for nothing: it is refused (ERR1007 with a
+        A second request for an id that is loading waits for nothing: it is refused (ERR1017 with a
         retry hint) rather than loading the same weights twice."""
         with self._lock:
             existing = self._models.get(model_id)

@@ -37,7 +37,7 @@ def system_info(runtime) -> dict:
     hardware = dict(runtime.hardware_report)
     return {
         "appliance": {"version": __version__, "state": runtime.state.value, "pid": os.getpid(),
-                      "uptime_sec": runtime.snapshot()["uptime_sec"]},
+                      "uptime_sec": runtime.uptime_sec()},
         "platform": {"system": platform.system(), "machine": platform.machine(), "release": platform.release(),
                      "python": sys.version.split()[0], "cpu_count": os.cpu_count()},
         "hardware": hardware,

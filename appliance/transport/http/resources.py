@@ -32,10 +32,10 @@ class Health:
         if view == "minimal":
             resp.media = {"status": report.status}
             return
-        snapshot = self._runtime.snapshot()
-        resp.media = report.to_dict() | {"models_loaded": len(snapshot["models"]),
-                                         "active_sessions": snapshot["sessions"]["active"],
-                                         "uptime_sec": snapshot["uptime_sec"]}
+        runtime = self._runtime
+        resp.media = report.to_dict() | {"models_loaded": len(runtime.models),
+                                         "active_sessions": len(runtime.sessions),
+                                         "uptime_sec": runtime.uptime_sec()}
 
 
 class _Observability:
