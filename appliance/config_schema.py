@@ -68,7 +68,7 @@ class ServerConfig:
     max_total_buffer_bytes: int = _opt(268435456, "buffered audio bytes across all sessions", ge=1)
     decode_queue_timeout_sec: float = _opt(5.0, "seconds a final waits for a decode slot (0 = no limit)", ge=0)
     decode_batch_window_ms: float = _opt(0.0, "decode batching window in ms (0 disables)", ge=0)
-    max_decode_batch_size: int = _opt(1, "decode tasks per batch (1 disables)", ge=1)
+    max_decode_batch_size: int = _opt(8, "decode tasks per batch (1 disables)", ge=1)
     buffer_overlap_sec: float = _opt(0.0, "audio before a buffer-cap cut repeated in the next utterance (seconds)", ge=0)
     grpc_max_receive_message_bytes: int = _opt(8388608, "largest inbound gRPC message (bytes)", ge=1)
     grpc_max_send_message_bytes: int = _opt(4194304, "largest outbound gRPC message (bytes)", ge=1)
@@ -164,7 +164,7 @@ class ModelConfig:
                         nonempty=True)
     cpu_threads: int = _opt(0, "CPU threads per model instance (0 = auto)", ge=0)
     model_dir: str | None = _opt(None, "local CTranslate2 model directory (overrides name)", nonempty=True)
-    encode_window: str = _opt("full", "encoder input: full 30 s window or bucketed lengths",
+    encode_window: str = _opt("bucketed", "encoder input: bucketed lengths or the full 30 s window",
                               choices=ENCODE_WINDOWS)
 
 

@@ -42,13 +42,20 @@ def main() -> int:
     parser.add_argument("--compute-type", default="float32", help="for the server and the offline baseline")
     parser.add_argument("--encode-window", choices=("full", "bucketed", "partials"), help="model.encode_window for the server")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `serve` argument")
+    parser.add_argument("--server-env", action="append", default=[], metavar="K=V",
+                        help="environment for the server, repeatable (e.g. STT_SERVER_MAX_DECODE_BATCH_SIZE=1)")
     args = parser.parse_args()
     corpus = english_corpus()
     if not corpus:
         print("no ../shared/audio corpus here")
         return 1
-    with LocalAppliance("--compute-type", args.compute_type, *args.server_arg,
-                        env={"STT_MODEL_ENCODE_WINDOW": args.encode_window} if args.encode_window else None) as server, ThreadPoolExecutor(len(corpus)) as pool:
+    env = dict(pair.split("=", 1) for pair in args.server_env)
+    # --fast floods every file at once: no final may fail for waiting its turn behind the flood
+    env.setdefault("STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC", "0")
+    if args.encode_window:
+        env["STT_MODEL_ENCODE_WINDOW"] = args.encode_window
+    with LocalAppliance("--compute-type", args.compute_type, *args.server_arg, env=env) as server, \
+            ThreadPoolExecutor(len(corpus)) as pool:
         streamed = list(pool.map(lambda item: stream_file(server.address, item.path, not args.fast, args.profile,
                                                           args.vad_silence, args.partials), corpus))
     offline = [offline_transcribe(item.path, profile=args.profile, compute_type=args.compute_type) for item in corpus]

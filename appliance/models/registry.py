@@ -58,7 +58,7 @@ class LoadSettings:
     """What every load shares, from the `model` section: threads, encoder window, warm-up options."""
 
     cpu_threads: int = 0
-    encode_window: str = "full"
+    encode_window: str = "bucketed"
     model_dir: str | None = None
     warm_up_options: DecodeOptions = field(default_factory=DecodeOptions)
 

@@ -44,7 +44,7 @@ def transcribe_batch(model, audios: list[np.ndarray], options: DecodeOptions, *,
         repetition_penalty=options.repetition_penalty, no_repeat_ngram_size=options.no_repeat_ngram_size,
         max_length=min(model.max_length, max(len(p) for p in prompts) + max_new_tokens), return_scores=True, return_no_speech_prob=True,
         suppress_blank=options.suppress_blank, suppress_tokens=get_suppressed_tokens(tokenizers[0], [-1]),
-        max_initial_timestamp_index=int(round(MAX_INITIAL_TIMESTAMP_SEC / TIME_PRECISION_SEC)), **sampling)
+        max_initial_timestamp_index=round(MAX_INITIAL_TIMESTAMP_SEC / TIME_PRECISION_SEC), **sampling)
     elapsed_sec = time.perf_counter() - started
     transcripts = []
     for audio, tok, result, lang, prob in zip(audios, tokenizers, results, languages, probabilities):
@@ -56,7 +56,9 @@ def transcribe_batch(model, audios: list[np.ndarray], options: DecodeOptions, *,
                           no_speech_prob=result.no_speech_prob, compression_ratio=get_compression_ratio(text))
         transcripts.append(Transcript(segments=(segment,) if text else (), language=lang,
                                       language_probability=prob, audio_sec=audio.size / 16_000,
-                                      decode_sec=elapsed_sec, extra={"batch_size": len(audios)}))
+                                      decode_sec=elapsed_sec,
+                                      extra={"batch_size": len(audios), "encode_frames": encode_frames,
+                                             "tokens": tokens}))
     return transcripts
 
 

@@ -12,6 +12,8 @@ still lose a word on one sentence the full window gets right, so "full" stays th
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import threading
 import time
@@ -20,10 +22,11 @@ import numpy as np
 
 from appliance.decode_options import DecodeOptions
 from appliance.models.backends.base import Segment, Transcript
+from appliance.models.backends.window_check import window_suspect
 
 FRAMES_PER_SEC = 100  # Whisper's mel hop: 10 ms
 FULL_WINDOW_FRAMES = 3000
-BUCKET_SEC = (15, 20, 30)
+BUCKET_SEC = (10, 15, 20, 30)
 BUCKET_MARGIN_SEC = 1.0
 # Repetition-loop guard: fast speech is ~6 tokens/s; a decode that runs past this has looped, and
 # letting it run to Whisper's 448-token limit costs seconds of CPU for text the filters then drop.
@@ -85,6 +88,7 @@ class FasterWhisperBackend:
             model_path, device=device, compute_type=compute_type, num_workers=self.max_concurrency,
             cpu_threads=cpu_threads or default_cpu_threads(), local_files_only=True,
         )
+        self._is_word = functools.lru_cache(maxsize=None)(self._token_is_word)
 
     def _bucketed(self, provisional: bool) -> bool:
         return self.encode_window == "bucketed" or (self.encode_window == "partials" and provisional)
@@ -93,8 +97,18 @@ class FasterWhisperBackend:
                    task: str, provisional: bool = False) -> Transcript:
         started = time.perf_counter()
         audio_sec = audio.size / 16_000
-        bucketed = self._bucketed(provisional) and audio_sec + BUCKET_MARGIN_SEC <= FULL_WINDOW_FRAMES / 100
-        self._model.call_state.encode_frames = encode_frames_for(audio_sec) if bucketed else None
+        frames = encode_frames_for(audio_sec) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
+        transcript, tokens = self._transcribe_once(audio, options, language, task, frames)
+        if frames < FULL_WINDOW_FRAMES:
+            reason = window_suspect(tokens, token_budget=token_budget(audio_sec), is_word=self._is_word)
+            if reason is not None:
+                transcript, _ = self._transcribe_once(audio, options, language, task, FULL_WINDOW_FRAMES)
+                transcript.extra["window_fallback"] = reason
+        return dataclasses.replace(transcript, decode_sec=time.perf_counter() - started)
+
+    def _transcribe_once(self, audio: np.ndarray, options: DecodeOptions, language: str | None, task: str,
+                         frames: int) -> tuple[Transcript, list[int]]:
+        self._model.call_state.encode_frames = frames if frames < FULL_WINDOW_FRAMES else None
         try:
             segments, info = self._model.transcribe(
                 audio,
@@ -102,28 +116,49 @@ class FasterWhisperBackend:
                 task="transcribe" if self.english_only else task,
                 vad_filter=False,  # the appliance already gated this audio with its own VAD
                 condition_on_previous_text=False,  # never carry text across calls or silence
-                max_new_tokens=token_budget(audio_sec),
+                max_new_tokens=token_budget(audio.size / 16_000),
                 **options.as_kwargs(),
             )
-            decoded = tuple(
-                Segment(text=s.text, start_sec=s.start, end_sec=s.end, avg_logprob=s.avg_logprob,
-                        no_speech_prob=s.no_speech_prob, compression_ratio=s.compression_ratio)
-                for s in segments
-            )
+            segments = list(segments)
         finally:
             self._model.call_state.encode_frames = None
+        eot = self._model.hf_tokenizer.token_to_id("<|endoftext|>")
+        tokens = [t for s in segments for t in s.tokens if t < eot]
+        decoded = tuple(
+            Segment(text=s.text, start_sec=s.start, end_sec=s.end, avg_logprob=s.avg_logprob,
+                    no_speech_prob=s.no_speech_prob, compression_ratio=s.compression_ratio)
+            for s in segments
+        )
         return Transcript(segments=decoded, language=info.language,
-                          language_probability=float(info.language_probability),
-                          audio_sec=audio_sec, decode_sec=time.perf_counter() - started,
-                          extra={"encode_frames": encode_frames_for(audio_sec) if bucketed else FULL_WINDOW_FRAMES})
+                          language_probability=float(info.language_probability), audio_sec=audio.size / 16_000,
+                          extra={"encode_frames": frames}), tokens
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
                          task: str, provisional: bool = False) -> list[Transcript]:
-        """Decode several utterances in one CTranslate2 call (see ct2_batch)."""
-        from appliance.models.backends.ct2_batch import transcribe_batch
-
+        """Decode several utterances in one CTranslate2 call (see ct2_batch); suspects of the short
+        window are decoded again, together, on the full window."""
         longest_sec = max(a.size for a in audios) / 16_000
         frames = encode_frames_for(longest_sec) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
+        transcripts = self._batch_once(audios, options, language, task, frames)
+        if frames == FULL_WINDOW_FRAMES:
+            return transcripts
+        budget = token_budget(longest_sec)
+        suspects = {i: reason for i, t in enumerate(transcripts)
+                    if (reason := window_suspect(t.extra["tokens"], token_budget=budget, is_word=self._is_word))}
+        if suspects:
+            redone = self._batch_once([audios[i] for i in suspects], options, language, task, FULL_WINDOW_FRAMES)
+            for (i, reason), transcript in zip(suspects.items(), redone):
+                transcript.extra["window_fallback"] = reason
+                transcripts[i] = transcript
+        return transcripts
+
+    def _batch_once(self, audios: list[np.ndarray], options: DecodeOptions, language: str | None, task: str,
+                    frames: int) -> list[Transcript]:
+        from appliance.models.backends.ct2_batch import transcribe_batch
+
         return transcribe_batch(self._model, audios, options, language=None if self.english_only else language,
                                 task="transcribe" if self.english_only else task, encode_frames=frames,
-                                max_new_tokens=token_budget(longest_sec))
+                                max_new_tokens=token_budget(max(a.size for a in audios) / 16_000))
+
+    def _token_is_word(self, token: int) -> bool:
+        return any(ch.isalnum() for ch in self._model.hf_tokenizer.decode([token]))
