@@ -101,7 +101,7 @@ def test_shipped_files_load_with_design_defaults():
     assert (cfg.model.name, cfg.model.device, cfg.model.compute_type, cfg.model.pool_size) == \
         ("tiny.en", "cpu", "float32", 1)
     assert (cfg.model.profile, cfg.model.cpu_threads, cfg.model.model_dir, cfg.model.encode_window) == \
-        ("auto", 0, None, "full")
+        ("auto", 0, None, "bucketed")
     cuda = cfg.model_load_profiles["nvidia_cuda"]  # built with a YAML merge key
     assert (cuda.model_size, cuda.backend, cuda.device, cuda.compute_type, cuda.pool_size) == \
         ("large-v3", "faster_whisper", "cuda", "float16", 1)

@@ -149,9 +149,9 @@ def test_mac_without_torch_falls_back_to_cpu_with_a_warning():
 def test_small_cpu_box_keeps_the_bundled_model_even_when_base_is_installed():
     decision = detect(config(), SMALL_BOX, installed("tiny.en", "base"))
     assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "float32")
-    assert (decision.warnings, decision.cpu_threads, decision.pool_size) == ([], 0, 1)
-    # ...so the effective config is the configured one: the existing suite runs unchanged
-    assert apply_decision(config(), decision) == config()
+    assert (decision.warnings, decision.cpu_threads, decision.pool_size) == ([], 0, 2)
+    # ...so the effective config is the configured one with the profile's two replicas
+    assert apply_decision(config(), decision) == config(**{"model.pool_size": 2})
 
 
 def test_cgroup_limits_cap_cpus_and_memory():
@@ -160,6 +160,9 @@ def test_cgroup_limits_cap_cpus_and_memory():
     assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "float32")
     assert decision.cpu_threads == 1 and decision.warnings == []
     assert decision.memory_budget_bytes == int(512 * MiB * 0.9) - 256 * MiB
+    # the profile's second replica does not fit next to the first: one, said so, no warning
+    assert decision.pool_size == 1
+    assert any(r.startswith("pool_size 2 -> 1: 2 x ~150 MiB passes") for r in decision.reasons)
     # pinned to cpu_large, base (300 MiB) does not fit the 512 MiB limit: tiny.en
     decision = detect(config(**{"model.profile": "cpu_large"}), CONTAINER, installed("tiny.en", "base"))
     assert (decision.mode, decision.profile, decision.model) == ("pinned", "cpu_large", "tiny.en")

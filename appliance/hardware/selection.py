@@ -226,7 +226,9 @@ class _Selector:
                 self.reasons.append(f"model.model_dir={cfg.model.model_dir!r} names the model: kept")
         budget = memory_budget_bytes(plan.device, self.machine, cfg)
         if not fixed_model:
-            plan.model = self._fit_model(plan, budget)
+            plan.model = self._fit_model(plan, budget, pool_is_fixed="pool_size" in operator)
+        if "pool_size" not in operator:
+            self._fit_pool(plan, budget)
         for error in self.machine.probe_errors:
             self.warn(f"hardware probe failed ({error}); treated as absent")
         return Decision(
@@ -270,8 +272,21 @@ class _Selector:
                   f"(supported: {', '.join(supported)}); using {chosen!r}")
         plan.compute_type = chosen
 
-    def _fit_model(self, plan: _Plan, budget: int | None) -> str:
+    def _fit_pool(self, plan: _Plan, budget: int | None) -> None:
+        """A profile's extra replicas are a speed-up, not a need: fewer when memory is short."""
+        one = model_memory_bytes(plan.model, plan.compute_type, 1)
+        if budget is None or one is None or plan.pool_size <= 1 or one * plan.pool_size <= budget:
+            return
+        fitting = max(1, budget // one)
+        self.reasons.append(f"pool_size {plan.pool_size} -> {fitting}: {plan.pool_size} x ~{one / MiB:.0f} MiB "
+                            f"passes the {budget / MiB:.0f} MiB memory budget")
+        plan.pool_size = fitting
+
+    def _fit_model(self, plan: _Plan, budget: int | None, pool_is_fixed: bool) -> str:
+        """The largest installed model at or below the profile's ceiling that fits the budget, with the
+        operator's pool size, or one instance where the pool comes from the profile (_fit_pool)."""
         ceiling = plan.model
+        pool = plan.pool_size if pool_is_fixed else 1
         multilingual_why = _needs_multilingual(self.config.model)
         budget_text = f"{budget / MiB:.0f} MiB" if budget is not None else "unknown"
         installed = {}  # name -> bool, each looked up once (resolving verifies files)
@@ -282,7 +297,7 @@ class _Selector:
             return installed[name]
 
         def fits(name: str) -> bool:
-            need = model_memory_bytes(name, plan.compute_type, plan.pool_size)
+            need = model_memory_bytes(name, plan.compute_type, pool)
             return budget is None or need is None or need <= budget
 
         skipped = []
@@ -290,7 +305,7 @@ class _Selector:
             if multilingual_why and name.endswith(".en"):
                 skipped.append(f"{name} (English-only)")
             elif not fits(name):
-                need = model_memory_bytes(name, plan.compute_type, plan.pool_size) or 0
+                need = model_memory_bytes(name, plan.compute_type, pool) or 0
                 skipped.append(f"{name} (needs ~{need / MiB:.0f} MiB)")
             elif not available(name):
                 skipped.append(f"{name} (not installed)")
@@ -298,7 +313,7 @@ class _Selector:
                 if skipped:
                     self.reasons.append(f"skipped {', '.join(skipped)}")
                 self.reasons.append(f"model {name}: largest at or below {ceiling!r} that is installed and fits the "
-                                    f"{budget_text} memory budget ({plan.pool_size} instance(s), "
+                                    f"{budget_text} memory budget ({pool} instance(s), "
                                     f"{plan.compute_type})")
                 return name
         usable = [n for n in reversed(candidates(ceiling)) if available(n)]
