@@ -1,13 +1,17 @@
 """Streaming accuracy on the real speech corpus in ../shared/audio (skipped where it is absent).
 
-Every English recording is streamed at realtime pace, all at once, through one real appliance; each
-file's streamed WER must stay within 2 points of offline faster-whisper on the same file, model,
-precision and decode profile.
+Every English recording is streamed at realtime pace, all at once, through one real appliance and
+compared with offline faster-whisper on the same files, model, precision and decode profile: pooled
+WER within 1 point of offline (DESIGN.md, targets), and no file more than 2 words worse than offline
+(a lost or garbled utterance shows there; a single changed word on a 14-word sentence is 7 points,
+which is why the per-file bound counts words). Streaming cuts audio differently from offline, so
+single words move both ways from file to file: bench/wer.py prints them.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 import pytest
 
@@ -32,11 +36,29 @@ def streamed():
         return dict(zip((rec.path.name for rec in CORPUS), results))
 
 
-@pytest.mark.parametrize("recording", CORPUS, ids=lambda rec: rec.path.stem)
-def test_streaming_wer_within_two_points_of_offline(streamed, recording):
+MAX_EXTRA_WORD_ERRORS_PER_FILE = 2
+_offline = cache(offline_transcribe)  # each file once for both tests
+MAX_POOLED_WER_POINTS_OVER_OFFLINE = 1.0
+
+
+def _errors(streamed, recording) -> tuple[int, int, int]:
+    """(streamed word errors, offline word errors, reference words)."""
     stream_errors, words = word_errors(recording.reference, finals_text(streamed[recording.path.name]))
-    offline_errors, _ = word_errors(recording.reference, offline_transcribe(recording.path))
-    assert 100 * stream_errors / words <= 100 * offline_errors / words + 2.0, finals_text(streamed[recording.path.name])
+    offline_errors, _ = word_errors(recording.reference, _offline(recording.path))
+    return stream_errors, offline_errors, words
+
+
+@pytest.mark.parametrize("recording", CORPUS, ids=lambda rec: rec.path.stem)
+def test_no_file_streams_more_than_two_words_worse_than_offline(streamed, recording):
+    stream_errors, offline_errors, _ = _errors(streamed, recording)
+    assert stream_errors <= offline_errors + MAX_EXTRA_WORD_ERRORS_PER_FILE, \
+        finals_text(streamed[recording.path.name])
+
+
+def test_pooled_streaming_wer_within_one_point_of_offline(streamed):
+    totals = [sum(column) for column in zip(*(_errors(streamed, rec) for rec in CORPUS))]
+    stream_errors, offline_errors, words = totals
+    assert 100 * stream_errors / words <= 100 * offline_errors / words + MAX_POOLED_WER_POINTS_OVER_OFFLINE
 
 
 def test_long_recording_gives_ordered_finals_covering_the_file(streamed):
