@@ -271,7 +271,7 @@ class DecodeScheduler:
         if self._log_metrics:  # figures only: transcript text never goes to the main log
             waited_sec = max(time.monotonic() - r.enqueued_at for r in batch) - elapsed_sec
             redone = [t.extra["window_fallback"] for t in transcripts if "window_fallback" in t.extra]
-            log.info("decode batch of %d (%d final, redone on the full window: %s): %.2f s audio in %.3f s "
+            log.info("decode batch of %d (%d final, redone on a larger window: %s): %.2f s audio in %.3f s "
                      "after %.3f s queued, rtf %.3f", len(batch), sum(r.is_final for r in batch),
                      ", ".join(redone) or "none",
                      audio_sec, elapsed_sec, max(0.0, waited_sec), elapsed_sec / max(audio_sec, 1e-6))

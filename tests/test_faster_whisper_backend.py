@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from appliance.config import default_config_paths, load_config
-from appliance.models.backends.faster_whisper import FULL_WINDOW_FRAMES, FasterWhisperBackend, encode_frames_for
+from appliance.models.backends.faster_whisper import (FULL_WINDOW_FRAMES, FasterWhisperBackend, encode_frames_for,
+                                                       retry_frames)
 from appliance.models.store import resolve_model
 from clients.corpus import normalize
 from tests import speech
@@ -35,6 +36,10 @@ def test_buckets_hold_the_utterance_plus_a_margin():
     assert encode_frames_for(9.5) == 1500
     assert encode_frames_for(14.5) == 2000
     assert encode_frames_for(25.0) == FULL_WINDOW_FRAMES
+
+
+def test_a_suspect_is_retried_on_the_next_bucket_then_the_full_window():
+    assert [retry_frames(f) for f in (1000, 1500, 2000)] == [1500, 2000, FULL_WINDOW_FRAMES]
 
 
 def test_batched_call_matches_single_decodes(prompt_audio):

@@ -1,13 +1,13 @@
 """faster-whisper (CTranslate2) backend: CPU and CUDA.
 
 Encode window: Whisper pads every input to 30 s of features, so a 2 s utterance pays for a 30 s
-encoder pass. CTranslate2's encoder also takes shorter inputs; with `encode_window="bucketed"` the
-features are cut to the smallest bucket that holds the utterance plus a margin. Buckets (rather than
-exact lengths) keep the number of distinct shapes small. Whether it is the default is decided by
-WER on the speech corpus (bench/wer.py), not by speed alone. Measured with tiny.en (streamed,
-pooled over the English corpus): full 8.7%; buckets from 15 s 8.0%; from 10 s 8.2% but "one two
-three" came back "1. 2 3 3"; from 5 s several commands came back empty. Per file, the 15 s buckets
-still lose a word on one sentence the full window gets right, so "full" stays the default.
+encoder pass. CTranslate2's encoder also takes shorter inputs; with `encode_window="bucketed"` (the
+default) the features are cut to the smallest bucket that holds the utterance plus a margin. Buckets
+(rather than exact lengths) keep the number of distinct shapes small. Short windows sometimes make
+Whisper loop or return nothing, so each result is checked (window_check) and suspects are decoded
+again on the next bucket up, then on the full window. Measured with tiny.en, streamed, pooled over the English corpus
+(bench/wer.py --fast): full 8.7%; buckets from 10 s with the check 7.9% (offline 8.4%), ~5% of
+utterances redone. Buckets from 5 s loop or come back empty on about half the short commands.
 """
 
 from __future__ import annotations
@@ -52,6 +52,13 @@ def encode_frames_for(audio_sec: float) -> int:
         if needed <= bucket:
             return bucket * FRAMES_PER_SEC
     return FULL_WINDOW_FRAMES
+
+
+def retry_frames(frames: int) -> int:
+    """The window a suspect result of a `frames` window is decoded again on: the next bucket up
+    (15 s did not loop on the corpus where 10 s did, at a quarter of the 30 s encoder cost), and
+    the full window after that."""
+    return next((b * FRAMES_PER_SEC for b in BUCKET_SEC if b * FRAMES_PER_SEC > frames), FULL_WINDOW_FRAMES)
 
 
 def _bucketed_model_class():
@@ -99,11 +106,16 @@ class FasterWhisperBackend:
         audio_sec = audio.size / 16_000
         frames = encode_frames_for(audio_sec) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
         transcript, tokens = self._transcribe_once(audio, options, language, task, frames)
-        if frames < FULL_WINDOW_FRAMES:
+        reasons = []
+        while frames < FULL_WINDOW_FRAMES:
             reason = window_suspect(tokens, token_budget=token_budget(audio_sec), is_word=self._is_word)
-            if reason is not None:
-                transcript, _ = self._transcribe_once(audio, options, language, task, FULL_WINDOW_FRAMES)
-                transcript.extra["window_fallback"] = reason
+            if reason is None:
+                break
+            reasons.append(reason)
+            frames = retry_frames(frames)
+            transcript, tokens = self._transcribe_once(audio, options, language, task, frames)
+        if reasons:
+            transcript.extra["window_fallback"] = ", ".join(reasons)
         return dataclasses.replace(transcript, decode_sec=time.perf_counter() - started)
 
     def _transcribe_once(self, audio: np.ndarray, options: DecodeOptions, language: str | None, task: str,
@@ -135,21 +147,25 @@ class FasterWhisperBackend:
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
                          task: str, provisional: bool = False) -> list[Transcript]:
-        """Decode several utterances in one CTranslate2 call (see ct2_batch); suspects of the short
-        window are decoded again, together, on the full window."""
+        """Decode several utterances in one CTranslate2 call (see ct2_batch); suspects of a short
+        window are decoded again, together, on the next window up (retry_frames)."""
         longest_sec = max(a.size for a in audios) / 16_000
         frames = encode_frames_for(longest_sec) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
         transcripts = self._batch_once(audios, options, language, task, frames)
-        if frames == FULL_WINDOW_FRAMES:
-            return transcripts
         budget = token_budget(longest_sec)
-        suspects = {i: reason for i, t in enumerate(transcripts)
-                    if (reason := window_suspect(t.extra["tokens"], token_budget=budget, is_word=self._is_word))}
-        if suspects:
-            redone = self._batch_once([audios[i] for i in suspects], options, language, task, FULL_WINDOW_FRAMES)
+        pending = list(range(len(audios)))
+        while frames < FULL_WINDOW_FRAMES:
+            suspects = {i: reason for i in pending if (reason := window_suspect(
+                transcripts[i].extra["tokens"], token_budget=budget, is_word=self._is_word))}
+            if not suspects:
+                break
+            frames = retry_frames(frames)
+            redone = self._batch_once([audios[i] for i in suspects], options, language, task, frames)
             for (i, reason), transcript in zip(suspects.items(), redone):
-                transcript.extra["window_fallback"] = reason
+                earlier = transcripts[i].extra.get("window_fallback")
+                transcript.extra["window_fallback"] = f"{earlier}, {reason}" if earlier else reason
                 transcripts[i] = transcript
+            pending = list(suspects)
         return transcripts
 
     def _batch_once(self, audios: list[np.ndarray], options: DecodeOptions, language: str | None, task: str,
