@@ -7,6 +7,7 @@ skip. WER normalises both sides with Whisper's English normaliser, so "ten" and 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,8 +44,18 @@ def _normalizer():
     return EnglishTextNormalizer()
 
 
+_DIGIT = re.compile(r"\d")
+_DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
+
+
 def normalize(text: str) -> str:
-    return _normalizer()(text)
+    """Whisper's English normaliser, then every digit spelled as its own word.
+
+    The normaliser turns spelled "one two three" into "123" but "1, 2, 3" into "one 2 3", so the
+    same three words would count as three errors against a one-word reference. Spelling digits one
+    by one makes number formatting irrelevant on both sides ("10" and "ten" are both "one zero")."""
+    spelled = _DIGIT.sub(lambda m: f" {_DIGIT_WORDS[int(m.group())]} ", _normalizer()(text))
+    return " ".join(spelled.split())
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
