@@ -6,7 +6,7 @@ default) the features are cut to the smallest bucket that holds the utterance pl
 (rather than exact lengths) keep the number of distinct shapes small. Short windows sometimes make
 Whisper loop or return nothing, so each result is checked (window_check) and suspects are decoded
 again on the next bucket up, then on the full window. Measured with tiny.en, streamed, pooled over the English corpus
-(bench/wer.py --fast): full 8.7%; buckets from 10 s with the check 7.9% (offline 8.4%), ~5% of
+(bench/wer.py --fast): full 8.7%; buckets from 10 s with the check 7.5% (offline 8.3%), ~5% of
 utterances redone. Buckets from 5 s loop or come back empty on about half the short commands.
 """
 
