@@ -17,6 +17,7 @@ import functools
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -96,6 +97,7 @@ class FasterWhisperBackend:
             cpu_threads=cpu_threads or default_cpu_threads(), local_files_only=True,
         )
         self._is_word = functools.lru_cache(maxsize=None)(self._token_is_word)
+        self._eot = self._model.hf_tokenizer.token_to_id("<|endoftext|>")
 
     def _bucketed(self, provisional: bool) -> bool:
         return self.encode_window == "bucketed" or (self.encode_window == "partials" and provisional)
@@ -103,23 +105,50 @@ class FasterWhisperBackend:
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
                    task: str, provisional: bool = False) -> Transcript:
         started = time.perf_counter()
-        audio_sec = audio.size / 16_000
-        frames = encode_frames_for(audio_sec) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
-        transcript, tokens = self._transcribe_once(audio, options, language, task, frames)
-        reasons = []
-        while frames < FULL_WINDOW_FRAMES:
-            reason = window_suspect(tokens, token_budget=token_budget(audio_sec), is_word=self._is_word)
-            if reason is None:
-                break
-            reasons.append(reason)
-            frames = retry_frames(frames)
-            transcript, tokens = self._transcribe_once(audio, options, language, task, frames)
-        if reasons:
-            transcript.extra["window_fallback"] = ", ".join(reasons)
+        frames = encode_frames_for(audio.size / 16_000) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
+        [transcript] = self._with_retries(
+            [audio], frames, lambda batch, f: [self._transcribe_once(batch[0], options, language, task, f)])
         return dataclasses.replace(transcript, decode_sec=time.perf_counter() - started)
 
+    def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
+                         task: str, provisional: bool = False) -> list[Transcript]:
+        """Decode several utterances in one CTranslate2 call (see ct2_batch)."""
+        from appliance.models.backends.ct2_batch import transcribe_batch
+
+        def decode(batch: list[np.ndarray], frames: int) -> list[Transcript]:
+            return transcribe_batch(self._model, batch, options, language=None if self.english_only else language,
+                                    task="transcribe" if self.english_only else task, encode_frames=frames,
+                                    max_new_tokens=token_budget(max(a.size for a in batch) / 16_000))
+
+        longest_sec = max(a.size for a in audios) / 16_000
+        frames = encode_frames_for(longest_sec) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
+        return self._with_retries(audios, frames, decode)
+
+    def _with_retries(self, audios: list[np.ndarray], frames: int,
+                      decode: Callable[[list[np.ndarray], int], list[Transcript]]) -> list[Transcript]:
+        """`decode(audios, frames)`, then the suspects of a short window (window_check) again,
+        together, on the next window up (retry_frames) until none is left or the window is full."""
+        transcripts = decode(audios, frames)
+        budget = token_budget(max(a.size for a in audios) / 16_000)
+        pending = list(range(len(audios)))
+        while frames < FULL_WINDOW_FRAMES:
+            suspects = {i: reason for i in pending if (reason := window_suspect(
+                transcripts[i].extra["tokens"], token_budget=budget, is_word=self._is_word))}
+            if not suspects:
+                break
+            frames = retry_frames(frames)
+            redone = decode([audios[i] for i in suspects], frames)
+            for (i, reason), transcript in zip(suspects.items(), redone):
+                earlier = transcripts[i].extra.get("window_fallback")
+                transcript.extra["window_fallback"] = f"{earlier}, {reason}" if earlier else reason
+                transcripts[i] = transcript
+            pending = list(suspects)
+        return transcripts
+
     def _transcribe_once(self, audio: np.ndarray, options: DecodeOptions, language: str | None, task: str,
-                         frames: int) -> tuple[Transcript, list[int]]:
+                         frames: int) -> Transcript:
+        """faster-whisper's own path (temperature fallback included) on a `frames` window."""
+        audio_sec = audio.size / 16_000
         self._model.call_state.encode_frames = frames if frames < FULL_WINDOW_FRAMES else None
         try:
             segments, info = self._model.transcribe(
@@ -128,53 +157,21 @@ class FasterWhisperBackend:
                 task="transcribe" if self.english_only else task,
                 vad_filter=False,  # the appliance already gated this audio with its own VAD
                 condition_on_previous_text=False,  # never carry text across calls or silence
-                max_new_tokens=token_budget(audio.size / 16_000),
+                max_new_tokens=token_budget(audio_sec),
                 **options.as_kwargs(),
             )
             segments = list(segments)
         finally:
             self._model.call_state.encode_frames = None
-        eot = self._model.hf_tokenizer.token_to_id("<|endoftext|>")
-        tokens = [t for s in segments for t in s.tokens if t < eot]
         decoded = tuple(
             Segment(text=s.text, start_sec=s.start, end_sec=s.end, avg_logprob=s.avg_logprob,
                     no_speech_prob=s.no_speech_prob, compression_ratio=s.compression_ratio)
             for s in segments
         )
+        tokens = [t for s in segments for t in s.tokens if t < self._eot]
         return Transcript(segments=decoded, language=info.language,
-                          language_probability=float(info.language_probability), audio_sec=audio.size / 16_000,
-                          extra={"encode_frames": frames}), tokens
-
-    def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
-                         task: str, provisional: bool = False) -> list[Transcript]:
-        """Decode several utterances in one CTranslate2 call (see ct2_batch); suspects of a short
-        window are decoded again, together, on the next window up (retry_frames)."""
-        longest_sec = max(a.size for a in audios) / 16_000
-        frames = encode_frames_for(longest_sec) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
-        transcripts = self._batch_once(audios, options, language, task, frames)
-        budget = token_budget(longest_sec)
-        pending = list(range(len(audios)))
-        while frames < FULL_WINDOW_FRAMES:
-            suspects = {i: reason for i in pending if (reason := window_suspect(
-                transcripts[i].extra["tokens"], token_budget=budget, is_word=self._is_word))}
-            if not suspects:
-                break
-            frames = retry_frames(frames)
-            redone = self._batch_once([audios[i] for i in suspects], options, language, task, frames)
-            for (i, reason), transcript in zip(suspects.items(), redone):
-                earlier = transcripts[i].extra.get("window_fallback")
-                transcript.extra["window_fallback"] = f"{earlier}, {reason}" if earlier else reason
-                transcripts[i] = transcript
-            pending = list(suspects)
-        return transcripts
-
-    def _batch_once(self, audios: list[np.ndarray], options: DecodeOptions, language: str | None, task: str,
-                    frames: int) -> list[Transcript]:
-        from appliance.models.backends.ct2_batch import transcribe_batch
-
-        return transcribe_batch(self._model, audios, options, language=None if self.english_only else language,
-                                task="transcribe" if self.english_only else task, encode_frames=frames,
-                                max_new_tokens=token_budget(max(a.size for a in audios) / 16_000))
+                          language_probability=float(info.language_probability), audio_sec=audio_sec,
+                          extra={"encode_frames": frames, "tokens": tokens})
 
     def _token_is_word(self, token: int) -> bool:
         return any(ch.isalnum() for ch in self._model.hf_tokenizer.decode([token]))
