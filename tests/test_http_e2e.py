@@ -192,10 +192,12 @@ def test_admin_load_and_unload_while_streams_run(server, sentences):
 
 def test_degraded_decode_health_turns_grpc_health_not_serving_too(alsa_prompts):
     # Finals that wait more than 10 ms for the one decode slot time out: with min_events 1 and a
-    # timeout ratio of 0 any timeout degrades the appliance.
+    # timeout ratio of 0 any timeout degrades the appliance. One slot means one replica (the
+    # `default` profile; the `cpu` profile runs two) and no batching, or four finals all go at once.
     env = {"STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC": "0.01", "STT_HEALTH_MIN_EVENTS": "1",
-           "STT_HEALTH_MAX_TIMEOUT_RATIO": "0", "STT_HTTP_RATE_LIMIT_RPS": "0"}
-    with LocalAppliance(env=env) as app:
+           "STT_HEALTH_MAX_TIMEOUT_RATIO": "0", "STT_HTTP_RATE_LIMIT_RPS": "0",
+           "STT_SERVER_MAX_DECODE_BATCH_SIZE": "1"}
+    with LocalAppliance("--profile", "default", env=env) as app:
         assert http(app, "/health")[0] == 200
         path = next(iter(alsa_prompts))
         errors: list = []
