@@ -150,7 +150,8 @@ class ModelConfig:
     name: str = _opt("tiny.en", "Whisper model name or path", nonempty=True)
     backend: str = _opt("faster_whisper", "decode backend", choices=BACKENDS)
     device: str = _opt("cpu", "compute device", choices=DEVICES)
-    compute_type: str = _opt("float32", "weight/compute precision", choices=COMPUTE_TYPES)
+    compute_type: str = _opt("default", "weight/compute precision (default: the load profile's)",
+                             choices=COMPUTE_TYPES)
     pool_size: int = _opt(1, "preloaded model instances", ge=1)
     language_fix: bool = _opt(False, "always decode in `language`")
     language: str = _opt("", "language code (empty = auto-detect)")
@@ -162,7 +163,7 @@ class ModelConfig:
     default_model_load_profile: str = _opt("default", "load profile of /admin/load_model", nonempty=True)
     profile: str = _opt("auto", "load profile at boot: auto (detect hardware) or a profile name",
                         nonempty=True)
-    cpu_threads: int = _opt(0, "CPU threads per model instance (0 = auto)", ge=0)
+    cpu_threads: int = _opt(0, "CPU threads per model instance (0 = auto: the usable cores split over pool_size)", ge=0)
     model_dir: str | None = _opt(None, "local CTranslate2 model directory (overrides name)", nonempty=True)
     encode_window: str = _opt("bucketed", "encoder input: bucketed lengths or the full 30 s window",
                               choices=ENCODE_WINDOWS)
@@ -173,7 +174,8 @@ class ModelLoadProfile:
     model_size: str = _opt("tiny.en", "model name or path", nonempty=True)
     backend: str = _opt("faster_whisper", "decode backend", choices=BACKENDS)
     device: str = _opt("cpu", "compute device", choices=DEVICES)
-    compute_type: str = _opt("float32", "weight/compute precision", choices=COMPUTE_TYPES)
+    compute_type: str = _opt("default", "weight/compute precision (default: the backend's choice)",
+                             choices=COMPUTE_TYPES)
     pool_size: int = _opt(1, "preloaded model instances", ge=1)
 
 

@@ -99,7 +99,8 @@ def test_shipped_files_load_with_design_defaults():
     assert cfg.server.decode_timeout_sec == 30.0 and isinstance(cfg.server.decode_timeout_sec, float)
     assert cfg.logging.transcript_retention_days == 7
     assert (cfg.model.name, cfg.model.device, cfg.model.compute_type, cfg.model.pool_size) == \
-        ("tiny.en", "cpu", "float32", 1)
+        ("tiny.en", "cpu", "default", 1)
+    assert cfg.model_load_profiles["cpu"].compute_type == "int8"  # the load profile decides (docs/capacity.md)
     assert (cfg.model.profile, cfg.model.cpu_threads, cfg.model.model_dir, cfg.model.encode_window) == \
         ("auto", 0, None, "bucketed")
     cuda = cfg.model_load_profiles["nvidia_cuda"]  # built with a YAML merge key

@@ -112,3 +112,13 @@ def test_the_batched_path_redoes_only_its_suspects(looping_window, prompt_audio)
     assert "window_fallback" not in batch[0].extra and batch[0].extra["encode_frames"] == 300
     assert batch[1].extra["window_fallback"] == "repeated span"
     assert batch[1].extra["encode_frames"] == FULL_WINDOW_FRAMES
+
+
+def test_numpy_blas_runs_on_one_thread_beside_the_model():
+    # OpenBLAS workers spin-wait on the cores CTranslate2 decodes on (limit_numpy_blas_threads).
+    from threadpoolctl import threadpool_info
+
+    FasterWhisperBackend(model_id="cpu-tiny.en", model_path=str(resolve_model("tiny.en").path), english_only=True)
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas, "numpy is linked against a BLAS that threadpoolctl can see"
+    assert all(pool["num_threads"] == 1 for pool in blas)

@@ -148,14 +148,15 @@ def test_mac_without_torch_falls_back_to_cpu_with_a_warning():
 
 def test_small_cpu_box_keeps_the_bundled_model_even_when_base_is_installed():
     decision = detect(config(), SMALL_BOX, installed("tiny.en", "base"))
-    assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "float32")
+    assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "int8")
     assert (decision.warnings, decision.cpu_threads, decision.pool_size) == ([], 0, 2)
     # ...so the effective config is the configured one with the profile's two replicas
-    assert apply_decision(config(), decision) == config(**{"model.pool_size": 2})
+    assert apply_decision(config(), decision) == config(**{"model.pool_size": 2, "model.compute_type": "int8"})
 
 
 def test_cgroup_limits_cap_cpus_and_memory():
-    decision = detect(config(), CONTAINER, installed("tiny.en", "base"))
+    # float32 set by the operator (auto keeps it) so the second replica does not fit
+    decision = detect(config(**{"model.compute_type": "float32"}), CONTAINER, installed("tiny.en", "base"))
     # 16 host cores but a 1.5 CPU quota: the small CPU profile, one decode thread
     assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "float32")
     assert decision.cpu_threads == 1 and decision.warnings == []
@@ -187,7 +188,7 @@ def test_pinned_profile_is_used_as_written():
 
 def test_pinned_accelerator_profile_without_the_accelerator_warns_and_uses_cpu():
     decision = detect(config(**{"model.profile": "nvidia_cuda"}), SMALL_BOX, installed("tiny.en", "base"))
-    assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "float32")
+    assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "int8")
     assert decision.warnings == [("profile 'nvidia_cuda' wants faster_whisper on cuda, but CTranslate2 sees no "
                                  "CUDA device; falling back to CPU (profile 'cpu')")]
 
@@ -205,7 +206,7 @@ def test_auto_keeps_what_the_operator_set():
 def test_operator_device_the_machine_lacks_falls_back_loudly():
     decision = detect(config(**{"model.device": "cuda", "model.compute_type": "float16"}), SMALL_BOX,
                       installed("tiny.en"))
-    assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "float32")
+    assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "int8")
     assert "falling back to CPU" in decision.warnings[0]
 
 
@@ -230,7 +231,7 @@ def test_a_failing_probe_counts_as_absent_and_is_reported():
         raise RuntimeError("CUDA driver version is insufficient for CUDA runtime version")
 
     decision = detect(config(), dataclasses.replace(SMALL_BOX, cuda=broken_driver), installed("tiny.en"))
-    assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "float32")
+    assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "int8")
     assert decision.warnings == [("hardware probe failed (cuda: RuntimeError: CUDA driver version is insufficient "
                                  "for CUDA runtime version); treated as absent")]
 
@@ -330,7 +331,7 @@ def test_detect_json_names_the_cpu_profile_here():
     data = json.loads(done.stdout)
     assert (data["mode"], data["profile"], data["device"], data["backend"]) == ("auto", expected, "cpu", "faster_whisper")
     if expected == "cpu":
-        assert (data["model"], data["compute_type"], data["warnings"]) == ("tiny.en", "float32", [])
+        assert (data["model"], data["compute_type"], data["warnings"]) == ("tiny.en", "int8", [])
     assert data["machine"]["cpu"]["logical_cores"] >= 1 and data["machine"]["cpu"]["ram_bytes"] > 0
 
 
@@ -355,7 +356,7 @@ def test_serve_applies_the_decision_and_logs_the_fallback():
         ready = json.loads(server.ready_file.read_text())
         log = server.log()
     assert ready["model_id"] == "cpu-tiny.en"  # the CUDA profile fell back to CPU instead of failing to load
-    assert "hardware pinned: profile cpu -> model tiny.en, faster_whisper on cpu, float32" in log
+    assert "hardware pinned: profile cpu -> model tiny.en, faster_whisper on cpu, int8" in log
     assert "WARNING appliance.hardware: HARDWARE FALLBACK: profile 'nvidia_cuda' wants faster_whisper on cuda" in log
 
 

@@ -42,8 +42,12 @@ def token_budget(audio_sec: float) -> int:
     return min(MAX_TOKEN_BUDGET, max(MIN_TOKEN_BUDGET, int(audio_sec * MAX_TOKENS_PER_SEC)))
 
 
-def default_cpu_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+def default_cpu_threads(pool_size: int = 1) -> int:
+    """Threads per replica: the usable cores split over the pool. Two replicas of one thread held
+    20 streams at p95 1.7-2.2 s on 2 cores where two of two threads (four OpenMP threads fighting
+    over two cores) gave 2.2 s and one replica of two gave 5.3 s (bench/sweep.py)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, pool_size))
 
 
 def encode_frames_for(audio_sec: float) -> int:
@@ -60,6 +64,17 @@ def retry_frames(frames: int) -> int:
     (15 s did not loop on the corpus where 10 s did, at a quarter of the 30 s encoder cost), and
     the full window after that."""
     return next((b * FRAMES_PER_SEC for b in BUCKET_SEC if b * FRAMES_PER_SEC > frames), FULL_WINDOW_FRAMES)
+
+
+def limit_numpy_blas_threads() -> None:
+    """Run numpy's BLAS on the calling thread only. Its one job here is the mel filter-bank product
+    (80 x 201 by the frames) of each decode, a few milliseconds; OpenBLAS hands it to worker threads
+    that then spin-wait on the cores CTranslate2 decodes on. One thread took the server's CPU from
+    ~100% to ~85% of two cores at 16 streams and p95 final latency from ~1.5 s to ~1.25 s
+    (bench/sweep.py, 2-core box)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _bucketed_model_class():
@@ -90,11 +105,12 @@ class FasterWhisperBackend:
         self.max_concurrency = max(1, pool_size)
         self.english_only = english_only
         self.encode_window = encode_window
+        limit_numpy_blas_threads()
         # num_workers = pool size: CTranslate2 keeps that many model replicas, so that many
         # transcribe() calls can run at once from different threads.
         self._model = _bucketed_model_class()(
             model_path, device=device, compute_type=compute_type, num_workers=self.max_concurrency,
-            cpu_threads=cpu_threads or default_cpu_threads(), local_files_only=True,
+            cpu_threads=cpu_threads or default_cpu_threads(self.max_concurrency), local_files_only=True,
         )
         self._is_word = functools.lru_cache(maxsize=None)(self._token_is_word)
         self._eot = self._model.hf_tokenizer.token_to_id("<|endoftext|>")
