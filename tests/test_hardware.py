@@ -217,6 +217,17 @@ def test_unsupported_compute_type_is_replaced_with_a_warning():
                                  "(supported: float32, int8, int8_float32); using 'float32'")]
 
 
+def test_operator_precision_is_kept_and_a_profile_precision_the_backend_lacks_is_no_warning():
+    small_box = probes(CpuInfo("x86_64", 2, 2, None, 4 * GiB, None, X86_CT2_CPU), software=ALL_BACKENDS)
+    decision = detect(config(**{"model.compute_type": "float32"}), small_box, installed("tiny.en"))
+    assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "float32")
+    assert "model.compute_type='float32' set by the operator: kept" in decision.reasons
+    # the cpu profile's int8 is a CTranslate2 precision: under torch it is float32, said as a reason
+    decision = detect(config(**{"model.backend": "torch_whisper"}), small_box, installed("tiny.en"))
+    assert (decision.backend, decision.compute_type, decision.warnings) == ("torch_whisper", "float32", [])
+    assert any(r.startswith("compute_type 'int8' is not supported by torch_whisper on cpu") for r in decision.reasons)
+
+
 def test_non_english_language_skips_english_only_models():
     decision = detect(config(**{"model.language": "de"}), SMALL_BOX, installed("tiny.en", "tiny"))
     assert decision.model == "tiny" and decision.warnings == []

@@ -218,7 +218,7 @@ class _Selector:
                 self.reasons.append(f"model.{key}={value!r} set by the operator: kept")
         plan = _compose(cfg.model_load_profiles[name], operator)
         name, plan = self._fit_device(name, plan, operator)
-        self._fit_compute_type(plan)
+        self._fit_compute_type(plan, operator_set="compute_type" in operator)
         fixed_model = cfg.model.model_dir or operator.get("name")
         if fixed_model:
             plan.model = cfg.model.name
@@ -263,13 +263,19 @@ class _Selector:
             fallback.backend = "faster_whisper"
         return cpu_name, fallback
 
-    def _fit_compute_type(self, plan: _Plan) -> None:
+    def _fit_compute_type(self, plan: _Plan, operator_set: bool) -> None:
+        """A precision the backend lacks here becomes the nearest it has: a WARNING when the operator
+        asked for it, a reason when only the profile did (the cpu profile's int8 under torch_whisper)."""
         supported = _supported_compute_types(plan.backend, plan.device, self.machine)
         if not supported or plan.compute_type == "default" or plan.compute_type in supported:
             return  # unknown support: let the backend decide
         chosen = next(t for t in ("float16", "float32", *sorted(supported)) if t in supported)
-        self.warn(f"compute_type {plan.compute_type!r} is not supported by {plan.backend} on {plan.device} "
-                  f"(supported: {', '.join(supported)}); using {chosen!r}")
+        text = (f"compute_type {plan.compute_type!r} is not supported by {plan.backend} on {plan.device} "
+                f"(supported: {', '.join(supported)}); using {chosen!r}")
+        if operator_set:
+            self.warn(text)
+        else:
+            self.reasons.append(text)
         plan.compute_type = chosen
 
     def _fit_pool(self, plan: _Plan, budget: int | None) -> None:
