@@ -3,9 +3,10 @@
 # espeak-ng and alsa-utils provide the test speech (spoken sentences, Debian's recorded prompts);
 # chromium renders the status page in its browser test. The torch extra runs the torch_whisper tests.
 # systemd (systemd-analyze), docker.io and debootstrap serve the deployment lint and tests/deploy/
-# (images built and run with a private dockerd; STT_DEPLOY_TESTS=0 skips those builds).
+# (images built and run with a private dockerd; STT_DEPLOY_TESTS=0 skips those builds). umockdev
+# plays a recorded USB microphone and GPU to the udev hardware probe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=test,torch APT_PACKAGES="espeak-ng alsa-utils chromium systemd docker.io debootstrap" scripts/setup.sh
+EXTRAS=test,torch APT_PACKAGES="espeak-ng alsa-utils chromium systemd docker.io debootstrap umockdev" scripts/setup.sh
 scripts/lint-deploy.sh
 exec .venv/bin/python -m pytest "$@"
