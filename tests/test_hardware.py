@@ -82,7 +82,8 @@ ORIN = {"cpu": CpuInfo("aarch64", 12, 12, None, 32 * GiB, None, X86_CT2_CPU),
                               "# R36 (release), REVISION: 3.0, GCID: 36923193, BOARD: generic, EABI: aarch64")}
 ORIN_TORCH_CUDA = CudaInfo(ct2_device_count=0, torch_device_count=1, devices=(GpuDevice(0, "Orin", 30 * GiB),))
 MAC = {"cpu": CpuInfo("arm64", 10, 10, None, 16 * GiB, None, X86_CT2_CPU)}
-SMALL_BOX = probes(CpuInfo("x86_64", 2, 2, None, 4 * GiB, None, X86_CT2_CPU))
+SMALL_CPU = CpuInfo("x86_64", 2, 2, None, 4 * GiB, None, X86_CT2_CPU)
+SMALL_BOX = probes(SMALL_CPU)
 CONTAINER = probes(CpuInfo("x86_64", 16, 16, 1.5, 16 * GiB, 512 * MiB, X86_CT2_CPU))
 
 
@@ -218,7 +219,7 @@ def test_unsupported_compute_type_is_replaced_with_a_warning():
 
 
 def test_operator_precision_is_kept_and_a_profile_precision_the_backend_lacks_is_no_warning():
-    small_box = probes(CpuInfo("x86_64", 2, 2, None, 4 * GiB, None, X86_CT2_CPU), software=ALL_BACKENDS)
+    small_box = probes(SMALL_CPU, software=ALL_BACKENDS)
     decision = detect(config(**{"model.compute_type": "float32"}), small_box, installed("tiny.en"))
     assert choice(decision) == ("cpu", "tiny.en", "faster_whisper", "cpu", "float32")
     assert "model.compute_type='float32' set by the operator: kept" in decision.reasons
