@@ -1,18 +1,22 @@
-"""Shared fixtures: real appliance processes on loopback ports and real recordings."""
+"""Shared fixtures: real appliance processes on loopback ports, real recordings, the model cache."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clients.audio import load_pcm16
 from clients.local_server import LocalAppliance
 from clients.sdk import SttClient, SttError, TimedResult
 from tests import speech
+from tests.helpers import PACK
 
 
-def _start(request, *args: str, env: dict[str, str] | None = None) -> LocalAppliance:
+def start_appliance(request, *args: str, env: dict[str, str] | None = None) -> LocalAppliance:
+    """Start an appliance with these arguments and STT_* variables; stopped when `request` finishes."""
     server = LocalAppliance(*args, env=env)
     server.start()
     request.addfinalizer(lambda: server.__exit__(None, None, None))
@@ -22,13 +26,13 @@ def _start(request, *args: str, env: dict[str, str] | None = None) -> LocalAppli
 @pytest.fixture(scope="session")
 def appliance_server(request) -> LocalAppliance:
     """The appliance with the shipped configuration and the bundled model."""
-    return _start(request)
+    return start_appliance(request)
 
 
 @pytest.fixture(scope="session")
 def tight_server(request) -> LocalAppliance:
     """An appliance with short limits, for the timeout and buffer-cap paths."""
-    return _start(request, env={"STT_SERVER_SESSION_TIMEOUT_SEC": "2", "STT_SERVER_MAX_BUFFER_SEC": "4"})
+    return start_appliance(request, env={"STT_SERVER_SESSION_TIMEOUT_SEC": "2", "STT_SERVER_MAX_BUFFER_SEC": "4"})
 
 
 @pytest.fixture
@@ -59,6 +63,42 @@ def alsa_prompts() -> dict[Path, str]:
     if not all(p.exists() for p in prompts):
         pytest.skip("Debian's alsa-utils prompts are not installed (apt-get install alsa-utils)")
     return prompts
+
+
+@pytest.fixture
+def front_center_wav() -> Path:
+    """Debian's spoken prompt "Front Center" (alsa-utils), as a file."""
+    if not speech.FRONT_CENTER_WAV.is_file():
+        pytest.skip(f"{speech.FRONT_CENTER_WAV} missing (Debian package alsa-utils)")
+    return speech.FRONT_CENTER_WAV
+
+
+@pytest.fixture(scope="module")
+def prompt_audio() -> np.ndarray:
+    """The "Front Center" prompt as the model's input: 16 kHz mono float32."""
+    if not speech.FRONT_CENTER_WAV.exists():
+        pytest.skip("Debian's alsa-utils prompts are not installed")
+    return speech.alsa_prompt_16k("Front_Center.wav")
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """STT_CACHE_DIR in tmp_path; returns where the verification cache file will be.
+
+    Not autouse here: model-store modules opt in with `pytestmark = pytest.mark.usefixtures("isolated_cache")`.
+    """
+    cache_root = tmp_path / "cache"
+    monkeypatch.setenv("STT_CACHE_DIR", str(cache_root))
+    return cache_root / "stt-appliance" / "verified.json"
+
+
+@pytest.fixture(scope="module")
+def pack_dir() -> Path:
+    """The installed tiny.en pack's folder, found without resolve_model (which would write a cache)."""
+    spec = importlib.util.find_spec(PACK.module)
+    if spec is None:
+        pytest.skip(f"the model pack is not installed: pip install '{PACK.distribution}'")
+    return Path(next(iter(spec.submodule_search_locations))) / PACK.subdir
 
 
 def stream_file(address: str, path: Path, *, realtime: bool = False, chunk_ms: int = 100,

@@ -19,6 +19,7 @@ ALSA_DIR = Path("/usr/share/sounds/alsa")
 ALSA_PROMPTS = {"Front_Center.wav": "front center", "Front_Left.wav": "front left",
                 "Side_Left.wav": "side left"}
 NOISE_WAV = ALSA_DIR / "Noise.wav"
+FRONT_CENTER_WAV = ALSA_DIR / "Front_Center.wav"  # says "Front Center"
 
 # Sentences the bundled tiny.en model gets right from espeak-ng's voice (some it does not:
 # "The weather today..." comes back as "But when the today...", even offline).

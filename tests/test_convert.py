@@ -30,10 +30,7 @@ from appliance.models.convert import (
 from appliance.models.store import ModelStoreError, resolve_model, sha256_of
 from tests import speech
 
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("STT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # conftest.py: STT_CACHE_DIR in tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +48,6 @@ def converted(module_cache):
             resolved = resolve_model(name)
             out[name] = (resolved.path, torch_checkpoint(resolved.path))
         return out
-
-
-@pytest.fixture(scope="module")
-def prompt_audio():
-    if not (speech.ALSA_DIR / "Front_Center.wav").exists():
-        pytest.skip("Debian's alsa-utils prompts are not installed")
-    return speech.alsa_prompt_16k("Front_Center.wav")
 
 
 def test_tiny_en_state_dict_loads_strictly_with_the_right_dims():

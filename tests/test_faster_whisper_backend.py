@@ -5,18 +5,15 @@ from __future__ import annotations
 import pytest
 
 from appliance.config import default_config_paths, load_config
-from appliance.models.backends.faster_whisper import (FULL_WINDOW_FRAMES, FasterWhisperBackend, encode_frames_for,
-                                                       retry_frames)
+from appliance.models.backends.faster_whisper import (
+    FULL_WINDOW_FRAMES,
+    FasterWhisperBackend,
+    encode_frames_for,
+    retry_frames,
+)
 from appliance.models.store import resolve_model
 from clients.corpus import normalize
 from tests import speech
-
-
-@pytest.fixture(scope="module")
-def prompt_audio():
-    if not (speech.ALSA_DIR / "Front_Center.wav").exists():
-        pytest.skip("Debian's alsa-utils prompts are not installed")
-    return speech.alsa_prompt_16k("Front_Center.wav")
 
 
 @pytest.mark.parametrize("encode_window, frames", [("full", FULL_WINDOW_FRAMES), ("bucketed", 1000)])
@@ -50,7 +47,7 @@ def test_batched_call_matches_single_decodes(prompt_audio):
     batch = backend.transcribe_batch([prompt_audio, other], options, language=None, task="transcribe")
     singles = [backend.transcribe(a, options, language=None, task="transcribe") for a in (prompt_audio, other)]
     assert [normalize(" ".join(s.text for s in t.segments)) for t in batch] == ["front center", "side left"]
-    for batched, single in zip(batch, singles):
+    for batched, single in zip(batch, singles, strict=True):
         assert batched.segments[0].text.strip() == single.segments[0].text.strip()
         assert abs(batched.segments[0].avg_logprob - single.segments[0].avg_logprob) < 0.05
         assert batched.extra["batch_size"] == 2
