@@ -1,18 +1,20 @@
 """The `serve` command-line flags: one table mapping each flag to a dotted config key.
 
-The flag's type, choices and default come from the config schema (`appliance.config`), so the
-table holds only flag -> key -> help. Every flag defaults to None, so `overrides_from_args`
-returns exactly the flags given, which `load_config` applies above env vars and files.
+The flag's type, choices and default come from the config schema (`appliance.config_schema`), so
+the table holds only flag -> key -> help. Every flag defaults to None, so `overrides_from_args`
+returns exactly the flags given, which `appliance.config.load_config` applies above env vars and
+files. (`load_config_from_args` lives in appliance.config: this module sits below it.)
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any
 
-if TYPE_CHECKING:  # appliance.config imports this module; import it lazily at call time
-    from appliance.config import AppConfig, FieldSpec
+from appliance.config_schema import section_fields
+from appliance.config_sources import default_config_paths
+from appliance.fields import FieldSpec
 
 
 @dataclass(frozen=True)
@@ -60,16 +62,12 @@ SERVE_FLAGS: tuple[CliFlag, ...] = (
 
 
 def _spec(key: str) -> FieldSpec:
-    from appliance.config import section_fields
-
     section, name = key.split(".")
     return section_fields(section)[name]
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add `--config`, `--model-config` and every flag of SERVE_FLAGS to `parser`."""
-    from appliance.config import default_config_paths
-
     server_yaml, model_yaml = default_config_paths()
     parser.add_argument("--config", default=str(server_yaml), metavar="PATH",
                         help=f"server YAML (default: {server_yaml})")
@@ -92,10 +90,3 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {row.key: getattr(args, row.dest) for row in SERVE_FLAGS
             if getattr(args, row.dest, None) is not None}
 
-
-def load_config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> AppConfig:
-    """`load_config` with the files named by --config/--model-config and the flags given."""
-    from appliance.config import load_config
-
-    return load_config(server_path=args.config, model_path=args.model_config,
-                       overrides=overrides_from_args(args), env=env)
