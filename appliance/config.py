@@ -12,6 +12,7 @@ and cross-checks the typed `AppConfig` and is where callers import all of it fro
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from appliance.config_schema import (
     AUTH_PROFILES,
     BACKENDS,
     COMPUTE_TYPES,
+    DEPRECATED_KEYS,
     DEVICES,
     ENCODE_WINDOWS,
     LOG_LEVELS,
@@ -48,6 +50,7 @@ from appliance.config_schema import (
 )
 from appliance.config_sources import (
     ENV_ALIASES,
+    RawConfig,
     default_config_paths,
     env_layer,
     env_var_name,
@@ -62,13 +65,15 @@ from appliance.fields import FieldSpec, field_specs, show
 # This is the config's public home: the schema and the layers live in config_schema, config_sources
 # and config_cli, and their public names are re-exported here.
 __all__ = [
-    "AUTH_PROFILES", "BACKENDS", "COMPUTE_TYPES", "DEVICES", "ENCODE_WINDOWS", "ENV_ALIASES", "LOG_LEVELS",
-    "PORT", "RATIO", "SECTIONS", "TASKS", "AppConfig", "AuthConfig", "ConfigError", "DecodeOptions",
+    "AUTH_PROFILES", "BACKENDS", "COMPUTE_TYPES", "DEPRECATED_KEYS", "DEVICES", "ENCODE_WINDOWS", "ENV_ALIASES",
+    "LOG_LEVELS", "PORT", "RATIO", "SECTIONS", "TASKS", "AppConfig", "AuthConfig", "ConfigError", "DecodeOptions",
     "FieldSpec", "HealthConfig", "LoggingConfig", "MetricsConfig", "ModelConfig", "ModelLoadProfile",
     "SafetyConfig", "ServerConfig", "StorageConfig", "TlsConfig", "VadConfig", "add_serve_arguments",
     "default_config_paths", "env_var_name", "load_config", "load_config_from_args", "overrides_from_args",
     "section_fields",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,9 +103,9 @@ class AppConfig:
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> AppConfig:
         """A copy with dotted-key overrides applied and everything re-validated."""
-        raw, sources = self.as_dict(redact=False), dict[str, str]()
-        merge_overrides(raw, sources, overrides)
-        return _build(raw, sources)
+        raw = RawConfig(values=self.as_dict(redact=False))
+        merge_overrides(raw, overrides)
+        return _build(raw)
 
 
 # --- building and cross-checks -----------------------------------------------------------------
@@ -127,32 +132,51 @@ def _profile_names(section: str, body: Mapping[Any, Any], sources: Mapping[str, 
                                                    f"{show(value)} (in {sources.get(section, '')})")
 
 
-def _build(raw: Mapping[str, Any], sources: Mapping[str, str]) -> AppConfig:
-    built = {s: _build_section(cls, raw.get(s, {}), s, sources) for s, cls in SECTIONS.items()}
-    model: ModelConfig = built["model"]
-
-    load_raw = raw.get("model_load_profiles") or {}
-    _profile_names("model_load_profiles", load_raw, sources)
+def _load_profiles(model: ModelConfig, raw: RawConfig) -> dict[str, ModelLoadProfile]:
+    body_by_name = raw.values.get("model_load_profiles") or {}
+    _profile_names("model_load_profiles", body_by_name, raw.sources)
     inherited: dict[str, Any] = {"model_size": model.name, "backend": model.backend, "device": model.device,
-                 "compute_type": model.compute_type, "pool_size": model.pool_size}
-    load_profiles = {name: _build_section(ModelLoadProfile, body or {}, f"model_load_profiles.{name}",
-                                          sources, inherited)
-                     for name, body in load_raw.items()}
-    if not load_profiles:  # seed: "If omitted, a default profile is derived from the model section"
-        load_profiles = {model.default_model_load_profile: ModelLoadProfile(**inherited)}
+                                 "compute_type": model.compute_type, "pool_size": model.pool_size}
+    profiles = {name: _build_section(ModelLoadProfile, body or {}, f"model_load_profiles.{name}", raw.sources,
+                                     inherited)
+                for name, body in body_by_name.items()}
+    if not profiles:  # seed: "If omitted, a default profile is derived from the model section"
+        profiles = {model.default_model_load_profile: ModelLoadProfile(**inherited)}
+    return profiles
 
-    decode_raw = raw.get("decode_profiles")
-    decode_profiles = _default_decode_profiles() if decode_raw is None else {}
-    _profile_names("decode_profiles", decode_raw or {}, sources)
-    for name, body in (decode_raw or {}).items():
+
+def _decode_profiles(raw: RawConfig) -> dict[str, DecodeOptions]:
+    body_by_name = raw.values.get("decode_profiles")
+    if body_by_name is None:
+        return _default_decode_profiles()
+    _profile_names("decode_profiles", body_by_name, raw.sources)
+    profiles = {}
+    for name, body in body_by_name.items():
         try:
-            decode_profiles[name] = parse_decode_options(body, f"decode_profiles.{name}")
+            profiles[name] = parse_decode_options(body, f"decode_profiles.{name}")
         except DecodeOptionError as err:
             raise ConfigError(f"decode_profiles.{name}.{err.key}", str(err)) from err
+    return profiles
 
-    cfg = AppConfig(**built, model_load_profiles=load_profiles, decode_profiles=decode_profiles)
+
+def _build(raw: RawConfig) -> AppConfig:
+    built = {s: _build_section(cls, raw.values.get(s, {}), s, raw.sources) for s, cls in SECTIONS.items()}
+    cfg = AppConfig(**built, model_load_profiles=_load_profiles(built["model"], raw),
+                    decode_profiles=_decode_profiles(raw))
     _check_consistency(cfg)
+    _check_deprecated(cfg, raw.deprecated)
     return cfg
+
+
+def _check_deprecated(cfg: AppConfig, deprecated: Mapping[str, tuple[str, Any]]) -> None:
+    """Warn about each deprecated key still set; refuse the one combination whose intent is lost."""
+    for dotted, (origin, value) in deprecated.items():
+        if dotted == "model.language_fix" and value is True and not cfg.model.language and not cfg.model.languages:
+            # Forcing a language was asked for but none is named: auto-detecting would ignore the intent.
+            raise ConfigError("model.language", f"model.language: model.language_fix (deprecated, from {origin}) "
+                                                "is true, so expected a language code (e.g. 'en'), got ''")
+        log.warning("config key %s (from %s) is deprecated and ignored, so remove it: %s", dotted, origin,
+                    DEPRECATED_KEYS[dotted])
 
 
 def _check_consistency(cfg: AppConfig) -> None:
@@ -173,9 +197,6 @@ def _check_consistency(cfg: AppConfig) -> None:
         raise ConfigError("logging.transcript_file",
                           "logging.transcript_file: logging.log_transcripts is true but no transcript_file "
                           "is set (transcripts are only written to their own file, never the main log)")
-    if model.language_fix and not model.language and not model.languages:
-        raise ConfigError("model.language", "model.language: model.language_fix is true, so expected a "
-                                            "language code (e.g. 'en'), got ''")
     decode_names = sorted(cfg.decode_profiles)
     if model.default_decode_profile not in cfg.decode_profiles:
         raise ConfigError("model.default_decode_profile",
@@ -206,15 +227,14 @@ def load_config(server_path: str | os.PathLike[str] | None = None,
 
     A path of None skips that file. `env` defaults to `os.environ`; pass `{}` to ignore it.
     """
-    raw: dict[str, Any] = {}
-    sources: dict[str, str] = {}
+    raw = RawConfig()
     for path in (server_path, model_path):
         if path is not None:
-            merge_file(raw, sources, read_file(Path(path)), Path(path))
+            merge_file(raw, read_file(Path(path)), Path(path))
     for dotted, (name, value) in env_layer(os.environ if env is None else env).items():
-        merge_overrides(raw, sources, {dotted: value}, origin=name)
-    merge_overrides(raw, sources, overrides or {})
-    return _build(raw, sources)
+        merge_overrides(raw, {dotted: value}, origin=name)
+    merge_overrides(raw, overrides or {})
+    return _build(raw)
 
 
 def load_config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> AppConfig:

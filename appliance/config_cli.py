@@ -45,7 +45,6 @@ SERVE_FLAGS: tuple[CliFlag, ...] = (
     CliFlag("--decode-timeout", "server.decode_timeout_sec",
             "seconds to wait for outstanding decodes while draining (<= 0 waits indefinitely)"),
     CliFlag("--metrics-port", "server.metrics_port", "HTTP metrics/health port"),
-    CliFlag("--grpc-worker-threads", "server.grpc_worker_threads", "gRPC thread pool size (0 = auto)"),
     CliFlag("--log-level", "logging.level", "log level"),
     CliFlag("--log-file", "logging.file", "log file path"),
     CliFlag("--faster-whisper-log-level", "logging.faster_whisper_level",
@@ -60,6 +59,12 @@ SERVE_FLAGS: tuple[CliFlag, ...] = (
     CliFlag("--require-api-key", "auth.require_api_key", "require api_key on CreateSession"),
 )
 
+# Flags of deprecated keys (config_schema.DEPRECATED_KEYS): still parsed, so an old command line or
+# systemd unit keeps starting, and passed on so the loader logs that they are ignored.
+DEPRECATED_FLAGS: tuple[CliFlag, ...] = (
+    CliFlag("--grpc-worker-threads", "server.grpc_worker_threads", "deprecated and ignored"),
+)
+
 
 def _spec(key: str) -> FieldSpec:
     section, name = key.split(".")
@@ -67,7 +72,7 @@ def _spec(key: str) -> FieldSpec:
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add `--config`, `--model-config` and every flag of SERVE_FLAGS to `parser`."""
+    """Add `--config`, `--model-config` and every flag of SERVE_FLAGS and DEPRECATED_FLAGS to `parser`."""
     server_yaml, model_yaml = default_config_paths()
     parser.add_argument("--config", default=str(server_yaml), metavar="PATH",
                         help=f"server YAML (default: {server_yaml})")
@@ -82,11 +87,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
             metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else row.dest.upper()
             parser.add_argument(row.flag, dest=row.dest, type=spec.base, default=None, metavar=metavar,
                                 help=text)
+    for row in DEPRECATED_FLAGS:
+        parser.add_argument(row.flag, dest=row.dest, default=None, metavar="VALUE", help=f"{row.help} [{row.key}]")
     return parser
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Dotted-key overrides for the flags actually given on the command line."""
-    return {row.key: getattr(args, row.dest) for row in SERVE_FLAGS
+    return {row.key: getattr(args, row.dest) for row in (*SERVE_FLAGS, *DEPRECATED_FLAGS)
             if getattr(args, row.dest, None) is not None}
 

@@ -31,7 +31,6 @@ class ServerConfig:
     http_host: str = setting("127.0.0.1", "HTTP metrics/health bind host", nonempty=True)
     max_sessions: int = setting(50, "concurrent gRPC sessions", ge=1)
     metrics_port: int = setting(8000, "HTTP metrics/health port", **PORT)
-    grpc_worker_threads: int = setting(0, "gRPC thread pool size (0 = auto)", ge=0)
     create_session_rps: float = setting(50.0, "CreateSession requests/sec (0 disables)", ge=0)
     create_session_burst: float = setting(100.0, "CreateSession burst tokens (0 uses rps)", ge=0)
     max_sessions_per_ip: int = setting(100, "concurrent sessions per client IP (0 disables)", ge=0)
@@ -147,7 +146,6 @@ class ModelConfig:
     compute_type: str = setting("default", "weight/compute precision (default: the load profile's)",
                              choices=COMPUTE_TYPES)
     pool_size: int = setting(1, "preloaded model instances", ge=1)
-    language_fix: bool = setting(False, "always decode in `language`")
     language: str = setting("", "language code (empty = auto-detect)")
     languages: list[str] | None = setting(None, "languages to force (repeat to weight; null = auto)",
                                        nonempty=True)
@@ -193,6 +191,17 @@ SECTIONS: dict[str, type] = {
 }
 PROFILE_SECTIONS = ("model_load_profiles", "decode_profiles")
 ALL_SECTIONS = (*SECTIONS, *PROFILE_SECTIONS)
+
+# Keys that did nothing and were removed. An older config file, env var or flag that still sets
+# one loads with a logged warning naming it and the reason, and the value is ignored.
+DEPRECATED_KEYS: dict[str, str] = {
+    "server.grpc_worker_threads": (
+        "the gRPC server runs on asyncio (grpc.aio), so no handler thread pool exists to size and streams "
+        "hold no thread; decode concurrency is model.pool_size and the stream cap is server.max_sessions"),
+    "model.language_fix": (
+        "a non-empty model.language already decodes in that language instead of detecting it (a session "
+        "may still ask for another); leave model.language empty to auto-detect"),
+}
 
 
 def section_fields(section: str) -> dict[str, FieldSpec]:

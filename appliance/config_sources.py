@@ -1,9 +1,10 @@
 """Where config values come from: YAML files, `STT_*` environment variables and dotted-key overrides.
 
-Each layer is merged into one raw, YAML-shaped dict, with the origin of every key (a file path, an
-env var name or "overrides") recorded for error messages. Unknown sections and keys, duplicate YAML
-keys, a key set in two files and two env vars that disagree are refused here, naming the key;
-values are checked later, when `appliance.config` builds the typed sections.
+Each layer is merged into one `RawConfig`: a YAML-shaped dict, with the origin of every key (a file
+path, an env var name or "overrides") recorded for error messages. Unknown sections and keys,
+duplicate YAML keys, a key set in two files and two env vars that disagree are refused here, naming
+the key; values are checked later, when `appliance.config` builds the typed sections. A deprecated
+key (`DEPRECATED_KEYS`) is set aside with its origin instead, for a warning.
 """
 
 from __future__ import annotations
@@ -12,12 +13,20 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from appliance.config_schema import ALL_SECTIONS, PROFILE_SECTIONS, SECTIONS, ConfigError, section_fields
+from appliance.config_schema import (
+    ALL_SECTIONS,
+    DEPRECATED_KEYS,
+    PROFILE_SECTIONS,
+    SECTIONS,
+    ConfigError,
+    section_fields,
+)
 from appliance.fields import FieldSpec, show, unknown_message
 
 ENV_PREFIX = "STT_"
@@ -46,6 +55,27 @@ def default_config_paths(cwd: str | os.PathLike[str] | None = None) -> tuple[Pat
         local = base / "config" / name
         paths.append(local if local.is_file() else PACKAGE_CONFIG_DIR / name)
     return paths[0], paths[1]
+
+
+@dataclass
+class RawConfig:
+    """The layers merged, not yet checked."""
+
+    values: dict[str, Any] = field(default_factory=dict)  # YAML-shaped: section -> key -> value
+    sources: dict[str, str] = field(default_factory=dict)  # dotted key (or profile section) -> origin
+    deprecated: dict[str, tuple[str, Any]] = field(default_factory=dict)  # dotted key -> (origin, value)
+
+    def set(self, dotted: str, value: Any, origin: str) -> None:
+        if dotted in DEPRECATED_KEYS:
+            self.deprecated[dotted] = (origin, value)
+            return
+        section, key = dotted.split(".")
+        self.values.setdefault(section, {})[key] = value
+        self.sources[dotted] = origin
+
+
+def _known(section: str, key: str) -> bool:
+    return key in section_fields(section) or f"{section}.{key}" in DEPRECATED_KEYS
 
 
 def unknown_key(key: str, name: str, allowed: list[str], what: str, origin: str) -> ConfigError:
@@ -98,7 +128,7 @@ def read_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def merge_file(raw: dict[str, Any], sources: dict[str, str], data: dict[str, Any], path: Path) -> None:
+def merge_file(raw: RawConfig, data: dict[str, Any], path: Path) -> None:
     """Add one file's sections to `raw`; a key already set by the other file is a conflict."""
     for section, body in data.items():
         if section not in ALL_SECTIONS:
@@ -107,32 +137,32 @@ def merge_file(raw: dict[str, Any], sources: dict[str, str], data: dict[str, Any
         if not isinstance(body, dict):
             raise ConfigError(section, f"{section}: expected a mapping, got {show(body)} (in {path})")
         if section in PROFILE_SECTIONS:
-            if section in raw:
-                raise ConfigError(section, f"{section}: defined in both {sources[section]} and {path}")
-            raw[section], sources[section] = body, str(path)
+            if section in raw.values:
+                raise ConfigError(section, f"{section}: defined in both {raw.sources[section]} and {path}")
+            raw.values[section], raw.sources[section] = body, str(path)
             continue
-        allowed = list(section_fields(section))
         for key, value in body.items():
             dotted = f"{section}.{key}"
-            if key not in allowed:
-                raise unknown_key(dotted, str(key), allowed, f"key in section {section!r}", str(path))
-            if dotted in sources:
-                raise ConfigError(dotted, f"{dotted}: set in both {sources[dotted]} and {path}")
-            raw.setdefault(section, {})[key] = value
-            sources[dotted] = str(path)
+            if not _known(section, str(key)):
+                raise unknown_key(dotted, str(key), list(section_fields(section)), f"key in section {section!r}",
+                                  str(path))
+            earlier = raw.sources.get(dotted) or raw.deprecated.get(dotted, ("",))[0]
+            if earlier:
+                raise ConfigError(dotted, f"{dotted}: set in both {earlier} and {path}")
+            raw.set(dotted, value, str(path))
 
 
 # --- environment variables and overrides -------------------------------------------------------
 
-def _parse_env(spec: FieldSpec, text: str) -> Any:
+def _parse_env(spec: FieldSpec | None, text: str) -> Any:
     """Env values are YAML scalars; strings stay raw text (YAML would read `no` as false)."""
-    if spec.base is str:
+    if spec is not None and spec.base is str:
         return None if spec.nullable and text.strip() in ("", "null", "~") else text
     try:
         value = _yaml(text)
     except yaml.YAMLError:
         return text  # reported as a wrong type when the value is checked
-    if spec.base is list and isinstance(value, str):
+    if spec is not None and spec.base is list and isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
 
@@ -145,7 +175,7 @@ def _env_key(name: str) -> str | None:
     if section is None:
         return None
     key = name[len(ENV_PREFIX) + len(section) + 1:].lower()
-    if key not in section_fields(section):
+    if not _known(section, key):
         allowed = [env_var_name(f"{section}.{k}") for k in section_fields(section)]
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
@@ -163,7 +193,7 @@ def env_layer(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
         if dotted is None:
             continue
         section, key = dotted.split(".")
-        value = _parse_env(section_fields(section)[key], env[name])
+        value = _parse_env(section_fields(section).get(key), env[name])  # None: a deprecated key
         if dotted in found and found[dotted][1] != value:
             raise ConfigError(dotted, f"{dotted}: {found[dotted][0]}={env[found[dotted][0]]!r} conflicts "
                                       f"with {name}={env[name]!r}; set only one")
@@ -171,15 +201,13 @@ def env_layer(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
     return found
 
 
-def merge_overrides(raw: dict[str, Any], sources: dict[str, str], overrides: Mapping[str, Any],
-                    origin: str = "overrides") -> None:
+def merge_overrides(raw: RawConfig, overrides: Mapping[str, Any], origin: str = "overrides") -> None:
     """Set dotted keys in `raw` (env vars and CLI flags), above whatever the files said."""
     for dotted, value in overrides.items():
         section, _, key = str(dotted).partition(".")
         if section not in SECTIONS:
             raise unknown_key(str(dotted), section, list(SECTIONS), "section", origin)
-        if key not in section_fields(section):
+        if not _known(section, key):
             raise unknown_key(str(dotted), key, list(section_fields(section)), f"key in section {section!r}",
                               origin)
-        raw.setdefault(section, {})[key] = value
-        sources[dotted] = origin
+        raw.set(str(dotted), value, origin)
