@@ -3,11 +3,7 @@
 One artifact serves both backends: the torch backend runs weights converted from the same pack the
 faster-whisper backend loads, and the conversion is exact (no retraining, no resampling of weights):
 
-- `model.bin` layout (ctranslate2 `specs/model_spec.py`, `_serialize`, binary version 6): uint32
-  version, string spec name, uint32 revision, uint32 variable count, then per variable a string
-  name, uint8 rank, uint32 dims, uint8 dtype id, uint32 byte count and the raw bytes; then uint32
-  alias count and (alias, target) string pairs. A string is uint16 length (with the NUL), the UTF-8
-  bytes and a NUL. Little-endian, as written on x86/ARM.
+- `model.bin` layout: see `appliance.models.ct2_file`, which reads it.
 - variable layout (ctranslate2 `converters/transformers.py`, Whisper): self-attention `linear_0`
   holds q;k;v stacked (k has no bias in Whisper: stored as zeros), `linear_1` is the output;
   cross-attention `linear_0` is q, `linear_1` k;v stacked, `linear_2` the output. The output
@@ -22,120 +18,27 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from appliance.models.store import (
-    ModelStoreError,
-    build_once,
-    cache_dir,
-    verify_file,
-    write_atomically,
+from appliance.models.ct2_file import (
+    BINARY_VERSION,
+    ConversionError,
+    Ct2Model,
+    check_ct2_file,
+    read_ct2_model,
 )
+from appliance.models.files import ModelStoreError, build_once, cache_dir, verify_file, write_atomically
 
-BINARY_VERSION = 6
+__all__ = [  # the model.bin reader lives in ct2_file; its names stay importable from here
+    "BINARY_VERSION", "CONVERTER_VERSION", "ConversionError", "Ct2Model", "check_ct2_file", "convert_to_torch",
+    "read_ct2_model", "torch_checkpoint", "whisper_checkpoint",
+]
+
 CONVERTER_VERSION = 1  # bump when the output changes: cached checkpoints are keyed by it
-# ctranslate2's DataType enum order (include/ctranslate2/types.h): float32, int8, int16, int32, float16, bfloat16
-_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 _GELU = 3  # ctranslate2 common_spec.Activation.GELU (erf form, as nn.GELU)
-
-
-class ConversionError(ModelStoreError):
-    """The CTranslate2 model cannot be converted; the message names the file and why."""
-
-
-@dataclass(frozen=True)
-class Ct2Model:
-    spec: str
-    revision: int
-    variables: dict[str, np.ndarray]
-    aliases: dict[str, str]
-
-
-class _Reader:
-    """Reads a model.bin front to back; a short read anywhere means the file is truncated."""
-
-    def __init__(self, f, path: Path):
-        self.f, self.path = f, path
-        self.size = os.fstat(f.fileno()).st_size
-
-    def take(self, size: int) -> bytes:
-        chunk = self.f.read(size)
-        if len(chunk) != size:
-            raise ConversionError(f"model file {self.path} is truncated: it ends at byte {self.size}, inside "
-                                  "its variables")
-        return chunk
-
-    def skip(self, size: int) -> None:
-        if self.f.tell() + size > self.size:
-            self.take(self.size - self.f.tell() + 1)  # raises the truncation error
-        self.f.seek(size, os.SEEK_CUR)
-
-    def unpack(self, fmt: str):
-        return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt)))[0]
-
-    def string(self) -> str:
-        raw = self.take(self.unpack("H"))
-        if not raw or raw[-1] != 0:
-            raise ConversionError(f"model file {self.path} is corrupt: malformed string at byte {self.f.tell()}")
-        return raw[:-1].decode("utf-8", errors="replace")
-
-
-def _array(raw: bytes, dtype, shape: tuple[int, ...], name: str, path: Path) -> np.ndarray:
-    if dtype == "bfloat16":  # numpy has no bfloat16: widen the 16 bits into float32's upper half
-        array = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
-    else:
-        array = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<"))
-    if array.size != int(np.prod(shape, dtype=np.int64)):
-        raise ConversionError(f"model file {path} is corrupt: variable {name} holds {array.size} values "
-                              f"for shape {shape}")
-    return array.reshape(shape)
-
-
-def _parse(path: Path, load_values: bool) -> Ct2Model:
-    path = Path(path)
-    with path.open("rb") as f:
-        reader = _Reader(f, path)
-        version = reader.unpack("I")
-        if version != BINARY_VERSION:
-            raise ConversionError(f"model file {path}: CTranslate2 binary version {version}; only "
-                                  f"{BINARY_VERSION} is supported (or the file is corrupt)")
-        spec, revision = reader.string(), reader.unpack("I")
-        variables: dict[str, np.ndarray] = {}
-        for _ in range(reader.unpack("I")):
-            name = reader.string()
-            shape = tuple(reader.unpack("I") for _ in range(reader.unpack("B")))
-            type_id, size = reader.unpack("B"), reader.unpack("I")
-            dtype = _DTYPES.get(type_id)
-            if dtype is None:
-                raise ConversionError(f"model file {path} is corrupt: variable {name} has unknown dtype "
-                                      f"id {type_id}")
-            if load_values:
-                variables[name] = _array(reader.take(size), dtype, shape, name, path)
-            else:
-                reader.skip(size)
-        aliases = {}
-        for _ in range(reader.unpack("I")):
-            alias = reader.string()
-            aliases[alias] = reader.string()
-        trailing = reader.size - f.tell()
-    if trailing:
-        raise ConversionError(f"model file {path} is corrupt: {trailing} unexpected bytes after the model")
-    return Ct2Model(spec, revision, variables, aliases)
-
-
-def read_ct2_model(path: Path) -> Ct2Model:
-    """Parse a CTranslate2 `model.bin` (binary version 6) into numpy arrays."""
-    return _parse(path, load_values=True)
-
-
-def check_ct2_file(path: Path) -> None:
-    """Walk a model.bin's variable table without loading it (milliseconds): catches truncation and
-    a damaged table in files that have no pinned sha256, such as a local model directory."""
-    _parse(path, load_values=False)
 
 
 def _layer_count(variables: dict, prefix: str) -> int:
@@ -177,7 +80,7 @@ class _Mapper:
         """Split a stacked projection; Whisper's key projection has no bias (CTranslate2 stores zeros)."""
         weights = np.split(self.take(f"{ct2}/weight"), len(whispers), axis=0)
         biases = np.split(self.take(f"{ct2}/bias"), len(whispers), axis=0)
-        for whisper, weight, bias in zip(whispers, weights, biases):
+        for whisper, weight, bias in zip(whispers, weights, biases, strict=True):
             self.state[f"{whisper}.weight"] = weight
             if whisper.endswith(".key"):
                 if np.any(bias):
@@ -252,7 +155,7 @@ def whisper_checkpoint(model: Ct2Model, path: Path = Path("model.bin")) -> dict:
     return {"dims": asdict(dims), "model_state_dict": m.state}
 
 
-def convert_to_torch(ct2_dir: Path, out_path: Path) -> str:
+def convert_to_torch(ct2_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> str:
     """Write the openai-whisper checkpoint of the CTranslate2 model in `ct2_dir`; returns its sha256."""
     import io
 
@@ -268,7 +171,7 @@ def convert_to_torch(ct2_dir: Path, out_path: Path) -> str:
 
 # --- the converted checkpoint in the cache ---------------------------------------------------
 
-def torch_checkpoint(ct2_dir: Path) -> Path:
+def torch_checkpoint(ct2_dir: str | os.PathLike[str]) -> Path:
     """The openai-whisper checkpoint of `ct2_dir`, converted on first use and reused (verified) after.
 
     Keyed by the source model.bin's path, size and mtime and the converter version, so a replaced

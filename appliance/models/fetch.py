@@ -4,7 +4,8 @@ The appliance never downloads at run time (DESIGN.md section 7). An operator on 
 network can fetch a CTranslate2 model from the Hugging Face hub into the cache with an explicit
 `--allow-network`; without it the command refuses. huggingface_hub is imported only then, so an
 appliance without it still runs. What was fetched is pinned on arrival (sha256 of each file in a
-manifest) and verified like a pack each time it resolves.
+manifest) and verified like a pack each time it resolves (`appliance.models.store.resolve_fetched`,
+re-exported here with `fetched_dir` and `MANIFEST`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from appliance.models.store import (
-    PACKS,
-    ModelStoreError,
-    ResolvedModel,
-    cache_dir,
-    exclusive_lock,
-    remember_verified,
-    resolve_model,
-    sha256_of,
-    verify_file,
-)
+from appliance.models.files import ModelStoreError, exclusive_lock, remember_verified, sha256_of
+from appliance.models.packs import PACKS
+from appliance.models.store import MANIFEST, ResolvedModel, fetched_dir, resolve_fetched, resolve_model
+
+__all__ = ["FETCH_PATTERNS", "HUB_REPOS", "MANIFEST", "fetch_model", "fetched_dir", "resolve_fetched"]
 
 log = logging.getLogger(__name__)
 
@@ -35,33 +30,6 @@ HUB_REPOS = {name: f"Systran/faster-whisper-{name}" for name in (
     "tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
     "large-v1", "large-v2", "large-v3")}
 FETCH_PATTERNS = ["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"]
-MANIFEST = "manifest.json"
-
-
-def _local_name(name: str) -> str:
-    return name.replace("/", "--")
-
-
-def fetched_dir(name: str) -> Path:
-    return cache_dir() / "fetched" / _local_name(name)
-
-
-def resolve_fetched(name: str) -> ResolvedModel | None:
-    """The model fetched earlier under `name`, verified against its manifest; None if never fetched."""
-    directory = fetched_dir(name)
-    manifest_path = directory / MANIFEST
-    if not manifest_path.is_file():
-        return None
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files, repo = dict(manifest["files"]), str(manifest["repo"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ModelStoreError(f"fetched model manifest {manifest_path} is unreadable ({err}); "
-                              f"fetch {name!r} again") from err
-    for file_name, sha256 in files.items():
-        verify_file(directory / file_name, sha256)
-    return ResolvedModel(name=name, path=directory, source=f"fetched:{repo}",
-                         english_only=name.endswith(".en"))
 
 
 def fetch_model(name: str, *, allow_network: bool, revision: str | None = None) -> ResolvedModel:
