@@ -3,7 +3,8 @@
 Order matters for operators: config and model files are checked before any port opens (a bad
 setup exits non-zero at once); the gRPC and HTTP ports open with health NOT_SERVING / 503 while the
 model loads and warms up; SERVING (and the ready file) only after the warm-up decode. From then on
-one `HealthReport` (lifecycle + recent decode outcomes) drives gRPC health and HTTP /health alike.
+one `HealthState` (lifecycle + recent decode outcomes) drives gRPC health, HTTP /health and sd_notify,
+published as the verdict changes.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ import time
 from pathlib import Path
 
 from appliance.config import AppConfig
-from appliance.observability.sdnotify import SystemdNotifier
-from appliance.runtime import Lifecycle, Runtime
+from appliance.lifecycle import Lifecycle
+from appliance.observability.sdnotify import SystemdHealthPublisher, SystemdNotifier
+from appliance.runtime import Runtime
 from appliance.security.http_access import HttpAccess, HttpAccessSettings
-from appliance.transport.grpc.server import HealthReporter, create_grpc_server
+from appliance.transport.grpc.server import GrpcHealthPublisher, create_grpc_server
 from appliance.transport.http.app import create_app
 from appliance.transport.http.server import HttpServer
 
 log = logging.getLogger(__name__)
-
-HEALTH_REFRESH_SEC = 1.0  # how often gRPC health follows the decode-health verdict
-
 
 class StartupError(RuntimeError):
     """The appliance cannot start as configured (a port is taken, a bad HTTP access setting)."""
@@ -59,30 +58,30 @@ async def serve(config: AppConfig, *, ready_file: Path | None = None,
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests) or no signals
             pass
-    health = HealthReporter()
     runtime = Runtime(config, hardware_report=hardware_report)
     resolved = runtime.resolve_model()
     http = _http_server(config, runtime)
-    server, port = create_grpc_server(config, runtime, health)
+    grpc_health = GrpcHealthPublisher()
+    server, port = create_grpc_server(config, runtime.sessions, grpc_health)
     if port == 0:
         http.stop()
         raise StartupError(f"cannot bind gRPC to {config.server.grpc_host}:{config.server.port}")
-    await health.publish(Lifecycle.STARTING)
+    notifier = SystemdNotifier()  # a no-op outside systemd
+    runtime.health.subscribe(grpc_health)
+    runtime.health.subscribe(SystemdHealthPublisher(
+        notifier, loading_status=f"loading model {config.model.name}",
+        serving_status=f"serving {runtime.boot_model_id} on gRPC port {port}"))
+    await asyncio.sleep(0)  # the NOT_SERVING publication lands before the port opens
     await server.start()
     http.start()
     log.info("gRPC listening on %s:%d, HTTP on %s:%d (loading model)", config.server.grpc_host, port,
              http.host, http.port)
-    notifier = SystemdNotifier()  # a no-op outside systemd
-    notifier.status(f"loading model {config.model.name}")
-    watchdog = health_sync = None
+    watchdog = None
     try:
         await asyncio.to_thread(runtime.load, resolved)
         runtime.mark_serving()
-        await health.publish(Lifecycle.SERVING)
-        health_sync = asyncio.create_task(_follow_health(runtime, health))
         log.info("serving model %s on port %d, %.2f s after start", runtime.model_id, port,
                  time.monotonic() - started)
-        notifier.ready(f"serving {runtime.model_id} on gRPC port {port}")
         watchdog = asyncio.create_task(notifier.run_watchdog(
             lambda: runtime.state in (Lifecycle.SERVING, Lifecycle.DRAINING)))
         if ready_file:
@@ -91,20 +90,15 @@ async def serve(config: AppConfig, *, ready_file: Path | None = None,
                                            "memory_budget_bytes": runtime.memory_budget.budget_bytes})
         await stop.wait()
         log.info("stop requested: draining")
-        notifier.stopping("draining: new sessions refused, finishing open utterances")
-        if health_sync is not None:
-            health_sync.cancel()
-        await health.publish(Lifecycle.DRAINING)
         drained = await runtime.drain(float(config.server.decode_timeout_sec))
         await server.stop(grace=1.0 if drained else 0)
         return 0
     finally:
-        for task in (watchdog, health_sync):
-            if task is not None:
-                task.cancel()
-        notifier.close()
+        if watchdog is not None:
+            watchdog.cancel()
         runtime.close()
-        await health.publish(Lifecycle.STOPPED)
+        await asyncio.sleep(0)  # let the last health publication run
+        notifier.close()
         http.stop()
 
 
@@ -115,14 +109,8 @@ def _http_server(config: AppConfig, runtime: Runtime) -> HttpServer:
     except ValueError as err:
         raise StartupError(f"HTTP access settings: {err}") from None
     try:
-        return HttpServer(create_app(runtime, access), config.server.http_host, config.server.metrics_port)
+        return HttpServer(create_app(runtime.status, runtime.admin, access), config.server.http_host,
+                          config.server.metrics_port)
     except OSError as err:
         raise StartupError(f"cannot bind HTTP to {config.server.http_host}:{config.server.metrics_port}: "
                            f"{err.strerror or err}") from None
-
-
-async def _follow_health(runtime: Runtime, health: HealthReporter) -> None:
-    """Keep grpc.health.v1 in step with the decode-health verdict while serving."""
-    while True:
-        await health.publish_serving(runtime.health().healthy)
-        await asyncio.sleep(HEALTH_REFRESH_SEC)

@@ -1,12 +1,18 @@
 """Decode scheduling: shared, fair and bounded access to the model pool.
 
-Each stream submits decodes to its own FIFO queue. A dispatcher hands free model slots
-(`max_in_flight`, one per model instance) to streams in round-robin order (least recently served
-first), streams whose next request is a final first, so one busy stream cannot starve another and finals never wait behind
-speculative partials. Under pressure (a final already waiting, or `max_pending_global` requests
-queued) a new partial is dropped and counted instead of queued. A final that is not dispatched
-within `queue_timeout_sec` fails with ERR1009. With a batch window, the dispatcher waits up to
-`batch_window_ms` to gather up to `max_batch_size` compatible requests into one backend call.
+Each stream owns one `StreamQueue`: the only record of its decodes and their order. A stream runs
+one decode at a time, in FIFO order, so its results leave in the order its audio arrived and every
+partial of an utterance precedes its final. A queue's head becomes *eligible* once the stream's
+previous decode is done; the dispatcher hands free model slots (`max_in_flight`, one per model
+instance) to eligible heads, finals first, then in the order they became eligible (a stream that
+was just served goes behind the others: round-robin). Under pressure (an eligible final waiting, or
+`max_pending_global` eligible heads) a partial is dropped and counted instead of queued. A final
+not dispatched within `queue_timeout_sec` of becoming eligible fails with ERR1009. With a batch
+window, the dispatcher waits up to `batch_window_ms` to gather up to `max_batch_size` compatible
+heads into one `Backend.transcribe_batch` call.
+
+Every outcome goes back through the queue's `on_done(payload, transcript, error)`, called on the
+event loop: a transcript, `None` for a dropped partial, or an `ApplianceError`.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -25,6 +33,8 @@ from appliance.errors import ApplianceError
 from appliance.models.backends import Backend, Transcript
 
 log = logging.getLogger(__name__)
+
+P = TypeVar("P")
 
 
 @dataclass
@@ -50,22 +60,132 @@ class DecodeObserver:
     def partials_dropped(self, count: int) -> None: ...
 
 
-@dataclass
-class _Request:
-    stream_id: str
-    is_final: bool
-    backend: Backend
+@dataclass(eq=False)
+class _Request(Generic[P]):
+    queue: StreamQueue[P]
     audio: np.ndarray
-    options: DecodeOptions
-    language: str | None
-    task: str
-    enqueued_at: float
-    sequence: int = 0
-    dispatched: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    result: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    is_final: bool
+    payload: P
+    options: DecodeOptions | None  # None: asked of the queue's `prepare` when the request becomes eligible
+    enqueued_at: float = field(default_factory=time.monotonic)
+    sequence: int = 0  # order of becoming eligible
+    deadline: asyncio.TimerHandle | None = None
 
     def batch_key(self) -> tuple:
-        return (id(self.backend), self.options, self.language, self.task, self.is_final)
+        q = self.queue
+        return (id(q.backend), self.options, q.language, q.task, self.is_final)
+
+
+class StreamQueue(Generic[P]):
+    """One stream's decodes, in order: queued, eligible (the head, once the stream is idle) or running.
+
+    `prepare(payload)` gives a request's decode options at the moment it becomes eligible, so
+    they may depend on the outcome of the stream's previous decode (the prompt after a cut).
+    """
+
+    def __init__(self, scheduler: DecodeScheduler, stream_id: str, backend: Backend, *, language: str | None,
+                 task: str, on_done: Callable[[P, Transcript | None, ApplianceError | None], None],
+                 prepare: Callable[[P], DecodeOptions] | None = None, max_pending: int = 0):
+        self.stream_id = stream_id
+        self.backend = backend
+        self.language = language
+        self.task = task
+        self._scheduler = scheduler
+        self._on_done = on_done
+        self._prepare = prepare
+        self._max_pending = max_pending  # 0: unbounded
+        self._waiting: deque[_Request[P]] = deque()  # the head is eligible when nothing is running
+        self._running: _Request[P] | None = None
+        self._eligible = False
+        self._closed = False
+        self.queued_audio_bytes = 0  # as 16-bit PCM, what the buffer ledger counts
+
+    @property
+    def pending(self) -> int:
+        """Decodes queued or running."""
+        return len(self._waiting) + (self._running is not None)
+
+    @property
+    def partial_waiting(self) -> bool:
+        """A partial is queued and not yet running."""
+        return any(not r.is_final for r in self._waiting)
+
+    def submit(self, audio: np.ndarray, *, is_final: bool, payload: P, options: DecodeOptions | None = None) -> None:
+        """Queue a decode; its outcome comes back through `on_done`. A partial that finds the queue
+        at `max_pending` is dropped at once. A final first drops this stream's queued partials: it
+        supersedes them."""
+        if self._closed:
+            raise RuntimeError(f"stream {self.stream_id}: decode submitted after close")
+        if is_final:
+            self.drop_queued_partials()
+        elif self._max_pending and self.pending >= self._max_pending:
+            self._scheduler.count_dropped(1)
+            self._on_done(payload, None, None)
+            return
+        self._waiting.append(_Request(self, audio, is_final, payload, options))
+        self.queued_audio_bytes += audio.size * 2
+        self._scheduler.promote(self)
+
+    def drop_queued_partials(self) -> int:
+        """Resolve the queued (not running) partials with None; returns how many."""
+        stale = [r for r in self._waiting if not r.is_final]
+        for request in stale:
+            self._discard(request)
+        if stale:
+            self._scheduler.count_dropped(len(stale))
+            for request in stale:
+                self._on_done(request.payload, None, None)
+        return len(stale)
+
+    def close(self) -> None:
+        """The stream has ended: forget what is queued (a running decode finishes in its thread and
+        its outcome is ignored)."""
+        self._closed = True
+        for request in list(self._waiting):
+            self._discard(request)
+
+    # --- used by the scheduler ------------------------------------------------------------------
+
+    def _head(self) -> _Request[P] | None:
+        if self._closed or self._running is not None or not self._waiting:
+            return None
+        return self._waiting[0]
+
+    def _discard(self, request: _Request[P]) -> None:
+        if request is self._waiting[0] and self._eligible:
+            self._scheduler.ineligible(request)
+            self._eligible = False
+        self._waiting.remove(request)
+        self.queued_audio_bytes -= request.audio.size * 2
+
+    def _start(self, request: _Request[P]) -> None:
+        self._waiting.popleft()
+        self._eligible = False
+        self._running = request
+
+    def _finish(self, request: _Request[P], transcript: Transcript | None, error: ApplianceError | None) -> None:
+        if request is self._running:
+            self._running = None
+            self.queued_audio_bytes -= request.audio.size * 2
+        if self._closed:
+            return
+        self._on_done(request.payload, transcript, error)
+        self._scheduler.promote(self)
+
+    def _options_for(self, request: _Request[P]) -> DecodeOptions:
+        if request.options is None:
+            if self._prepare is None:
+                raise RuntimeError("a request without options needs a queue with `prepare`")
+            request.options = self._prepare(request.payload)
+        return request.options
+
+
+def _resolve(outcome: asyncio.Future, transcript: Transcript | None, error: ApplianceError | None) -> None:
+    if not outcome.done():
+        if error is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(transcript)
 
 
 class DecodeScheduler:
@@ -80,20 +200,19 @@ class DecodeScheduler:
         self.max_batch_size = max(1, max_batch_size)
         self._log_metrics = log_metrics
         self._executor = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="decode")
-        self._queues: dict[str, deque[_Request]] = {}
-        self._last_served: dict[str, int] = {}  # turn number, for streams with a backlog
-        self._turn = 0
+        self._eligible: dict[_Request, None] = {}  # eligible heads, insertion-ordered
         self._sequence = 0
-        self._pending = 0
         self._pending_finals = 0
         self._in_flight = 0
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task | None = None
+        self._adhoc: dict[str, StreamQueue[asyncio.Future]] = {}  # decode()'s queues
         self.stats = SchedulerStats()
 
     @property
     def pending(self) -> int:
-        return self._pending
+        """Eligible decodes waiting for a model slot."""
+        return len(self._eligible)
 
     @property
     def in_flight(self) -> int:
@@ -101,162 +220,160 @@ class DecodeScheduler:
 
     def under_pressure(self) -> bool:
         """True when a new partial would only delay finals."""
-        return self._pending_finals > 0 or self._pending >= self.max_pending_global
+        return self._pending_finals > 0 or len(self._eligible) >= self.max_pending_global
+
+    def open_stream(self, stream_id: str, backend: Backend, *, language: str | None, task: str,
+                    on_done: Callable[[P, Transcript | None, ApplianceError | None], None],
+                    prepare: Callable[[P], DecodeOptions] | None = None, max_pending: int = 0) -> StreamQueue[P]:
+        return StreamQueue(self, stream_id, backend, language=language, task=task, on_done=on_done,
+                           prepare=prepare, max_pending=max_pending)
 
     async def decode(self, backend: Backend, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
                      task: str, is_final: bool, stream_id: str = "") -> Transcript | None:
-        """Decode `audio`; None when a partial was dropped. ERR1009 / ERR1016 on failure."""
-        if not is_final and self.under_pressure():
-            self.stats.partials_dropped += 1
-            self._observer.partials_dropped(1)
-            return None
-        if is_final and self._pending >= self.max_pending_global:
-            self._observer.decode_failed(is_final=True, outcome="timeout")
-            raise ApplianceError("ERR1009", f"{self._pending} decodes are queued "
-                                 f"(server.max_pending_decodes_global); retry shortly", retry_after_sec=1.0)
-        request = _Request(stream_id, is_final, backend, audio, options, language, task, time.monotonic())
-        self._enqueue(request)
+        """One decode, awaited, on the queue of `stream_id` (kept while it has work): None when a
+        partial was dropped; ERR1009 / ERR1016 raised. For callers without a stream of their own."""
+        queue = self._adhoc.get(stream_id)
+        if queue is None or queue.backend is not backend:
+            queue = self._adhoc[stream_id] = self.open_stream(stream_id, backend, language=language, task=task,
+                                                              on_done=_resolve)
+        outcome: asyncio.Future[Transcript | None] = asyncio.get_running_loop().create_future()
+        queue.submit(audio, is_final=is_final, payload=outcome, options=options)
         try:
-            if is_final and self.queue_timeout_sec > 0:
-                try:
-                    await asyncio.wait_for(asyncio.shield(request.dispatched), timeout=self.queue_timeout_sec)
-                except asyncio.TimeoutError:
-                    if not request.dispatched.done():
-                        self._remove(request)
-                        self.stats.finals_timed_out += 1
-                        self._observer.decode_failed(is_final=True, outcome="timeout")
-                        raise ApplianceError(
-                            "ERR1009", f"no decode slot within {self.queue_timeout_sec:g} s "
-                            "(server.decode_queue_timeout_sec); the server is overloaded",
-                            retry_after_sec=1.0) from None
-            return await asyncio.shield(request.result)
-        except asyncio.CancelledError:
-            # The stream went away: a queued request must not take a slot later (a running one
-            # finishes in its thread; its result is dropped).
-            self._remove(request)
-            raise
+            return await outcome
+        finally:
+            if not queue.pending and self._adhoc.get(stream_id) is queue:
+                del self._adhoc[stream_id]
 
-    def drop_queued_partials(self, stream_id: str, finals_too: bool = False) -> int:
-        """Resolve a stream's queued (not running) partials with None: its final supersedes them.
-        With `finals_too` (the stream has ended), its queued finals go as well."""
-        queue = self._queues.get(stream_id)
-        if not queue:
-            return 0
-        stale = [r for r in queue if finals_too or not r.is_final]
-        for request in stale:
-            self._remove(request)
-            request.result.set_result(None)
-        self.stats.partials_dropped += len(stale)
-        if stale:
-            self._observer.partials_dropped(len(stale))
-        return len(stale)
+    def count_dropped(self, count: int) -> None:
+        self.stats.partials_dropped += count
+        self._observer.partials_dropped(count)
 
     def shutdown(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    # --- queues -------------------------------------------------------------------------------
+    # --- eligibility ------------------------------------------------------------------------------
 
-    def _enqueue(self, request: _Request) -> None:
-        self._sequence += 1
-        request.sequence = self._sequence
-        self._queues.setdefault(request.stream_id, deque()).append(request)
-        self._pending += 1
-        self._pending_finals += request.is_final
-        if self._dispatcher is None or self._dispatcher.done():
-            self._wakeup = asyncio.Event()
-            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch_forever())
-        self._wakeup.set()
+    def promote(self, queue: StreamQueue) -> None:
+        """Make the queue's head eligible, if the stream is idle; drop or fail it at once where the
+        load says so (a partial under pressure, a final with the global queue full)."""
+        while (head := queue._head()) is not None and not queue._eligible:
+            if not head.is_final and self.under_pressure():
+                queue._discard(head)
+                self.count_dropped(1)
+                queue._on_done(head.payload, None, None)
+                continue
+            if head.is_final and len(self._eligible) >= self.max_pending_global:
+                queue._discard(head)
+                self._observer.decode_failed(is_final=True, outcome="timeout")
+                queue._on_done(head.payload, None, ApplianceError(
+                    "ERR1009", f"{len(self._eligible)} decodes are queued (server.max_pending_decodes_global); "
+                    "retry shortly", retry_after_sec=1.0))
+                continue
+            queue._options_for(head)
+            self._sequence += 1
+            head.sequence = self._sequence
+            queue._eligible = True
+            self._eligible[head] = None
+            self._pending_finals += head.is_final
+            if head.is_final and self.queue_timeout_sec > 0:
+                head.deadline = asyncio.get_running_loop().call_later(self.queue_timeout_sec, self._expire, head)
+            self._wake()
 
-    def _remove(self, request: _Request) -> None:
-        queue = self._queues.get(request.stream_id)
-        if queue is None or request not in queue:
+    def ineligible(self, request: _Request) -> None:
+        """Take an eligible head out of the running (dispatched, dropped or expired)."""
+        if request in self._eligible:
+            del self._eligible[request]
+            self._pending_finals -= request.is_final
+        if request.deadline is not None:
+            request.deadline.cancel()
+            request.deadline = None
+
+    def _expire(self, request: _Request) -> None:
+        queue = request.queue
+        if request not in self._eligible:
             return
-        queue.remove(request)
-        self._pending -= 1
-        self._pending_finals -= request.is_final
-        if not queue:
-            del self._queues[request.stream_id]
-            self._last_served.pop(request.stream_id, None)
-
-    def _pop_next(self) -> _Request | None:
-        """Finals first; among those, the stream served least recently (round-robin), then the oldest.
-
-        A stream with a backlog keeps its turn count while it has queued work, so a newcomer (or a
-        stream with one request at a time) goes ahead of the backlog's next item.
-        """
-        if not self._queues:
-            return None
-        chosen = min(self._queues, key=lambda sid: (not self._queues[sid][0].is_final,
-                                                    self._last_served.get(sid, 0), self._queues[sid][0].sequence))
-        request = self._queues[chosen][0]
-        self._remove(request)
-        self._turn += 1
-        if chosen in self._queues:
-            self._last_served[chosen] = self._turn
-        return request
-
-    def _pop_compatible(self, key: tuple, limit: int) -> list[_Request]:
-        taken = []
-        for sid in list(self._queues):
-            if len(taken) >= limit:
-                break
-            head = self._queues[sid][0]
-            if head.batch_key() == key:
-                self._remove(head)
-                taken.append(head)
-        return taken
+        queue._discard(request)
+        self.stats.finals_timed_out += 1
+        self._observer.decode_failed(is_final=True, outcome="timeout")
+        queue._finish(request, None, ApplianceError(
+            "ERR1009", f"no decode slot within {self.queue_timeout_sec:g} s (server.decode_queue_timeout_sec); "
+            "the server is overloaded", retry_after_sec=1.0))
 
     # --- dispatch -----------------------------------------------------------------------------
 
+    def _wake(self) -> None:
+        if self._dispatcher is None or self._dispatcher.done():
+            self._wakeup = asyncio.Event()
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch_forever())
+        assert self._wakeup is not None
+        self._wakeup.set()
+
+    def _take(self, request: _Request) -> None:
+        self.ineligible(request)
+        request.queue._start(request)
+
+    def _pop_next(self) -> _Request | None:
+        """Finals first; among those, the one eligible longest (round-robin across streams)."""
+        if not self._eligible:
+            return None
+        request = min(self._eligible, key=lambda r: (not r.is_final, r.sequence))
+        self._take(request)
+        return request
+
+    def _pop_compatible(self, key: tuple, limit: int) -> list[_Request]:
+        taken = [r for r in self._eligible if r.batch_key() == key][:limit]
+        for request in taken:
+            self._take(request)
+        return taken
+
     async def _dispatch_forever(self) -> None:
+        assert self._wakeup is not None
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._in_flight < self.max_in_flight and self._pending:
+            while self._in_flight < self.max_in_flight and self._eligible:
                 first = self._pop_next()
+                if first is None:
+                    break
                 batch = [first]
-                if self.max_batch_size > 1 and hasattr(first.backend, "transcribe_batch"):
-                    if self.batch_window_sec > 0 and self._pending < self.max_batch_size - 1:
+                batch_limit = min(self.max_batch_size, first.queue.backend.max_batch_size)
+                if batch_limit > 1:
+                    if self.batch_window_sec > 0 and len(self._eligible) < batch_limit - 1:
                         await asyncio.sleep(self.batch_window_sec)
-                    batch += self._pop_compatible(first.batch_key(), self.max_batch_size - 1)
-                for request in batch:
-                    if not request.dispatched.done():
-                        request.dispatched.set_result(None)
+                    batch += self._pop_compatible(first.batch_key(), batch_limit - 1)
                 self._in_flight += 1
                 asyncio.get_running_loop().create_task(self._run(batch))
 
     async def _run(self, batch: list[_Request]) -> None:
         loop = asyncio.get_running_loop()
         first = batch[0]
+        backend, options = first.queue.backend, first.queue._options_for(first)
+        kwargs = {"language": first.queue.language, "task": first.queue.task, "provisional": not first.is_final}
         started = time.perf_counter()
         try:
             if len(batch) == 1:
-                transcripts = [await loop.run_in_executor(self._executor, lambda: first.backend.transcribe(
-                    first.audio, first.options, language=first.language, task=first.task,
-                    provisional=not first.is_final))]
+                transcripts = [await loop.run_in_executor(
+                    self._executor, lambda: backend.transcribe(first.audio, options, **kwargs))]
             else:
-                transcripts = await loop.run_in_executor(self._executor, lambda: first.backend.transcribe_batch(
-                    [r.audio for r in batch], first.options, language=first.language, task=first.task,
-                    provisional=not first.is_final))
+                transcripts = await loop.run_in_executor(
+                    self._executor, lambda: backend.transcribe_batch([r.audio for r in batch], options, **kwargs))
         except Exception as err:  # third-party code: any failure maps to one code
             self.stats.failures += len(batch)
             for request in batch:
                 self._observer.decode_failed(is_final=request.is_final, outcome="failure")
-            log.exception("decode failed in %s", first.backend.model_id)
-            failure = ApplianceError("ERR1016", f"decode failed in {first.backend.model_id}: {type(err).__name__}")
-            for request in batch:
-                if not request.result.done():
-                    request.result.set_exception(failure)
+            log.exception("decode failed in %s", backend.model_id)
+            failure = ApplianceError("ERR1016", f"decode failed in {backend.model_id}: {type(err).__name__}")
+            outcomes: list[tuple[Transcript | None, ApplianceError | None]] = [(None, failure)] * len(batch)
         else:
             self._account(batch, transcripts, time.perf_counter() - started)
-            for request, transcript in zip(batch, transcripts):
-                if not request.result.done():
-                    request.result.set_result(transcript)
+            outcomes = [(t, None) for t in transcripts]
         finally:
             self._in_flight -= 1
-            self._wakeup.set()
+            self._wake()
+        for request, (transcript, error) in zip(batch, outcomes):
+            request.queue._finish(request, transcript, error)
 
     def _account(self, batch: list[_Request], transcripts: list[Transcript], elapsed_sec: float) -> None:
         self.stats.batches += 1
@@ -266,10 +383,10 @@ class DecodeScheduler:
         self.stats.audio_sec_total += audio_sec
         now = time.monotonic()
         for request, transcript in zip(batch, transcripts):
-            self._observer.decode_done(is_final=request.is_final, decode_sec=elapsed_sec, audio_sec=transcript.audio_sec,
-                                       wait_sec=now - request.enqueued_at - elapsed_sec)
+            self._observer.decode_done(is_final=request.is_final, decode_sec=elapsed_sec,
+                                       audio_sec=transcript.audio_sec, wait_sec=now - request.enqueued_at - elapsed_sec)
         if self._log_metrics:  # figures only: transcript text never goes to the main log
-            waited_sec = max(time.monotonic() - r.enqueued_at for r in batch) - elapsed_sec
+            waited_sec = max(now - r.enqueued_at for r in batch) - elapsed_sec
             redone = [t.extra["window_fallback"] for t in transcripts if "window_fallback" in t.extra]
             log.info("decode batch of %d (%d final, redone on a larger window: %s): %.2f s audio in %.3f s "
                      "after %.3f s queued, rtf %.3f", len(batch), sum(r.is_final for r in batch),

@@ -138,10 +138,10 @@ def test_new_sessions_are_refused_while_starting_and_draining():
     config = load_config(None, None)
     runtime = Runtime(config)
     with pytest.raises(ApplianceError) as starting:
-        runtime.create_session(SessionRequest())
+        runtime.sessions.create_session(SessionRequest())
     asyncio.run(runtime.drain(timeout_sec=1.0))
     with pytest.raises(ApplianceError) as draining:
-        runtime.create_session(SessionRequest())
+        runtime.sessions.create_session(SessionRequest())
     runtime.close()
     assert starting.value.code == draining.value.code == "ERR1015"
     assert "draining" in draining.value.message and starting.value.retry_after_sec

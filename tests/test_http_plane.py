@@ -57,9 +57,9 @@ def plane(env: dict[str, str] | None = None, *, state: Lifecycle = Lifecycle.SER
     overrides = {"server.http_rate_limit_rps": 0.0, **{f"server.{k}": v for k, v in server_overrides.items()}}
     config = load_config(overrides=overrides, env={})
     runtime = Runtime(config)
-    runtime.state = state
+    runtime.health.set_state(state)
     access = HttpAccess(HttpAccessSettings.from_config(config.server, environ=env or {}))
-    server = HttpServer(create_app(runtime, access), "127.0.0.1", 0).start()
+    server = HttpServer(create_app(runtime.status, runtime.admin, access), "127.0.0.1", 0).start()
     try:
         yield Plane(runtime, server)
     finally:
@@ -80,7 +80,7 @@ def test_health_is_503_while_starting_and_draining_and_names_why():
     with plane(state=Lifecycle.STARTING) as p:
         status, body = p.json("/health")
         assert status == 503 and body["status"] == "starting" and body["reasons"]
-        p.runtime.state = Lifecycle.DRAINING
+        p.runtime.health.set_state(Lifecycle.DRAINING)
         status, body = p.json("/health")
         assert status == 503 and body["status"] == "draining"
 
@@ -91,12 +91,12 @@ def test_health_degrades_when_decodes_time_out_and_recovers_with_the_window():
         # A registry entry without a backend: health only counts models, nothing decodes here.
         p.runtime.models._models["cpu-tiny.en"] = LoadedModel("cpu-tiny.en", None, "default", ModelLoadProfile(),
                                                               "test", 0.0)
-        p.runtime.decode_health._clock = lambda: clock[0]
+        p.runtime.health.decode_health._clock = lambda: clock[0]
         for _ in range(4):
-            p.runtime.decode_health.record(Outcome.TIMEOUT)
+            p.runtime.health.decode_health.record(Outcome.TIMEOUT)
         status, body = p.json("/health")
         assert status == 200 and body["status"] == "ok", "fewer than health.min_events (5) say nothing"
-        p.runtime.decode_health.record(Outcome.SUCCESS)
+        p.runtime.health.decode_health.record(Outcome.SUCCESS)
         status, body = p.json("/health")
         assert status == 503 and body["status"] == "degraded"
         assert any("timed out" in r for r in body["reasons"]) and body["decodes"]["timeouts"] == 4

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_EVENTS = 100_000  # bounds memory under a decode storm; older events fall out of the window anyway
 
@@ -58,29 +59,44 @@ class DecodeWindow:
 
 
 class DecodeHealth:
-    """Rolling window of decode outcomes; thread-safe (recorded on the event loop, read by HTTP threads)."""
+    """Rolling window of decode outcomes with running counts (O(1) per outcome, so the verdict can
+    be re-read after every decode). Thread-safe: recorded on the event loop, read by HTTP threads."""
 
     def __init__(self, thresholds: HealthThresholds, clock: Callable[[], float] = time.monotonic):
         self.thresholds = thresholds
         self._clock = clock
-        self._events: deque[tuple[float, Outcome]] = deque(maxlen=MAX_EVENTS)
+        self._events: deque[tuple[float, Outcome]] = deque()
+        self._counts = dict.fromkeys(Outcome, 0)
         self._lock = threading.Lock()
 
     def record(self, outcome: Outcome) -> None:
         with self._lock:
             self._events.append((self._clock(), outcome))
+            self._counts[outcome] += 1
+            if len(self._events) > MAX_EVENTS:
+                self._counts[self._events.popleft()[1]] -= 1
+
+    def seconds_until_change(self) -> float | None:
+        """When the oldest outcome leaves the window (the verdict may change then by itself)."""
+        with self._lock:
+            self._trim()
+            if not self._events:
+                return None
+            return max(0.0, self._events[0][0] + self.thresholds.window_sec - self._clock())
+
+    def _trim(self) -> None:
+        horizon = self._clock() - self.thresholds.window_sec
+        while self._events and self._events[0][0] < horizon:
+            self._counts[self._events.popleft()[1]] -= 1
 
     def window(self) -> DecodeWindow:
         t = self.thresholds
         with self._lock:
-            horizon = self._clock() - t.window_sec
-            while self._events and self._events[0][0] < horizon:
-                self._events.popleft()
-            outcomes = [outcome for _, outcome in self._events]
-        successes = outcomes.count(Outcome.SUCCESS)
-        timeouts = outcomes.count(Outcome.TIMEOUT)
-        failures = outcomes.count(Outcome.FAILURE)
-        events = len(outcomes)
+            self._trim()
+            successes = self._counts[Outcome.SUCCESS]
+            timeouts = self._counts[Outcome.TIMEOUT]
+            failures = self._counts[Outcome.FAILURE]
+        events = successes + timeouts + failures
         evaluated = events >= max(1, t.min_events)
         reasons: list[str] = []
         if evaluated:
@@ -98,7 +114,7 @@ class HealthReport:
     status: str  # ok | degraded | starting | draining | stopped
     reasons: tuple[str, ...]
     decodes: DecodeWindow
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:

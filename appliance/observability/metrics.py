@@ -21,6 +21,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from appliance.observability.snapshot import StatusSnapshot
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -61,9 +63,11 @@ def _quantile(sorted_values: list[float], q: float) -> float | None:
 
 
 class ApplianceMetrics:
-    def __init__(self, snapshot: Callable[[], dict] | None = None):
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+    """The appliance's metrics on `registry` (one per appliance: tests run several side by side)."""
+
+    def __init__(self, registry: CollectorRegistry, snapshot: Callable[[], StatusSnapshot] | None = None):
+        self.registry = registry
+        r = registry
         self.decode_seconds = Histogram("stt_decode_seconds", "Wall time of one decode call (a batch counts once)",
                                         ["kind"], buckets=_LATENCY_BUCKETS, registry=r)
         self.decode_queue_wait_seconds = Histogram(
@@ -133,9 +137,9 @@ class ApplianceMetrics:
 
 
 class SnapshotCollector:
-    """Gauges read from the runtime snapshot at scrape time."""
+    """Gauges read from the status snapshot at scrape time."""
 
-    def __init__(self, snapshot: Callable[[], dict]):
+    def __init__(self, snapshot: Callable[[], StatusSnapshot]):
         self._snapshot = snapshot
 
     def describe(self):
@@ -143,44 +147,44 @@ class SnapshotCollector:
 
     def collect(self):
         s = self._snapshot()
-        yield _gauge("stt_up", "1 when the appliance is serving and healthy", 1.0 if s["health"] == "ok" else 0.0)
+        yield _gauge("stt_up", "1 when the appliance is serving and healthy", 1.0 if s.health == "ok" else 0.0)
         state = GaugeMetricFamily("stt_lifecycle_state", "1 for the current lifecycle state", labels=["state"])
         for name in ("starting", "serving", "draining", "stopped"):
-            state.add_metric([name], 1.0 if s["state"] == name else 0.0)
+            state.add_metric([name], 1.0 if s.state == name else 0.0)
         yield state
-        sessions = s["sessions"]
-        yield _gauge("stt_active_sessions", "Sessions created and not yet ended", sessions["active"])
-        yield _gauge("stt_active_streams", "StreamingRecognize calls in progress", sessions["streaming"])
-        yield _gauge("stt_session_capacity", "server.max_sessions", sessions["max"])
-        if "by_api_key" in sessions:  # metrics.expose_api_key_sessions: keys are hashed, never shown
+        sessions = s.sessions
+        yield _gauge("stt_active_sessions", "Sessions created and not yet ended", sessions.active)
+        yield _gauge("stt_active_streams", "StreamingRecognize calls in progress", sessions.streaming)
+        yield _gauge("stt_session_capacity", "server.max_sessions", sessions.max)
+        if sessions.by_api_key is not None:  # metrics.expose_api_key_sessions: keys are hashed, never shown
             by_key = GaugeMetricFamily("stt_active_sessions_by_api", "Active sessions per api_key (sha256 prefix)",
                                        labels=["api_key_hash"])
-            for key_hash, count in sorted(sessions["by_api_key"].items()):
+            for key_hash, count in sorted(sessions.by_api_key.items()):
                 by_key.add_metric([key_hash], count)
             yield by_key
-        d = s["decode"]
-        yield _gauge("stt_decode_queue_depth", "Decode requests waiting for a model slot", d["queue_depth"])
-        yield _gauge("stt_decodes_in_flight", "Decode calls running", d["in_flight"])
-        yield _gauge("stt_decode_slots", "Model slots (model.pool_size)", d["slots"])
-        b = s["buffers"]
-        yield _gauge("stt_buffered_audio_bytes", "Audio buffered across all streams (16 kHz PCM16)", b["total_bytes"])
-        if b["cap_bytes"]:
-            yield _gauge("stt_buffered_audio_limit_bytes", "server.max_total_buffer_bytes", b["cap_bytes"])
-        m = s["memory"]
-        yield _gauge("stt_memory_rss_bytes", "Resident set size of the appliance", m["rss_bytes"])
-        if m["budget_bytes"]:
-            yield _gauge("stt_memory_budget_bytes", "Memory budget new sessions are checked against", m["budget_bytes"])
-        v = s["vad_pool"]
-        yield _gauge("stt_vad_slots", "VAD pool slots created", v["slots"])
-        yield _gauge("stt_vad_slots_in_use", "VAD pool slots leased to streams", v["in_use"])
+        d = s.decode
+        yield _gauge("stt_decode_queue_depth", "Decode requests waiting for a model slot", d.queue_depth)
+        yield _gauge("stt_decodes_in_flight", "Decode calls running", d.in_flight)
+        yield _gauge("stt_decode_slots", "Model slots (model.pool_size)", d.slots)
+        b = s.buffers
+        yield _gauge("stt_buffered_audio_bytes", "Audio buffered across all streams (16 kHz PCM16)", b.total_bytes)
+        if b.cap_bytes:
+            yield _gauge("stt_buffered_audio_limit_bytes", "server.max_total_buffer_bytes", b.cap_bytes)
+        m = s.memory
+        yield _gauge("stt_memory_rss_bytes", "Resident set size of the appliance", m.rss_bytes)
+        if m.budget_bytes:
+            yield _gauge("stt_memory_budget_bytes", "Memory budget new sessions are checked against", m.budget_bytes)
+        v = s.vad_pool
+        yield _gauge("stt_vad_slots", "VAD pool slots created", v.slots)
+        yield _gauge("stt_vad_slots_in_use", "VAD pool slots leased to streams", v.in_use)
         loaded = GaugeMetricFamily("stt_model_loaded", "1 per loaded model", labels=["model_id", "backend", "device"])
         model_sessions = GaugeMetricFamily("stt_model_active_sessions", "Streams using a model", labels=["model_id"])
-        for model in s["models"]:
+        for model in s.models:
             loaded.add_metric([model["model_id"], model["backend"], model["device"]], 1.0)
             model_sessions.add_metric([model["model_id"]], model["active_sessions"])
         yield loaded
         yield model_sessions
-        yield _gauge("stt_uptime_seconds", "Seconds since the appliance started", s["uptime_sec"])
+        yield _gauge("stt_uptime_seconds", "Seconds since the appliance started", s.uptime_sec)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -14,6 +14,9 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 
+from appliance.lifecycle import Lifecycle
+from appliance.observability.health import HealthReport
+
 log = logging.getLogger(__name__)
 
 
@@ -87,3 +90,29 @@ class SystemdNotifier:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+class SystemdHealthPublisher:
+    """A `HealthState` subscriber: READY=1 when serving starts, STATUS= on each verdict change,
+    STOPPING=1 when draining starts. `serving_status` is the line shown while serving and healthy."""
+
+    def __init__(self, notifier: SystemdNotifier, *, loading_status: str, serving_status: str):
+        self._notifier = notifier
+        self._loading_status = loading_status
+        self._serving_status = serving_status
+        self._ready_sent = False
+
+    def __call__(self, state: Lifecycle, report: HealthReport) -> None:
+        if state is Lifecycle.STARTING:
+            self._notifier.status(self._loading_status)
+        elif state is Lifecycle.SERVING:
+            line = self._serving_status if report.healthy else f"degraded: {'; '.join(report.reasons)}"
+            if not self._ready_sent:
+                self._ready_sent = True
+                self._notifier.ready(line)
+            else:
+                self._notifier.status(line)
+        elif state is Lifecycle.DRAINING:
+            self._notifier.stopping("draining: new sessions refused, finishing open utterances")
+        else:
+            self._notifier.status("stopped")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 import numpy as np
 
@@ -20,6 +20,15 @@ class Segment:
     compression_ratio: float
 
 
+class TranscriptExtra(TypedDict, total=False):
+    """What a backend reports about how it decoded, beyond the text (figures and logs only)."""
+
+    encode_frames: int  # mel frames the encoder saw (3000 = Whisper's full 30 s window)
+    tokens: list[int]  # the generated text tokens, end-of-text excluded (the window check reads them)
+    batch_size: int  # utterances decoded in the same backend call
+    window_fallback: str  # why a short encode window was redone on a larger one
+
+
 @dataclass(frozen=True)
 class Transcript:
     segments: tuple[Segment, ...]
@@ -27,15 +36,17 @@ class Transcript:
     language_probability: float
     audio_sec: float
     decode_sec: float = 0.0
-    extra: dict = field(default_factory=dict)
+    extra: TranscriptExtra = field(default_factory=lambda: TranscriptExtra())
 
 
 class Backend(Protocol):
-    """A loaded model. `transcribe` is blocking and thread-safe up to `max_concurrency` callers."""
+    """A loaded model. `transcribe` and `transcribe_batch` are blocking and thread-safe up to
+    `max_concurrency` callers; the scheduler never batches more than `max_batch_size` utterances."""
 
     model_id: str
     device: str
     max_concurrency: int
+    max_batch_size: int  # 1: the backend gains nothing from batching
     english_only: bool
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
@@ -43,4 +54,9 @@ class Backend(Protocol):
         """Decode 16 kHz mono float32 audio; never conditions on text from earlier calls.
 
         `provisional` marks a partial: the backend may trade some accuracy for speed."""
+        ...
+
+    def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
+                         task: str, provisional: bool = False) -> list[Transcript]:
+        """Decode several utterances with the same options; one transcript per input, in order."""
         ...

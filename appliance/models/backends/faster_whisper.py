@@ -96,6 +96,9 @@ def _bucketed_model_class():
     return BucketedWhisperModel
 
 
+MAX_BATCH_SIZE = 64  # one CTranslate2 generate() call; the scheduler's own cap is far lower
+
+
 class FasterWhisperBackend:
     def __init__(self, *, model_id: str, model_path: str, device: str = "cpu", compute_type: str = "float32",
                  pool_size: int = 1, cpu_threads: int = 0, english_only: bool = False,
@@ -103,6 +106,7 @@ class FasterWhisperBackend:
         self.model_id = model_id
         self.device = device
         self.max_concurrency = max(1, pool_size)
+        self.max_batch_size = MAX_BATCH_SIZE
         self.english_only = english_only
         self.encode_window = encode_window
         limit_numpy_blas_threads()

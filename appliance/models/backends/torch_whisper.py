@@ -102,6 +102,7 @@ class TorchWhisperBackend:
         self.model_id = model_id
         self.device = pick_device(device, *_torch_devices())
         self.max_concurrency = max(1, pool_size)
+        self.max_batch_size = 1  # whisper.transcribe decodes one utterance per call
         self.english_only = english_only
         self.fp16 = self.device != "cpu" and compute_type in HALF_PRECISION
         if compute_type not in ("float32", "default") and not self.fp16:
@@ -156,6 +157,12 @@ class TorchWhisperBackend:
         return Transcript(segments=segments, language=result["language"], language_probability=probability,
                           audio_sec=audio_sec, decode_sec=time.perf_counter() - started,
                           extra={"encode_frames": 3000})
+
+    def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
+                         task: str, provisional: bool = False) -> list[Transcript]:
+        """One after another: openai-whisper has no batched decode (max_batch_size is 1, so the
+        scheduler only gets here with a single utterance)."""
+        return [self.transcribe(a, options, language=language, task=task, provisional=provisional) for a in audios]
 
     def _language(self, model, audio: np.ndarray, language: str | None) -> tuple[str, float]:
         """The language to decode in and its probability (1.0 when fixed rather than detected)."""

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from appliance.api import stt_pb2, stt_pb2_grpc
 from appliance.config import AppConfig
-from appliance.runtime import Lifecycle, Runtime
+from appliance.lifecycle import Lifecycle
+from appliance.observability.health import HealthReport
+from appliance.sessions import SessionService
 from appliance.transport.grpc.servicer import SpeechToTextServicer
 from appliance.transport.grpc.tls import server_credentials
 
 SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
-
-_SERVING_STATUS = {
-    Lifecycle.STARTING: health_pb2.HealthCheckResponse.NOT_SERVING,
-    Lifecycle.SERVING: health_pb2.HealthCheckResponse.SERVING,
-    Lifecycle.DRAINING: health_pb2.HealthCheckResponse.NOT_SERVING,
-    Lifecycle.STOPPED: health_pb2.HealthCheckResponse.NOT_SERVING,
-}
 
 
 def server_options(config: AppConfig) -> list[tuple[str, int]]:
@@ -37,35 +34,34 @@ def server_options(config: AppConfig) -> list[tuple[str, int]]:
     ]
 
 
-class HealthReporter:
-    """Mirrors the runtime health into grpc.health.v1 for the overall server and the service."""
+class GrpcHealthPublisher:
+    """Mirrors the health verdict into grpc.health.v1 for the overall server and the service:
+    SERVING only while serving and healthy. A `HealthState` subscriber, so it changes when the
+    verdict does."""
 
     def __init__(self) -> None:
         self.servicer = health.aio.HealthServicer()
+        self._loop = asyncio.get_running_loop()
         self._status: int | None = None
 
-    async def publish(self, state: Lifecycle) -> None:
-        await self._set(_SERVING_STATUS[state])
-
-    async def publish_serving(self, healthy: bool) -> None:
-        """While serving: SERVING when the health verdict is ok, NOT_SERVING when degraded."""
-        await self._set(health_pb2.HealthCheckResponse.SERVING if healthy
-                        else health_pb2.HealthCheckResponse.NOT_SERVING)
+    def __call__(self, state: Lifecycle, report: HealthReport) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if report.healthy
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        if status != self._status:
+            self._status = status
+            self._loop.call_soon_threadsafe(self._loop.create_task, self._set(status))
 
     async def _set(self, status: int) -> None:
-        if status == self._status:
-            return
-        self._status = status
         for name in ("", SERVICE_NAME):
             await self.servicer.set(name, status)
 
 
-def create_grpc_server(config: AppConfig, runtime: Runtime, health_reporter: HealthReporter,
+def create_grpc_server(config: AppConfig, sessions: SessionService, health_publisher: GrpcHealthPublisher,
                        host: str | None = None, port: int | None = None) -> tuple[grpc.aio.Server, int]:
     """Build (not start) the server; returns it with the bound port (port 0 picks a free one)."""
     server = grpc.aio.server(options=server_options(config))
-    stt_pb2_grpc.add_SpeechToTextServicer_to_server(SpeechToTextServicer(runtime), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_reporter.servicer, server)
+    stt_pb2_grpc.add_SpeechToTextServicer_to_server(SpeechToTextServicer(sessions), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_publisher.servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{host or config.server.grpc_host}:{config.server.port if port is None else port}"
     if config.tls.cert_file and config.tls.key_file:

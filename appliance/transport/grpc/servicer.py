@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 
-
 from appliance.api import stt_pb2, stt_pb2_grpc
 from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.errors import ApplianceError
-from appliance.runtime import Runtime
+from appliance.sessions import SessionService
 from appliance.streaming.session import SessionRequest, SessionSettings
 from appliance.streaming.types import AudioIn, RecognitionResult
 from appliance.transport.grpc.status import abort
@@ -55,25 +54,25 @@ async def _chunks(request_iterator):
 
 
 class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
-    def __init__(self, runtime: Runtime):
-        self._runtime = runtime
+    def __init__(self, sessions: SessionService):
+        self._sessions = sessions
 
     async def CreateSession(self, request, context):
         try:
             metadata = {key.lower(): value for key, value in (context.invocation_metadata() or ())
                         if isinstance(value, str)}
-            settings = self._runtime.create_session(session_request_from_proto(request), peer=context.peer(),
+            settings = self._sessions.create_session(session_request_from_proto(request), peer=context.peer(),
                                                     metadata=metadata)
         except ApplianceError as err:
             log.info("CreateSession refused: %s", err.code)
             await abort(context, err)
         # Batch uploads are exempt from max_chunk_ms (one chunk holds the whole file).
-        max_chunk_ms = None if settings.upload_mode == "batch" else self._runtime.config.server.max_chunk_ms
+        max_chunk_ms = None if settings.upload_mode == "batch" else self._sessions.max_chunk_ms
         return session_response_to_proto(settings, MODEL_SAMPLE_RATE_HZ, max_chunk_ms)
 
     async def StreamingRecognize(self, request_iterator, context):
         try:
-            async for result in self._runtime.stream(_chunks(request_iterator)):
+            async for result in self._sessions.stream(_chunks(request_iterator)):
                 yield result_to_proto(result)
         except ApplianceError as err:
             log.info("stream ended with %s", err.code)

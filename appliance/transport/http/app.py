@@ -8,7 +8,10 @@ import math
 import falcon
 
 from appliance.errors import ApplianceError
+from appliance.model_admin import ModelAdmin
+from appliance.observability.metrics import ApplianceMetrics
 from appliance.security.http_access import HttpAccess
+from appliance.status import StatusView
 from appliance.transport.http import resources
 from appliance.transport.http.openapi import openapi_document
 
@@ -24,7 +27,7 @@ _CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 class AccessMiddleware:
     """Client IP (trusted proxies), allowlist and rate limit for every request; metrics and headers after."""
 
-    def __init__(self, access: HttpAccess, metrics):
+    def __init__(self, access: HttpAccess, metrics: ApplianceMetrics):
         self._access = access
         self._metrics = metrics
 
@@ -66,19 +69,19 @@ def _serialize_http_error(req: falcon.Request, resp: falcon.Response, err: falco
     resp.media = {"code": code, "message": message}
 
 
-def create_app(runtime, access: HttpAccess) -> falcon.App:
-    app = falcon.App(middleware=[AccessMiddleware(access, runtime.metrics)])
+def create_app(status: StatusView, admin: ModelAdmin, access: HttpAccess) -> falcon.App:
+    app = falcon.App(middleware=[AccessMiddleware(access, status.metrics)])
     app.add_error_handler(Exception, _unexpected_error)
     app.add_error_handler(ApplianceError, _appliance_error)
     app.set_error_serializer(_serialize_http_error)
     app.add_route("/", resources.StatusPage())
     app.add_static_route("/static", str(resources.STATIC_DIR))
-    app.add_route("/health", resources.Health(runtime, access))
-    app.add_route("/metrics", resources.Metrics(runtime, access))
-    app.add_route("/metrics.json", resources.MetricsJson(runtime, access))
-    app.add_route("/system", resources.System(runtime, access))
+    app.add_route("/health", resources.Health(status, access))
+    app.add_route("/metrics", resources.Metrics(status, access))
+    app.add_route("/metrics.json", resources.MetricsJson(status, access))
+    app.add_route("/system", resources.System(status, access))
     app.add_route("/openapi.json", resources.OpenApi(openapi_document()))
-    app.add_route("/admin/models", resources.AdminModels(runtime, access))
-    app.add_route("/admin/load_model", resources.AdminLoadModel(runtime, access))
-    app.add_route("/admin/unload_model", resources.AdminUnloadModel(runtime, access))
+    app.add_route("/admin/models", resources.AdminModels(admin, access))
+    app.add_route("/admin/load_model", resources.AdminLoadModel(admin, access))
+    app.add_route("/admin/unload_model", resources.AdminUnloadModel(admin, access))
     return app

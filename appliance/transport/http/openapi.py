@@ -7,6 +7,7 @@ response of the running app (fuzzed with schemathesis) matches it. Changes are a
 from __future__ import annotations
 
 from appliance import __version__
+from appliance.observability.snapshot import StatusSnapshot, StreamLevels, json_schema
 
 
 def _ref(name: str) -> dict:
@@ -61,51 +62,21 @@ SCHEMAS = {
             "state": {"type": "string", "enum": ["loaded", "draining"]}, "default": {"type": "boolean"},
         },
     },
-    "MetricsSnapshot": {
-        "type": "object",
-        "required": ["state", "health", "uptime_sec", "sessions", "decode", "buffers", "memory", "vad_pool",
-                     "models", "streams", "recent", "totals"],
-        "properties": {
-            "state": {"type": "string"}, "health": {"type": "string"}, "uptime_sec": {"type": "number"},
-            "sessions": {"type": "object", "required": ["active", "streaming", "max"], "properties": {
-                "active": {"type": "integer"}, "streaming": {"type": "integer"}, "max": {"type": "integer"},
-                "client_ips": {"type": "integer"},
-                "by_api_key": {"type": "object", "additionalProperties": {"type": "integer"},
-                               "description": "sha256 prefix of each api_key -> sessions "
-                                              "(only with metrics.expose_api_key_sessions)"}}},
-            "decode": {"type": "object", "required": ["queue_depth", "in_flight", "slots"], "properties": {
-                "queue_depth": {"type": "integer"}, "in_flight": {"type": "integer"}, "slots": {"type": "integer"},
-                "decodes": {"type": "integer"}, "batches": {"type": "integer"},
-                "partials_dropped": {"type": "integer"}, "finals_timed_out": {"type": "integer"},
-                "failures": {"type": "integer"}, "decode_sec_total": {"type": "number"},
-                "audio_sec_total": {"type": "number"}, "rtf": _NUMBER_OR_NULL}},
-            "buffers": {"type": "object", "properties": {"total_bytes": {"type": "integer"},
-                                                         "cap_bytes": {"type": "integer", "nullable": True}}},
-            "memory": {"type": "object", "properties": {
-                "rss_bytes": {"type": "integer"}, "budget_bytes": {"type": "integer", "nullable": True},
-                "baseline_bytes": {"type": "integer"}}},
-            "vad_pool": {"type": "object", "properties": {"slots": {"type": "integer"}, "in_use": {"type": "integer"},
-                                                          "max": {"type": "integer"}}},
-            "models": {"type": "array", "items": _ref("Model")},
-            "streams": {"type": "array", "description": "active streams, keyed by a hash of the session id",
-                        "items": {"type": "object", "required": ["stream"], "properties": {
-                            "stream": {"type": "string"}, "model_id": {"type": "string"},
-                            "partials": {"type": "boolean"}, "upload_mode": {"type": "string"},
-                            "audio_sec": {"type": "number"}, "utterances": {"type": "integer"},
-                            "buffered_bytes": {"type": "integer"}, "pending_decodes": {"type": "integer"},
-                            "age_sec": {"type": "number"}}}},
-            "recent": {"type": "object", "required": ["count", "points"], "properties": {
+    "MetricsSnapshot": json_schema(StatusSnapshot, overrides={
+        "models": {"type": "array", "items": _ref("Model")},
+        "streams": {"type": "array", "description": "active streams, keyed by a hash of the session id",
+                    "items": json_schema(StreamLevels)},
+        "recent": {"type": "object", "required": ["count", "points"], "properties": {
                 "count": {"type": "integer"}, "final_latency_p50_sec": _NUMBER_OR_NULL,
                 "final_latency_p95_sec": _NUMBER_OR_NULL, "rtf_p50": _NUMBER_OR_NULL,
                 "points": {"type": "array", "items": {"type": "object", "required": ["t", "latency_sec"],
                                                       "properties": {"t": {"type": "number"},
                                                                      "latency_sec": {"type": "number"},
                                                                      "rtf": {"type": "number"}}}}}},
-            "totals": {"type": "object", "properties": {
+        "totals": {"type": "object", "properties": {
                 "sessions_created": {"type": "integer"},
                 "errors_by_code": {"type": "object", "additionalProperties": {"type": "integer"}}}},
-        },
-    },
+    }),
     "System": {
         "type": "object",
         "required": ["appliance", "platform", "hardware", "profile", "models", "memory", "versions"],

@@ -1,18 +1,18 @@
-"""Falcon resources: translate HTTP to runtime calls and back, nothing else."""
+"""Falcon resources: translate HTTP to calls on the status and model-admin facades and back, nothing else."""
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 import falcon
 
 from appliance.errors import ApplianceError
 from appliance.observability.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
-from appliance.observability.system import system_info
+from appliance.model_admin import ModelAdmin
 from appliance.security.http_access import HttpAccess
+from appliance.status import StatusView
 
 log = logging.getLogger(__name__)
 
@@ -21,26 +21,23 @@ _MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class Health:
-    def __init__(self, runtime, access: HttpAccess):
-        self._runtime = runtime
+    def __init__(self, status: StatusView, access: HttpAccess):
+        self._status = status
         self._access = access
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         view = self._access.health_view(req.get_header("Authorization"))
-        report = self._runtime.health()
+        report = self._status.health()
         resp.status = falcon.HTTP_200 if report.healthy else falcon.HTTP_503
         if view == "minimal":
             resp.media = {"status": report.status}
             return
-        runtime = self._runtime
-        resp.media = report.to_dict() | {"models_loaded": len(runtime.models),
-                                         "active_sessions": len(runtime.sessions),
-                                         "uptime_sec": runtime.uptime_sec()}
+        resp.media = report.to_dict() | self._status.health_details()
 
 
 class _Observability:
-    def __init__(self, runtime, access: HttpAccess):
-        self._runtime = runtime
+    def __init__(self, status: StatusView, access: HttpAccess):
+        self._status = status
         self._access = access
 
     def _authorise(self, req: falcon.Request) -> None:
@@ -51,19 +48,19 @@ class Metrics(_Observability):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._authorise(req)
         resp.content_type = PROMETHEUS_CONTENT_TYPE
-        resp.data = self._runtime.metrics.exposition()
+        resp.data = self._status.exposition()
 
 
 class MetricsJson(_Observability):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._authorise(req)
-        resp.media = self._runtime.snapshot()
+        resp.media = self._status.snapshot().to_dict()
 
 
 class System(_Observability):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._authorise(req)
-        resp.media = system_info(self._runtime)
+        resp.media = self._status.system()
 
 
 class OpenApi:
@@ -101,8 +98,8 @@ def _body(req: falcon.Request, allowed: dict[str, type]) -> dict:
 
 
 class _Admin:
-    def __init__(self, runtime, access: HttpAccess):
-        self._runtime = runtime
+    def __init__(self, admin: ModelAdmin, access: HttpAccess):
+        self._admin = admin
         self._access = access
 
     def _authorise(self, req: falcon.Request) -> None:
@@ -112,10 +109,7 @@ class _Admin:
 class AdminModels(_Admin):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._authorise(req)
-        cfg = self._runtime.config
-        resp.media = {"models": self._runtime.models.snapshot(), "default_model_id": self._runtime.model_id,
-                      "profiles": {name: asdict(p) for name, p in sorted(cfg.model_load_profiles.items())},
-                      "default_profile": cfg.model.default_model_load_profile}
+        resp.media = self._admin.listing()
 
 
 class AdminLoadModel(_Admin):
@@ -125,7 +119,7 @@ class AdminLoadModel(_Admin):
         if body.get("model_id") and not _MODEL_ID.match(body["model_id"]):
             raise ApplianceError("ERR1010", "model_id may hold 1-64 letters, digits, '.', '_' and '-'")
         log.info("admin %s: load_model %s", req.context.client_ip, body)
-        model, created = self._runtime.load_model(body.get("profile_id"), model_id=body.get("model_id"),
+        model, created = self._admin.load_model(body.get("profile_id"), model_id=body.get("model_id"),
                                                   model_size=body.get("model_size"))
         resp.media = {"status": "loaded" if created else "already_loaded", "model": model}
 
@@ -137,6 +131,6 @@ class AdminUnloadModel(_Admin):
         if not body.get("model_id"):
             raise ApplianceError("ERR1010", "model_id is required")
         log.info("admin %s: unload_model %s", req.context.client_ip, body)
-        status = self._runtime.unload_model(body["model_id"], drain=bool(body.get("drain")))
+        status = self._admin.unload_model(body["model_id"], drain=bool(body.get("drain")))
         resp.status = falcon.HTTP_202 if status == "draining" else falcon.HTTP_200
         resp.media = {"status": status, "model_id": body["model_id"]}

@@ -1,0 +1,212 @@
+"""The session facade the gRPC servicer calls: admit a session, run its stream, drain them all.
+
+`SessionService.create_session` admits (lifecycle, capacity, memory, auth and rates) and registers a
+session; `stream` attaches a StreamingRecognize call to it and runs the stage pipeline
+(`appliance.streaming.stream`) built by `StreamBuilder`, which leases the model and a VAD slot for
+the stream's lifetime. Every refusal is an `ApplianceError` with its code, counted in the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import Executor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from appliance.config import AppConfig
+from appliance.errors import ApplianceError
+from appliance.lifecycle import HealthState, Lifecycle
+from appliance.models.registry import ModelRegistry
+from appliance.observability.metrics import ApplianceMetrics
+from appliance.resources import BufferLedger, MemoryBudget
+from appliance.scheduler import DecodeScheduler
+from appliance.security import Admission, Ticket, peer_ip
+from appliance.streaming.frontend import Frontend
+from appliance.streaming.gate import StreamGate
+from appliance.streaming.listeners import StreamListeners
+from appliance.streaming.session import (
+    SessionDefaults,
+    SessionRegistry,
+    SessionRequest,
+    SessionSettings,
+    resolve_settings,
+)
+from appliance.streaming.stream import Stream, StreamProgress
+from appliance.streaming.transcriber import Transcriber
+from appliance.streaming.types import AudioIn, RecognitionResult, StreamLimits
+from appliance.vad import VadPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamBuilder:
+    """Builds one stream's pipeline from the shared parts, leasing its model and VAD slot."""
+
+    limits: StreamLimits
+    models: ModelRegistry
+    vad_pool: Callable[[], VadPool]  # exists once the appliance has loaded
+    scheduler: DecodeScheduler
+    vad_executor: Executor
+    ledger: BufferLedger
+    listeners: StreamListeners
+    admission: Admission
+
+    @asynccontextmanager
+    async def build(self, settings: SessionSettings, admission_ticket: object) -> AsyncIterator[Stream]:
+        model = self.models.acquire(settings.model_id)
+        vad = None
+        try:
+            pool = self.vad_pool()
+            vad = pool.acquire()
+            budget = self.admission.audio_budget(admission_ticket) if isinstance(admission_ticket, Ticket) else None
+
+            def transcriber(deliver, on_progress) -> Transcriber:
+                return Transcriber(settings, self.scheduler, model.backend, deliver=deliver, on_progress=on_progress,
+                                   max_pending=self.limits.max_pending_per_stream)
+
+            yield Stream(settings, self.limits, gate=StreamGate(settings, self.limits, budget), frontend=Frontend(vad),
+                         transcriber_factory=transcriber, ledger=self.ledger, listener=self.listeners,
+                         vad_executor=self.vad_executor)
+        finally:
+            if vad is not None:
+                self.vad_pool().release(vad)
+            self.models.release(model)
+
+
+class SessionService:
+    def __init__(self, config: AppConfig, *, health: HealthState, sessions: SessionRegistry, admission: Admission,
+                 memory_budget: MemoryBudget, streams: StreamBuilder, metrics: ApplianceMetrics):
+        self._config = config
+        self._health = health
+        self._sessions = sessions
+        self._admission = admission
+        self._memory_budget = memory_budget
+        self._streams = streams
+        self._metrics = metrics
+        self._live: set[Stream] = set()
+        self._open_calls = 0  # StreamingRecognize calls attached to a session, built or not yet
+        self._all_ended = asyncio.Event()
+        self._all_ended.set()
+
+    @property
+    def max_chunk_ms(self) -> float | None:
+        return self._config.server.max_chunk_ms
+
+    @property
+    def active_sessions(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def active_streams(self) -> int:
+        return self._open_calls
+
+    def progress(self) -> list[tuple[str, StreamProgress]]:
+        return [(stream.session_id, stream.progress()) for stream in list(self._live)]
+
+    def defaults(self) -> SessionDefaults:
+        cfg = self._config
+        models = self._streams.models
+        return SessionDefaults(
+            default_model_id=models.default_id or "", model_ids=models.ids(), decode_profiles=cfg.decode_profiles,
+            default_decode_profile=cfg.model.default_decode_profile,
+            language=(cfg.model.language or None), task=cfg.model.task,
+            vad_silence_sec=float(cfg.vad.silence), vad_threshold=float(cfg.vad.threshold),
+            emit_final_on_vad=bool(cfg.server.emit_final_on_vad))
+
+    # --- CreateSession ------------------------------------------------------------------------
+
+    def create_session(self, request: SessionRequest, peer: str = "",
+                       metadata: dict[str, str] | None = None) -> SessionSettings:
+        """Admit (auth, rate, caps, memory) and register a session; every refusal has its code."""
+        try:
+            settings = self._admit(request, peer, metadata)
+        except ApplianceError as err:
+            self._metrics.error(err.code, "create_session")
+            raise
+        self._metrics.session_created()
+        return settings
+
+    def _admit(self, request: SessionRequest, peer: str, metadata: dict[str, str] | None) -> SessionSettings:
+        self._require_serving()
+        max_sessions = self._config.server.max_sessions
+        if len(self._sessions) >= max_sessions:
+            raise ApplianceError("ERR1007", f"server.max_sessions={max_sessions} sessions are active",
+                                 retry_after_sec=1.0)
+        self._memory_budget.admit_session(len(self._sessions))
+        ticket = self._admission.admit(peer_ip(peer), metadata or {}, dict(request.attributes))
+        try:
+            settings = resolve_settings(request, self.defaults())
+            self._sessions.add(settings, ticket)
+        except BaseException:
+            self._admission.release(ticket)
+            raise
+        return settings
+
+    def _require_serving(self) -> None:
+        state = self._health.state
+        if state is Lifecycle.DRAINING or state is Lifecycle.STOPPED:
+            raise ApplianceError("ERR1015", "the server is draining and accepts no new sessions", retry_after_sec=5.0)
+        if state is not Lifecycle.SERVING:
+            raise ApplianceError("ERR1015", "the server is still starting", retry_after_sec=1.0)
+
+    # --- StreamingRecognize -------------------------------------------------------------------
+
+    async def stream(self, chunks: AsyncIterable[AudioIn]) -> AsyncIterator[RecognitionResult]:
+        """Run one StreamingRecognize call; the first chunk names the session."""
+        iterator = chunks.__aiter__()
+        try:
+            first = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        if not first.session_id:
+            raise ApplianceError("ERR1001", "the first chunk must carry the session_id returned by CreateSession")
+        try:
+            settings = self._sessions.start_stream(first.session_id)
+        except ApplianceError as err:
+            self._metrics.error(err.code, "stream")
+            raise
+        listeners = self._streams.listeners
+        error: ApplianceError | None = None
+        self._open_calls += 1
+        self._all_ended.clear()
+        try:
+            async with self._streams.build(settings, self._sessions.ticket(settings.session_id)) as stream:
+                self._live.add(stream)
+                if self._health.state is Lifecycle.DRAINING:
+                    stream.close_input()
+                try:
+                    async for result in stream.results(_prepend(first, iterator)):
+                        yield result
+                finally:
+                    self._live.discard(stream)
+        except ApplianceError as err:
+            error = err
+            raise
+        finally:
+            listeners.stream_ended(settings.session_id, error)
+            self._sessions.end(settings.session_id)
+            self._open_calls -= 1
+            if self._open_calls == 0:
+                self._all_ended.set()
+
+    async def drain(self, timeout_sec: float) -> bool:
+        """End every stream's input (each still gets the final of its open utterance) and wait up to
+        `timeout_sec` (<= 0: forever) for them; True when all ended. New sessions are refused by
+        the lifecycle state, which the caller has set to draining."""
+        for stream in list(self._live):
+            stream.close_input()
+        try:
+            await asyncio.wait_for(self._all_ended.wait(), timeout=timeout_sec if timeout_sec > 0 else None)
+            return True
+        except asyncio.TimeoutError:
+            log.warning("drain timed out after %.1f s with %d streams still open", timeout_sec, len(self._live))
+            return False
+
+
+async def _prepend(first: AudioIn, rest: AsyncIterator[AudioIn]) -> AsyncIterator[AudioIn]:
+    yield first
+    async for item in rest:
+        yield item

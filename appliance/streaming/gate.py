@@ -1,0 +1,58 @@
+"""Stage 1, attach/gate: may this chunk enter the session, and is it well-formed and within budget?
+
+Runs on the event loop for every chunk before any audio work: the per-session token, the chunk's
+session id, the caller's byte-rate budget (ERR1006), the chunk's rate and size (ERR1003) and the
+session's audio-seconds cap (ERR1013). An empty chunk (a keep-alive or the token-only first chunk)
+passes the checks and carries no audio.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from appliance.audio import validate_chunk
+from appliance.errors import ApplianceError
+from appliance.streaming.session import SessionSettings
+from appliance.streaming.types import AudioIn, StreamLimits
+
+
+@dataclass(frozen=True)
+class AcceptedAudio:
+    pcm16: bytes
+    sample_rate_hz: int
+    duration_sec: float
+
+
+class StreamGate:
+    def __init__(self, settings: SessionSettings, limits: StreamLimits,
+                 byte_budget: Callable[[int], None] | None = None):
+        self._settings = settings
+        self._limits = limits
+        self._byte_budget = byte_budget  # raises ERR1006 past the caller's inbound byte rate
+        # Batch uploads send a whole file in one chunk: max_chunk_ms does not apply to them.
+        self._max_chunk_ms = None if settings.upload_mode == "batch" else limits.max_chunk_ms
+        self.audio_sec_received = 0.0
+
+    def admit(self, chunk: AudioIn) -> AcceptedAudio | None:
+        """The chunk's audio once every check passed; None for a chunk without audio."""
+        settings = self._settings
+        if settings.token and not hmac.compare_digest(chunk.session_token.encode(), settings.token.encode()):
+            raise ApplianceError("ERR1005", "session_token does not match the token issued by CreateSession")
+        if chunk.session_id and chunk.session_id != settings.session_id:
+            raise ApplianceError(
+                "ERR1003", f"chunk session_id {chunk.session_id!r} differs from the stream's {settings.session_id!r}")
+        if not chunk.pcm16:
+            return None
+        if self._byte_budget is not None:
+            self._byte_budget(len(chunk.pcm16))
+        rate_hz = chunk.sample_rate_hz or self._limits.default_sample_rate_hz
+        duration_sec = validate_chunk(chunk.pcm16, rate_hz, self._max_chunk_ms)
+        self.audio_sec_received += duration_sec
+        cap_sec = self._limits.max_audio_sec_per_session
+        if cap_sec and self.audio_sec_received > cap_sec:
+            raise ApplianceError(
+                "ERR1013", f"session sent {self.audio_sec_received:.1f} s of audio; "
+                f"server.max_audio_seconds_per_session is {cap_sec:g} s")
+        return AcceptedAudio(chunk.pcm16, rate_hz, duration_sec)

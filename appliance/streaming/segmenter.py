@@ -1,0 +1,174 @@
+"""Stage 3, segmenter: frames in, utterances out — endpointing, buffer caps and cuts, partial cadence.
+
+Pure per-stream logic over 32 ms frames (no I/O, no clock): each frame may yield one `FinalDue`
+(the utterance ended at an endpoint, or reached the buffer cap and was cut in its quietest recent
+frame) or one `PartialDue` (the partial cadence came round). `finish()` closes the open utterance
+at the end of the input. Whether a partial is worth issuing depends on the stream's decode backlog,
+which the segmenter reads through the narrow `DecodeBacklog` view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from appliance.audio import MODEL_SAMPLE_RATE_HZ
+from appliance.streaming.endpointing import EndpointConfig, Endpointer, FrameEvent
+from appliance.streaming.events import DecodeDue, FinalDue, PartialDue
+from appliance.streaming.session import SessionSettings
+from appliance.streaming.types import StreamLimits
+from appliance.streaming.utterance import UtteranceBuffer
+from appliance.vad import FRAME_SEC
+
+CUT_SEARCH_SEC = 1.5  # how far back from the buffer cap to look for a gap between words
+
+
+class DecodeBacklog(Protocol):
+    @property
+    def partial_waiting(self) -> bool:
+        """A partial of this stream is queued and not yet running: another would only repeat it."""
+        ...
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    endpoint: EndpointConfig
+    emit_final_on_vad: bool  # False: one utterance until a cap or the end of input
+    partial_interval_sec: float | None  # None: no partials
+    partial_skip_unchanged: bool
+    cap_samples: int | None  # utterance length that forces a cut
+    overlap_sec: float  # audio before a cut that the next utterance repeats
+    preroll_sec: float
+    tail_sec: float
+    min_speech_sec: float
+
+    @classmethod
+    def for_session(cls, settings: SessionSettings, limits: StreamLimits) -> SegmenterConfig:
+        return cls(
+            endpoint=EndpointConfig(threshold=settings.vad_threshold, silence_sec=settings.vad_silence_sec,
+                                    speech_rms_threshold=limits.speech_rms_threshold),
+            emit_final_on_vad=settings.emit_final_on_vad,
+            partial_interval_sec=limits.partial_interval_sec if settings.partials else None,
+            partial_skip_unchanged=limits.partial_skip_unchanged,
+            cap_samples=buffer_cap_samples(settings, limits), overlap_sec=limits.buffer_overlap_sec,
+            preroll_sec=limits.preroll_sec, tail_sec=limits.tail_sec, min_speech_sec=limits.min_speech_sec)
+
+
+def buffer_cap_samples(settings: SessionSettings, limits: StreamLimits) -> int | None:
+    caps = []
+    if limits.max_buffer_sec:
+        caps.append(int(limits.max_buffer_sec * MODEL_SAMPLE_RATE_HZ))
+    if limits.max_buffer_bytes:
+        caps.append(limits.max_buffer_bytes // 2)  # counted as 16-bit PCM at the model rate
+    if settings.partials and limits.partial_interval_sec:
+        # Partials compare whole-utterance hypotheses; past the partial window an utterance is
+        # cut into a final so the committed/unstable split stays exact.
+        caps.append(int(limits.partial_window_sec * MODEL_SAMPLE_RATE_HZ))
+    return max(MODEL_SAMPLE_RATE_HZ, min(caps)) if caps else None
+
+
+def _seconds(samples: int) -> float:
+    return samples / MODEL_SAMPLE_RATE_HZ
+
+
+class Segmenter:
+    def __init__(self, config: SegmenterConfig, backlog: DecodeBacklog):
+        self._config = config
+        self._backlog = backlog
+        self._endpointer = Endpointer(config.endpoint)
+        self._buffer = UtteranceBuffer(preroll_frames=round(config.preroll_sec / FRAME_SEC))
+        self._min_speech_frames = max(1, round(config.min_speech_sec / FRAME_SEC))
+        self._tail_samples = int(config.tail_sec * MODEL_SAMPLE_RATE_HZ)
+        self._timeline_samples = 0
+        self.utterance_index = 0  # of the open (or next) utterance
+        self._speech_frames = 0  # in the open utterance, across cuts
+        self._samples_at_last_partial = 0
+        self._speech_frames_at_last_partial = -1
+        self._after_overlap = False
+        self._continues_speech = False
+
+    @property
+    def buffered_samples(self) -> int:
+        return self._buffer.samples
+
+    def push(self, frame: np.ndarray, probability: float, level: float) -> DecodeDue | None:
+        """Take one frame; the decode it makes due, if any."""
+        frame_start = self._timeline_samples
+        self._timeline_samples += frame.size
+        event = self._endpointer.push(probability, level)
+        buffer = self._buffer
+        if not buffer.is_open:
+            if event is not FrameEvent.SPEECH_START:
+                buffer.idle_frame(frame, probability)
+                return None
+            buffer.open(frame_start)
+            self._speech_frames = 0
+            self._samples_at_last_partial = 0
+        buffer.append(frame, probability)
+        if self._endpointer.in_speech and self._endpointer.trailing_silence_frames == 0:
+            self._speech_frames += 1
+            buffer.last_speech_end_sample = self._timeline_samples
+        if event is FrameEvent.SPEECH_END and self._config.emit_final_on_vad:
+            return self.finish()
+        cap = self._config.cap_samples
+        if cap and buffer.samples >= cap:
+            return self._cut_at_cap()
+        return self._partial_if_due()
+
+    def finish(self) -> FinalDue | None:
+        """Close the open utterance: its final, if it held enough speech."""
+        buffer = self._buffer
+        if not buffer.is_open:
+            return None
+        due = None
+        if self._speech_frames >= self._min_speech_frames:
+            end = min(buffer.last_speech_end_sample + self._tail_samples, self._timeline_samples)
+            due = self._final(buffer.audio(end_sample=end), buffer.start_sample, buffer.last_speech_end_sample)
+        buffer.close()
+        self._after_overlap = False
+        self._continues_speech = False
+        return due
+
+    def _cut_at_cap(self) -> FinalDue | None:
+        """The utterance reached the buffer cap: cut it in its quietest recent frame.
+
+        The part before the cut gets its final; `overlap_sec` of audio before the cut plus
+        everything after it starts the next utterance (the transcriber removes the overlap's
+        words from the next result).
+        """
+        had_speech = self._speech_frames >= self._min_speech_frames
+        overlap_frames = round(self._config.overlap_sec / FRAME_SEC) if had_speech else 0
+        head, cut_sample, after_cut_probs = self._buffer.split_at_quietest(
+            search_frames=round(CUT_SEARCH_SEC / FRAME_SEC), overlap_frames=overlap_frames)
+        due = self._final(head, cut_sample - head.size, cut_sample) if had_speech else None
+        self._after_overlap = overlap_frames > 0
+        self._continues_speech = had_speech
+        threshold = self._config.endpoint.threshold
+        self._speech_frames = sum(p >= threshold for p in after_cut_probs)
+        self._samples_at_last_partial = 0
+        return due
+
+    def _final(self, audio: np.ndarray, start_sample: int, end_sample: int) -> FinalDue:
+        due = FinalDue(self.utterance_index, audio, _seconds(start_sample), _seconds(end_sample),
+                       self._after_overlap, self._continues_speech)
+        self.utterance_index += 1
+        self._speech_frames_at_last_partial = -1
+        return due
+
+    def _partial_if_due(self) -> PartialDue | None:
+        interval_sec = self._config.partial_interval_sec
+        if not interval_sec or self._backlog.partial_waiting:
+            return None
+        buffer = self._buffer
+        if buffer.samples - self._samples_at_last_partial < interval_sec * MODEL_SAMPLE_RATE_HZ:
+            return None
+        if self._speech_frames < self._min_speech_frames:
+            return None
+        self._samples_at_last_partial = buffer.samples
+        if self._config.partial_skip_unchanged and self._speech_frames == self._speech_frames_at_last_partial:
+            return None  # only silence since the last partial: its text cannot have changed
+        self._speech_frames_at_last_partial = self._speech_frames
+        return PartialDue(self.utterance_index, buffer.audio(), _seconds(buffer.start_sample),
+                          _seconds(self._timeline_samples), self._after_overlap, self._continues_speech)

@@ -1,0 +1,190 @@
+"""The async shell of one stream: reads chunks, drives the four stages, yields results.
+
+    chunk → gate → frontend (resample on the loop, VAD in the executor) → segmenter → transcriber
+                                                                                   ↓ (scheduler)
+    results ← ─────────────────────────────────────────────────────────────── outcomes
+
+One task reads chunks (`_ingest`); results come back from the scheduler as callbacks into the
+transcriber and wait in `_out` for the transport. Backpressure: while the stream has
+`max_pending_per_stream` decodes outstanding, chunks are not read (gRPC flow control then slows
+the sender). Every utterance that received speech ends in one final or in the error that ended the
+stream; when the input ends (half-close, or `close_input` on drain), the open utterance's final is
+still decoded and sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from appliance.errors import ApplianceError
+from appliance.resources import BufferLedger
+from appliance.streaming.frontend import Frontend
+from appliance.streaming.gate import StreamGate
+from appliance.streaming.listeners import StreamListener
+from appliance.streaming.segmenter import Segmenter, SegmenterConfig
+from appliance.streaming.session import SessionSettings
+from appliance.streaming.transcriber import Delivery, StreamEnd, Transcriber
+from appliance.streaming.types import AudioIn, RecognitionResult, StreamLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamProgress:
+    """Where a stream is, for /metrics.json and the status page (no ids, no text)."""
+
+    model_id: str
+    partials: bool
+    upload_mode: str
+    audio_sec: float
+    utterances: int
+    buffered_bytes: int
+    pending_decodes: int
+    age_sec: float
+
+
+class Stream:
+    def __init__(self, settings: SessionSettings, limits: StreamLimits, *, gate: StreamGate, frontend: Frontend,
+                 transcriber_factory, ledger: BufferLedger, listener: StreamListener,
+                 vad_executor: Executor | None = None):
+        """`transcriber_factory(deliver, on_progress)` builds the transcriber (it needs the loop)."""
+        self._settings = settings
+        self._limits = limits
+        self._gate = gate
+        self._frontend = frontend
+        self._out: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._progress = asyncio.Event()
+        self._transcriber: Transcriber = transcriber_factory(self._out.put_nowait, self._on_decode_progress)
+        self._segmenter = Segmenter(SegmenterConfig.for_session(settings, limits), self._transcriber)
+        self._ledger = ledger
+        self._listener = listener
+        self._vad_executor = vad_executor
+        self._accounted_bytes = 0  # this stream's share of the global buffer ledger
+        self._input_closed = asyncio.Event()
+        self._started_at = time.monotonic()
+
+    @property
+    def session_id(self) -> str:
+        return self._settings.session_id
+
+    def progress(self) -> StreamProgress:
+        s = self._settings
+        return StreamProgress(
+            model_id=s.model_id, partials=s.partials, upload_mode=s.upload_mode,
+            audio_sec=round(self._gate.audio_sec_received, 2), utterances=self._segmenter.utterance_index,
+            buffered_bytes=self._accounted_bytes, pending_decodes=self._transcriber.pending,
+            age_sec=round(time.monotonic() - self._started_at, 2))
+
+    def close_input(self) -> None:
+        """Stop reading audio as if the client had half-closed (used when the server drains):
+        the open utterance still gets its final, then the stream ends normally."""
+        self._input_closed.set()
+
+    async def results(self, chunks: AsyncIterable[AudioIn]) -> AsyncIterator[RecognitionResult]:
+        ingest = asyncio.create_task(self._ingest(chunks))
+        try:
+            while True:
+                item = await self._out.get()
+                if isinstance(item, StreamEnd):
+                    return
+                if isinstance(item, ApplianceError):
+                    raise item
+                self._listener.result_sent(item)
+                yield item
+        finally:
+            ingest.cancel()
+            await asyncio.gather(ingest, return_exceptions=True)
+            self._transcriber.close()
+            self._ledger.apply(-self._accounted_bytes)
+            self._accounted_bytes = 0
+
+    # --- ingest -------------------------------------------------------------------------------
+
+    async def _ingest(self, chunks: AsyncIterable[AudioIn]) -> None:
+        error: ApplianceError | None = None
+        timeout = self._limits.session_timeout_sec if self._limits.session_timeout_sec > 0 else None
+        iterator = chunks.__aiter__()
+        try:
+            while not self._transcriber.ended:
+                await self._wait_for_decode_room()
+                try:
+                    chunk = await self._next_chunk(iterator, timeout)
+                except StopAsyncIteration:
+                    break
+                await self._accept(chunk)
+            await self._feed(self._frontend.flush())
+        except ApplianceError as err:
+            error = err
+        except Exception as err:  # a bug must end this stream with a code, not hang it
+            log.exception("session %s: ingest failed", self._settings.session_id)
+            error = ApplianceError("ERR1016", f"internal error while reading audio: {type(err).__name__}")
+        final = self._segmenter.finish()
+        if final is not None and not self._transcriber.ended:
+            self._transcriber.submit(final)
+        await self._transcriber.wait_idle()  # earlier results go out before the end or the error
+        self._out.put_nowait(error or StreamEnd())
+
+    async def _wait_for_decode_room(self) -> None:
+        while self._transcriber.pending >= self._limits.max_pending_per_stream and not self._transcriber.ended:
+            self._progress.clear()
+            await self._progress.wait()
+
+    async def _next_chunk(self, iterator: AsyncIterator[AudioIn], timeout: float | None) -> AudioIn:
+        """The next chunk; StopAsyncIteration at half-close or close_input(), ERR1012 when idle too long."""
+        if self._input_closed.is_set():
+            raise StopAsyncIteration
+        read = asyncio.ensure_future(iterator.__anext__())
+        closed = asyncio.ensure_future(self._input_closed.wait())
+        try:
+            done, _ = await asyncio.wait((read, closed), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not read.done():
+                read.cancel()  # also when this task is cancelled: no orphaned read of the stream
+            elif not read.cancelled():
+                read.exception()  # mark a half-close seen, even if this task is being cancelled
+        if read in done:
+            return read.result()
+        if closed in done:
+            raise StopAsyncIteration
+        raise ApplianceError("ERR1012", f"no audio received for {timeout:g} s (server.session_timeout_sec)")
+
+    async def _accept(self, chunk: AudioIn) -> None:
+        audio = self._gate.admit(chunk)
+        if audio is None:
+            return
+        self._listener.audio_received(self._settings.session_id, audio.pcm16, audio.sample_rate_hz)
+        samples = self._frontend.to_model_rate(audio.pcm16, audio.sample_rate_hz)
+        self._ledger.admit(samples.size * 2)
+        await self._feed(samples)
+        self._sync_ledger()
+
+    async def _feed(self, samples: np.ndarray) -> None:
+        if samples.size == 0:
+            return
+        loop = asyncio.get_running_loop()
+        batch = await loop.run_in_executor(self._vad_executor, self._frontend.frames, samples)
+        segmenter, transcriber = self._segmenter, self._transcriber
+        for frame, probability, level in zip(batch.frames, batch.probabilities.tolist(), batch.rms.tolist()):
+            due = segmenter.push(frame, probability, level)
+            if due is not None:
+                transcriber.submit(due)
+                if transcriber.ended:
+                    return
+
+    def _on_decode_progress(self) -> None:
+        self._sync_ledger()
+        self._progress.set()
+
+    def _sync_ledger(self) -> None:
+        """Keep this stream's share of the global buffer ledger equal to what it holds."""
+        held = self._segmenter.buffered_samples * 2 + self._transcriber.queued_audio_bytes
+        self._ledger.apply(held - self._accounted_bytes)
+        self._accounted_bytes = held

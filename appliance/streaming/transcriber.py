@@ -1,0 +1,153 @@
+"""Stage 4, transcriber: decodes due → results, through the shared scheduler.
+
+Submits each `PartialDue`/`FinalDue` to the stream's queue in the scheduler (which owns their order)
+and turns each outcome into a `RecognitionResult`: the quality filter drops what Whisper invents,
+the words a cut's overlap repeats are removed, and the utterance's commit policy splits partials
+into committed and unstable text and keeps the final true to what was committed. In auto-end mode
+the first final with text ends the stream. Outcomes arrive on the event loop, in submission order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from appliance.decode_options import DecodeOptions
+from appliance.errors import ApplianceError
+from appliance.models.backends import Backend, Transcript
+from appliance.scheduler import DecodeScheduler
+from appliance.streaming.commit import CommitPolicy, strip_overlap
+from appliance.streaming.events import DecodeDue
+from appliance.streaming.quality import transcript_text
+from appliance.streaming.session import SessionSettings
+from appliance.streaming.types import RecognitionResult
+
+log = logging.getLogger(__name__)
+
+PROMPT_CHARS = 200  # previous text given as context after a buffer-cap cut
+
+
+class StreamEnd:
+    """Delivered after the last result of a stream that ended by itself (auto-end mode)."""
+
+
+STREAM_END = StreamEnd()
+Delivery = RecognitionResult | ApplianceError | StreamEnd
+
+
+@dataclass(eq=False)
+class _Job:
+    due: DecodeDue
+    commit: CommitPolicy  # the utterance's, shared by its partials and its final
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class Transcriber:
+    """`deliver` gets every result, then at most one `ApplianceError` (the stream's end) or
+    `STREAM_END`; `on_progress` is called after each decode outcome (backpressure, buffer ledger)."""
+
+    def __init__(self, settings: SessionSettings, scheduler: DecodeScheduler, backend: Backend, *,
+                 deliver: Callable[[Delivery], None], on_progress: Callable[[], None] | None = None,
+                 max_pending: int = 0):
+        self._settings = settings
+        self._deliver = deliver
+        self._on_progress = on_progress
+        self._queue = scheduler.open_stream(settings.session_id, backend, language=settings.language,
+                                            task=settings.task, on_done=self._decoded, prepare=self._options_for,
+                                            max_pending=max_pending)
+        self._commit = CommitPolicy()
+        self._partials_dropped: dict[int, int] = {}  # per utterance, until its final reports them
+        self._last_final_text = ""
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.ended = False  # a final ended the stream (auto mode) or a decode failed
+
+    # --- what the stream shell and the segmenter read -----------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return self._queue.pending
+
+    @property
+    def partial_waiting(self) -> bool:
+        return self._queue.partial_waiting
+
+    @property
+    def queued_audio_bytes(self) -> int:
+        return self._queue.queued_audio_bytes
+
+    async def wait_idle(self) -> None:
+        """Until every submitted decode has its outcome (or the stream ended)."""
+        await self._idle.wait()
+
+    # --- in -----------------------------------------------------------------------------------
+
+    def submit(self, due: DecodeDue) -> None:
+        job = _Job(due, self._commit)
+        if due.is_final:
+            self._commit = CommitPolicy()
+        self._idle.clear()
+        self._queue.submit(due.audio, is_final=due.is_final, payload=job)
+
+    def close(self) -> None:
+        self.ended = True
+        self._queue.close()
+        self._idle.set()
+
+    def _options_for(self, job: _Job) -> DecodeOptions:
+        """Asked when the decode is next in line, so the previous final's text is known."""
+        options = self._settings.decode_options
+        if job.due.continues_speech and self._last_final_text and options.initial_prompt is None:
+            # The buffer cap cut continuous speech: the previous piece's words are the context the
+            # model would have had (this is not conditioning across silence).
+            options = replace(options, initial_prompt=self._last_final_text[-PROMPT_CHARS:])
+        return options
+
+    # --- out ----------------------------------------------------------------------------------
+
+    def _decoded(self, job: _Job, transcript: Transcript | None, error: ApplianceError | None) -> None:
+        if self.ended:
+            return
+        if error is not None:
+            self.close()
+            self._deliver(error)
+        elif transcript is None:  # a partial dropped under load
+            index = job.due.utterance_index
+            self._partials_dropped[index] = self._partials_dropped.get(index, 0) + 1
+        else:
+            self._result(job, transcript)
+        if self._queue.pending == 0:
+            self._idle.set()
+        if self._on_progress is not None:
+            self._on_progress()
+
+    def _result(self, job: _Job, transcript: Transcript) -> None:
+        due = job.due
+        text = transcript_text(transcript, self._settings.decode_options)
+        if due.after_overlap:
+            text = strip_overlap(self._last_final_text, text)
+        log.debug("session %s utterance %d %s: %.2f s audio decoded in %.3f s, %d words",
+                  self._settings.session_id, due.utterance_index, "final" if due.is_final else "partial",
+                  transcript.audio_sec, transcript.decode_sec, len(text.split()))
+        if due.is_final:
+            committed, unstable = job.commit.final(text), ""
+            if committed:
+                self._last_final_text = committed
+            dropped = self._partials_dropped.pop(due.utterance_index, 0)
+        else:
+            committed, unstable = job.commit.partial(text)
+            dropped = self._partials_dropped.get(due.utterance_index, 0)
+        s = self._settings
+        self._deliver(RecognitionResult(
+            session_id=s.session_id, utterance_index=due.utterance_index, is_final=due.is_final,
+            text=f"{committed} {unstable}".strip(), committed_text=committed, unstable_text=unstable,
+            start_sec=round(due.start_sec, 3), end_sec=round(due.end_sec, 3),
+            language=transcript.language, language_probability=transcript.language_probability,
+            decode_latency_sec=transcript.decode_sec, model_id=s.model_id, partials_dropped=dropped,
+            queued_to_sent_sec=time.monotonic() - job.queued_at, decoded_audio_sec=transcript.audio_sec))
+        if due.is_final and committed and s.vad_mode == "auto":
+            self.close()
+            self._deliver(STREAM_END)
