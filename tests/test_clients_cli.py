@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -30,19 +29,14 @@ from appliance.api import stt_pb2, stt_pb2_grpc
 from clients.audio import load_pcm16
 from clients.cli_common import percentile
 from clients.sdk import SentAudioLog, SttClient, SttError, split_pcm16
+from tests.helpers import REPO_ROOT, normalise
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FRONT_CENTER_WAV = Path("/usr/share/sounds/alsa/Front_Center.wav")  # Debian alsa-utils; says "Front Center"
 CLI_TIMEOUT_SEC = 180  # realtime pacing plus a cold first decode on CPU
 
 
 def run_cli(module: str, *args: str, timeout_sec: float = CLI_TIMEOUT_SEC) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=timeout_sec)
-
-
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
 def json_lines(stdout: str) -> list[dict]:
@@ -54,13 +48,6 @@ def closed_port_address() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{probe.getsockname()[1]}"
-
-
-@pytest.fixture
-def front_center_wav() -> Path:
-    if not FRONT_CENTER_WAV.is_file():
-        pytest.skip(f"{FRONT_CENTER_WAV} missing (Debian package alsa-utils)")
-    return FRONT_CENTER_WAV
 
 
 # --- pure: latency bookkeeping ---------------------------------------------------------
@@ -121,7 +108,7 @@ def test_load_pcm16_keeps_int16_mono_exact(tmp_path):
 
 
 def test_load_pcm16_missing_and_unreadable_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.wav"):
+    with pytest.raises(FileNotFoundError, match=re.escape("nope.wav")):
         load_pcm16(tmp_path / "nope.wav")
     text_file = tmp_path / "notes.wav"
     text_file.write_text("not audio")

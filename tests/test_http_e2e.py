@@ -17,11 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients.audio import load_pcm16
 from clients.local_server import LocalAppliance
 from clients.sdk import SttClient, SttError
-from tests.conftest import finals_text, stream_file
-from tests.speech import ALSA_DIR
+from tests.conftest import finals_text, start_appliance, stream_file
+from tests.speech import FRONT_CENTER_WAV
 
 ADMIN_TOKEN = "admin-e2e-token"
-PROMPT = ALSA_DIR / "Front_Center.wav"
+PROMPT = FRONT_CENTER_WAV
 
 
 def _need_prompt():
@@ -31,11 +31,8 @@ def _need_prompt():
 
 @pytest.fixture(scope="module")
 def server(request) -> LocalAppliance:
-    app = LocalAppliance(env={"STT_ADMIN_TOKEN": ADMIN_TOKEN, "STT_HTTP_RATE_LIMIT_RPS": "0",
-                              "STT_METRICS_EXPOSE_API_KEY_SESSIONS": "true"})
-    app.start()
-    request.addfinalizer(lambda: app.__exit__(None, None, None))
-    return app
+    return start_appliance(request, env={"STT_ADMIN_TOKEN": ADMIN_TOKEN, "STT_HTTP_RATE_LIMIT_RPS": "0",
+                                         "STT_METRICS_EXPOSE_API_KEY_SESSIONS": "true"})
 
 
 def http(server: LocalAppliance, path: str, *, body: dict | None = None, token: str | None = None):
@@ -99,7 +96,7 @@ def test_api_key_sessions_are_exposed_hashed_and_errors_counted_by_code(server):
     pcm16, rate_hz = load_pcm16(PROMPT)
     with SttClient(server.address) as client:
         session = client.create_session(attributes={"api_key": "secret-kiosk-key"})
-        status, snapshot = http(server, "/metrics.json")  # admitted, not yet streaming
+        _, snapshot = http(server, "/metrics.json")  # admitted, not yet streaming
         by_key = snapshot["sessions"]["by_api_key"]
         assert by_key and all(len(key) == 12 and "secret" not in key for key in by_key)
         _, text = http(server, "/metrics")

@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import io
 import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,12 +21,10 @@ from clients.loadtest import Clip
 from clients.loadtest.__main__ import main as loadtest_main
 from clients.loadtest.procstats import MB, ProcSampler, Sample, read_sample, summarise
 from clients.loadtest.report import ProgressLine, compute_figures, final_records, format_report, lost_records
-from clients.loadtest.runner import (ChannelLog, LoadConfig, LoadResult, Snapshot, Utterance, _Collector,
-                                     _Stream)
+from clients.loadtest.runner import ChannelLog, LoadConfig, LoadResult, Snapshot, Utterance, _Collector, _Stream
 from clients.sdk import SttError, TimedResult
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FRONT_CENTER_WAV = Path("/usr/share/sounds/alsa/Front_Center.wav")  # Debian alsa-utils
+from tests.helpers import REPO_ROOT
+from tests.speech import FRONT_CENTER_WAV
 
 
 def config(**overrides) -> LoadConfig:
@@ -194,7 +192,7 @@ def test_sweep_verdict_and_counts():
     assert "ERR1009" in sweep.verdict({**held, "errors": {"ERR1009": 2}}, 2.0)
     assert sweep.verdict({**held, "final_latency_p95_sec": None}, 2.0) == "no final received"
     assert sweep.parse_counts("1,2,4") == [1, 2, 4]
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError, match="counts must be increasing"):
         sweep.parse_counts("4,2")
 
 

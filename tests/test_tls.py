@@ -21,10 +21,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from appliance.transport.grpc.server import SERVICE_NAME
 from appliance.transport.grpc.tls import TlsError, load_tls_pair, server_credentials
 from clients.audio import load_pcm16
-from clients.local_server import REPO_ROOT, LocalAppliance
+from clients.local_server import LocalAppliance
 from clients.sdk import SttClient, SttError
-
-FRONT_CENTER = Path("/usr/share/sounds/alsa/Front_Center.wav")
+from tests.helpers import REPO_ROOT, normalise
 
 
 @dataclass(frozen=True)
@@ -46,10 +45,6 @@ def make_self_signed(directory: Path, name: str) -> CertPair:
     return CertPair(cert, key)
 
 
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> CertPair:
     return make_self_signed(tmp_path_factory.mktemp("tls"), "server")
@@ -66,13 +61,6 @@ def tls_server(certs):
     with LocalAppliance("--tls-cert-file", str(certs.cert), "--tls-key-file", str(certs.key),
                         "--tls-required") as server:
         yield server
-
-
-@pytest.fixture
-def front_center() -> Path:
-    if not FRONT_CENTER.exists():
-        pytest.skip("Debian's alsa-utils prompts are not installed (apt-get install alsa-utils)")
-    return FRONT_CENTER
 
 
 # --- the pair check, in process ------------------------------------------------------------
@@ -106,8 +94,8 @@ def test_load_tls_pair_names_the_bad_file(certs, other_certs, tmp_path):
 
 # --- a real TLS server and real clients ----------------------------------------------------
 
-def test_sdk_streams_over_tls(tls_server, certs, front_center):
-    pcm16, rate_hz = load_pcm16(front_center)
+def test_sdk_streams_over_tls(tls_server, certs, front_center_wav):
+    pcm16, rate_hz = load_pcm16(front_center_wav)
     with SttClient(tls_server.address, tls_ca_file=certs.cert) as client:
         session = client.create_session()
         results = list(client.stream_audio(session, pcm16, rate_hz, realtime=False))
@@ -116,18 +104,16 @@ def test_sdk_streams_over_tls(tls_server, certs, front_center):
 
 
 def test_plaintext_client_is_refused(tls_server):
-    with SttClient(tls_server.address, timeout_sec=10) as client:
-        with pytest.raises(SttError) as err:
-            client.create_session()
+    with SttClient(tls_server.address, timeout_sec=10) as client, pytest.raises(SttError) as err:
+        client.create_session()
     assert err.value.status == grpc.StatusCode.UNAVAILABLE, err.value
 
 
 @pytest.mark.parametrize("trust", ["other_ca", "system_cas"])
 def test_client_that_does_not_trust_the_cert_is_refused(tls_server, other_certs, trust):
     options = {"tls_ca_file": other_certs.cert} if trust == "other_ca" else {"tls": True}
-    with SttClient(tls_server.address, timeout_sec=10, **options) as client:
-        with pytest.raises(SttError) as err:
-            client.create_session()
+    with SttClient(tls_server.address, timeout_sec=10, **options) as client, pytest.raises(SttError) as err:
+        client.create_session()
     assert err.value.status == grpc.StatusCode.UNAVAILABLE, err.value
 
 
@@ -153,8 +139,8 @@ def _run(*args: str, timeout_sec: float = 60) -> subprocess.CompletedProcess:
                           timeout=timeout_sec)
 
 
-def test_realtime_file_cli_over_tls(tls_server, certs, front_center):
-    done = _run("clients.realtime.file", str(front_center), "--server", f"127.0.0.1:{tls_server.port}",
+def test_realtime_file_cli_over_tls(tls_server, certs, front_center_wav):
+    done = _run("clients.realtime.file", str(front_center_wav), "--server", f"127.0.0.1:{tls_server.port}",
                 "--tls-ca-file", str(certs.cert), "--no-realtime", "--json", timeout_sec=120)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
@@ -164,8 +150,8 @@ def test_realtime_file_cli_over_tls(tls_server, certs, front_center):
     assert "front" in text and "center" in text, text
 
 
-def test_realtime_file_cli_without_tls_fails_against_tls_server(tls_server, front_center):
-    done = _run("clients.realtime.file", str(front_center), "--server", tls_server.address,
+def test_realtime_file_cli_without_tls_fails_against_tls_server(tls_server, front_center_wav):
+    done = _run("clients.realtime.file", str(front_center_wav), "--server", tls_server.address,
                 "--no-realtime", "--json", timeout_sec=120)
     assert done.returncode != 0
     assert "UNAVAILABLE" in done.stdout + done.stderr

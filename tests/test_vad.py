@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from appliance.errors import ApplianceError
 from appliance.vad import FRAME_SAMPLES, SileroOnnx, VadPool, VadStream, bundled_silero_path
-
-SPEECH_WAV = Path("/usr/share/sounds/alsa/Front_Center.wav")
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +15,9 @@ def model() -> SileroOnnx:
 
 
 @pytest.fixture(scope="module")
-def speech() -> np.ndarray:
-    """A real spoken prompt ("front center"), mono float32 at 16 kHz."""
-    if not SPEECH_WAV.exists():
-        pytest.skip(f"{SPEECH_WAV} is missing (Debian's alsa-utils prompts: apt-get install alsa-utils)")
-    import soundfile as sf
-    import soxr
-
-    audio, rate_hz = sf.read(str(SPEECH_WAV), dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1)
-    return np.ascontiguousarray(soxr.resample(mono, rate_hz, 16_000), dtype=np.float32)
+def speech(prompt_audio) -> np.ndarray:
+    """A real spoken prompt ("front center"), mono float32 at 16 kHz (conftest.py's prompt_audio)."""
+    return prompt_audio
 
 
 def noise(seconds: float, level: float, seed: int) -> np.ndarray:
@@ -53,7 +42,7 @@ def test_the_bundled_graph_exists():
 
 
 def test_speech_is_detected(model, speech):
-    frames, probs = VadStream(model).process(speech)
+    _, probs = VadStream(model).process(speech)
     assert probs.shape == (speech.size // FRAME_SAMPLES,)
     assert probs.dtype == np.float32
     assert probs.max() > 0.8
