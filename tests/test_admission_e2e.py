@@ -74,7 +74,7 @@ def test_realtime_client_signs_with_its_secret(server_with, alsa_prompts):
     path = next(iter(alsa_prompts))
     base = [sys.executable, "-m", "clients.realtime.file", str(path), "--server", server.address, "--no-realtime",
             "--json"]
-    signed = subprocess.run(base + ["--signed-token-secret", SECRET], capture_output=True, text=True, timeout=120)
+    signed = subprocess.run([*base, "--signed-token-secret", SECRET], capture_output=True, text=True, timeout=120)
     unsigned = subprocess.run(base, capture_output=True, text=True, timeout=120)
     assert signed.returncode == 0, signed.stderr
     assert any(json.loads(line)["is_final"] for line in signed.stdout.splitlines())

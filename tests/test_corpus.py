@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from itertools import pairwise
 
 import pytest
 
@@ -34,7 +35,7 @@ def streamed():
     with LocalAppliance(env={"STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC": "0"}) as server, \
             ThreadPoolExecutor(len(CORPUS)) as pool:
         results = pool.map(lambda rec: stream_file(server.address, rec.path, realtime=True), CORPUS)
-        return dict(zip((rec.path.name for rec in CORPUS), results))
+        return dict(zip((rec.path.name for rec in CORPUS), results, strict=True))
 
 
 MAX_EXTRA_WORD_ERRORS_PER_FILE = 2
@@ -57,7 +58,7 @@ def test_no_file_streams_more_than_two_words_worse_than_offline(streamed, record
 
 
 def test_pooled_streaming_wer_within_one_point_of_offline(streamed):
-    totals = [sum(column) for column in zip(*(_errors(streamed, rec) for rec in CORPUS))]
+    totals = [sum(column) for column in zip(*(_errors(streamed, rec) for rec in CORPUS), strict=True)]
     stream_errors, offline_errors, words = totals
     assert 100 * stream_errors / words <= 100 * offline_errors / words + MAX_POOLED_WER_POINTS_OVER_OFFLINE
 
@@ -67,6 +68,6 @@ def test_long_recording_gives_ordered_finals_covering_the_file(streamed):
     finals = [r for r in streamed[long_file.path.name] if r.is_final]
     assert len(finals) >= 5
     assert [r.utterance_index for r in finals] == list(range(len(finals)))
-    assert all(a.end_sec <= b.start_sec for a, b in zip(finals, finals[1:]))
+    assert all(a.end_sec <= b.start_sec for a, b in pairwise(finals))
     assert finals[0].start_sec < 2.0 and finals[-1].end_sec > long_file.duration_sec - 3.0
     assert all(r.text for r in finals)

@@ -68,7 +68,7 @@ def test_every_code_maps_to_a_grpc_status_and_an_http_error_status(code):
 
 
 def test_decode_timeout_status_is_valid():
-    grpc_name, http_status = DECODE_TIMEOUT_STATUS
+    grpc_name, _http_status = DECODE_TIMEOUT_STATUS
     assert grpc.StatusCode[grpc_name] is grpc.StatusCode.DEADLINE_EXCEEDED
     err = decode_timeout("decode took longer than 10 s")
     assert (err.code, err.grpc_status, err.http_status) == ("ERR1009", "DEADLINE_EXCEEDED", 504)

@@ -10,8 +10,17 @@ import pytest
 
 from appliance.config import AuthConfig, ServerConfig
 from appliance.errors import ApplianceError
-from appliance.security import (Admission, AudioRateLimiter, Authenticator, KeyedRateLimiter, TokenBucket,
-                                auth_metadata, hash_api_key, peer_ip, sign)
+from appliance.security import (
+    Admission,
+    AudioRateLimiter,
+    Authenticator,
+    KeyedRateLimiter,
+    TokenBucket,
+    auth_metadata,
+    hash_api_key,
+    peer_ip,
+    sign,
+)
 
 SECRET = "s3cret"
 T0 = 1_700_000_000.0

@@ -15,7 +15,8 @@ from clients.sdk import SttClient
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "page-token"
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None,
+                                reason="Debian's chromium is not installed (apt-get install chromium)")
 
 
 def _stream(address: str, path, stop: threading.Event, errors: list) -> None:

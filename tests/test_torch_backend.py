@@ -187,4 +187,4 @@ def test_corpus_wer_matches_faster_whisper_on_the_same_weights(model_cache):
     torch_wer, ct2_wer = 100 * torch_errors / words, 100 * ct2_errors / words
     print(f"pooled WER over {len(recordings)} files, {words} words: torch_whisper {torch_wer:.1f}%, "
           f"faster_whisper {ct2_wer:.1f}%")
-    assert abs(torch_wer - ct2_wer) <= 2.0, list(zip(torch_texts, ct2_texts))
+    assert abs(torch_wer - ct2_wer) <= 2.0, list(zip(torch_texts, ct2_texts, strict=True))
