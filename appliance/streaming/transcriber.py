@@ -89,13 +89,19 @@ class Transcriber:
         job = _Job(due, self._commit)
         if due.is_final:
             self._commit = CommitPolicy()
-        self._idle.clear()
         self._queue.submit(due.audio, is_final=due.is_final, payload=job)
+        self._update_idle()
 
     def close(self) -> None:
         self.ended = True
         self._queue.close()
         self._idle.set()
+
+    def _update_idle(self) -> None:
+        if self.ended or self._queue.pending == 0:
+            self._idle.set()
+        else:
+            self._idle.clear()
 
     def _options_for(self, job: _Job) -> DecodeOptions:
         """Asked when the decode is next in line, so the previous final's text is known."""
@@ -119,8 +125,7 @@ class Transcriber:
             self._partials_dropped[index] = self._partials_dropped.get(index, 0) + 1
         else:
             self._result(job, transcript)
-        if self._queue.pending == 0:
-            self._idle.set()
+        self._update_idle()
         if self._on_progress is not None:
             self._on_progress()
 

@@ -1,0 +1,109 @@
+"""Stages 2 and 3 (frontend, segmenter), in-process on real speech: espeak-ng sentences with pauses
+through the real resampler and Silero VAD, then endpointing, cuts and partial cadence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from appliance.streaming.events import FinalDue, PartialDue
+from appliance.streaming.frontend import Frontend
+from appliance.streaming.segmenter import Segmenter, SegmenterConfig
+from appliance.vad import FRAME_SAMPLES, SileroOnnx, VadStream
+from tests.stages import chunks, limits, settings, to_pcm16
+
+
+@dataclass
+class Backlog:
+    """What the transcriber tells the segmenter: whether a partial already waits for a slot."""
+
+    partial_waiting: bool = False
+
+
+@pytest.fixture(scope="module")
+def silero() -> SileroOnnx:
+    return SileroOnnx()
+
+
+@pytest.fixture(scope="module")
+def spoken(sentences) -> tuple[bytes, int]:
+    audio, rate_hz = sf.read(str(sentences.path), dtype="float32")
+    return to_pcm16(audio), rate_hz
+
+
+def run_frontend(frontend: Frontend, pcm16: bytes, rate_hz: int):
+    batches = [frontend.frames(frontend.to_model_rate(c, rate_hz)) for c in chunks(pcm16, rate_hz)]
+    batches.append(frontend.frames(frontend.flush()))
+    return (np.concatenate([b.frames for b in batches]), np.concatenate([b.probabilities for b in batches]),
+            np.concatenate([b.rms for b in batches]))
+
+
+def segment(silero, pcm16: bytes, rate_hz: int, backlog: Backlog | None = None, **overrides):
+    session_options = overrides.pop("session", {})
+    config = SegmenterConfig.for_session(settings(**session_options), limits(**overrides))
+    segmenter = Segmenter(config, backlog or Backlog())
+    frames, probs, levels = run_frontend(Frontend(VadStream(silero)), pcm16, rate_hz)
+    dues = [segmenter.push(f, float(p), float(r)) for f, p, r in zip(frames, probs, levels)]
+    dues.append(segmenter.finish())
+    return [d for d in dues if d is not None]
+
+
+def test_frontend_resamples_to_16k_frames_and_the_vad_hears_speech_not_pauses(silero, spoken, sentences):
+    pcm16, rate_hz = spoken
+    frames, probs, levels = run_frontend(Frontend(VadStream(silero)), pcm16, rate_hz)
+    expected_frames = (len(pcm16) // 2) * 16_000 // rate_hz // FRAME_SAMPLES
+    assert frames.shape[1] == FRAME_SAMPLES and abs(len(frames) - expected_frames) <= 1
+    lead = slice(0, int(0.4 * 16_000 / FRAME_SAMPLES))  # the file opens with 0.5 s of silence
+    assert probs[lead].max() < 0.2 and levels[lead].max() < 1e-3
+    assert (probs > 0.5).sum() * FRAME_SAMPLES / 16_000 > 3.0  # seconds of speech in three sentences
+    assert levels[probs > 0.5].mean() > 0.01
+
+
+def test_frontend_makes_no_frames_from_nothing(silero):
+    frontend = Frontend(VadStream(silero))
+    assert len(frontend.frames(np.zeros(0, dtype=np.float32))) == 0
+    assert len(frontend.frames(np.zeros(100, dtype=np.float32))) == 0  # waits for a whole frame
+
+
+def test_each_sentence_becomes_one_final_in_timeline_order(silero, spoken, sentences):
+    dues = segment(silero, *spoken)
+    assert all(isinstance(d, FinalDue) for d in dues)
+    assert [d.utterance_index for d in dues] == [0, 1, 2]
+    for earlier, later in zip(dues, dues[1:]):
+        assert earlier.end_sec < later.start_sec
+    assert dues[0].start_sec < 0.6  # pre-roll keeps the first syllable
+    for due in dues:
+        assert 1.0 < due.end_sec - due.start_sec < 4.0
+        assert due.audio.size >= (due.end_sec - due.start_sec) * 16_000 * 0.95
+        assert not due.after_overlap and not due.continues_speech
+
+
+def test_partials_come_on_the_cadence_and_wait_while_one_is_queued(silero, spoken):
+    dues = segment(silero, *spoken, session={"attributes": {"partial": "true"}}, partial_interval_sec=0.5)
+    partials = [d for d in dues if isinstance(d, PartialDue)]
+    finals = [d for d in dues if isinstance(d, FinalDue)]
+    assert len(finals) == 3 and len(partials) >= 3
+    for p in partials:  # a partial covers its utterance so far and precedes that utterance's final
+        final = finals[p.utterance_index]
+        assert dues.index(p) < dues.index(final) and p.start_sec == final.start_sec
+    busy = segment(silero, *spoken, backlog=Backlog(partial_waiting=True),
+                   session={"attributes": {"partial": "true"}}, partial_interval_sec=0.5)
+    assert [type(d) for d in busy] == [FinalDue] * 3
+
+
+def test_without_endpointing_a_long_utterance_is_cut_at_the_buffer_cap_between_words(silero, spoken):
+    dues = segment(silero, *spoken, session={"attributes": {"emit_final_on_vad": "false"}}, max_buffer_sec=4.0,
+                   buffer_overlap_sec=0.5)
+    assert len(dues) >= 3 and all(isinstance(d, FinalDue) for d in dues)
+    assert all(d.end_sec - d.start_sec <= 4.0 + 1e-6 for d in dues)
+    cut = dues[1]
+    assert cut.continues_speech and cut.after_overlap
+    assert cut.start_sec == pytest.approx(dues[0].end_sec - 0.5, abs=0.04)  # the overlap before the cut
+
+
+def test_silence_alone_makes_nothing_due(silero):
+    silence = to_pcm16(np.zeros(16_000 * 5, dtype=np.float32))
+    assert segment(silero, silence, 16_000, session={"attributes": {"partial": "true"}}) == []

@@ -1,0 +1,96 @@
+"""Stage 4 (transcriber), in-process with the real bundled model and the real scheduler: finals,
+the committed/unstable split of partials, overlap removal after a cut, dropped partials, auto-end."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from appliance.models.backends.faster_whisper import FasterWhisperBackend
+from appliance.models.store import resolve_model
+from appliance.scheduler import DecodeScheduler
+from appliance.streaming.events import FinalDue, PartialDue
+from appliance.streaming.transcriber import StreamEnd, Transcriber
+from appliance.streaming.types import RecognitionResult
+from tests.stages import MODEL_ID, settings
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return FasterWhisperBackend(model_id=MODEL_ID, model_path=str(resolve_model("tiny.en").path), english_only=True)
+
+
+def final(index: int, audio: np.ndarray, **flags) -> FinalDue:
+    return FinalDue(index, audio, 0.0, audio.size / 16_000, flags.get("after_overlap", False),
+                    flags.get("continues_speech", False))
+
+
+def partial(index: int, audio: np.ndarray) -> PartialDue:
+    return PartialDue(index, audio, 0.0, audio.size / 16_000, False, False)
+
+
+def transcribe(backend, dues, *, one_at_a_time: bool = False, **session_options) -> list:
+    """Submit `dues` in order to a transcriber on a fresh one-slot scheduler (each after the last
+    one's outcome with `one_at_a_time`); everything it delivered."""
+    async def scenario():
+        scheduler = DecodeScheduler(max_in_flight=1, queue_timeout_sec=0)
+        delivered: list = []
+        transcriber = Transcriber(settings(**session_options), scheduler, backend, deliver=delivered.append,
+                                  max_pending=8)
+        for due in dues:
+            transcriber.submit(due)
+            if one_at_a_time:
+                await asyncio.wait_for(transcriber.wait_idle(), timeout=120)
+        await asyncio.wait_for(transcriber.wait_idle(), timeout=120)
+        scheduler.shutdown()
+        await asyncio.sleep(0)  # the dispatcher sees its cancellation
+        return delivered
+
+    return asyncio.run(scenario())
+
+
+def test_a_final_carries_the_text_and_its_timeline(backend, prompt_audio):
+    [result] = transcribe(backend, [final(0, prompt_audio)])
+    assert isinstance(result, RecognitionResult) and result.is_final
+    assert "front center" in result.text.lower().replace(",", "")
+    assert result.committed_text == result.text and result.unstable_text == ""
+    assert result.end_sec == pytest.approx(prompt_audio.size / 16_000, abs=1e-3)
+    assert result.model_id == MODEL_ID and result.decoded_audio_sec > 0 and result.decode_latency_sec > 0
+
+
+def test_partials_of_an_utterance_agree_into_committed_text_that_the_final_keeps(backend, prompt_audio):
+    dues = [partial(0, prompt_audio), partial(0, prompt_audio), final(0, prompt_audio)]
+    results = transcribe(backend, dues, one_at_a_time=True, attributes={"partial": "true"})
+    assert [r.is_final for r in results] == [False, False, True]
+    first, second, last = results
+    assert first.committed_text == "" and first.unstable_text  # nothing to agree with yet
+    assert second.committed_text and "front" in second.committed_text.lower()  # two hypotheses agree
+    assert last.text.startswith(second.committed_text)
+
+
+def test_a_final_supersedes_its_queued_partials_and_reports_them_dropped(backend, prompt_audio):
+    # One slot: the first final runs while the partial of utterance 1 waits; its final drops it.
+    dues = [final(0, prompt_audio), partial(1, prompt_audio), final(1, prompt_audio)]
+    results = transcribe(backend, dues, attributes={"partial": "true"})
+    assert [(r.utterance_index, r.is_final) for r in results] == [(0, True), (1, True)]
+    assert results[1].partials_dropped == 1 and results[0].partials_dropped == 0
+
+
+def test_after_a_cut_the_overlap_words_are_not_repeated(backend, prompt_audio):
+    # The second piece repeats the whole first one, as a cut's overlap would.
+    results = transcribe(backend, [final(0, prompt_audio),
+                                   final(1, prompt_audio, after_overlap=True, continues_speech=True)])
+    assert results[0].text and results[1].text == ""
+
+
+def test_auto_end_stops_after_the_first_final_with_text(backend, prompt_audio):
+    delivered = transcribe(backend, [final(0, prompt_audio), final(1, prompt_audio)], vad_mode="auto")
+    assert len(delivered) == 2 and delivered[0].is_final and isinstance(delivered[1], StreamEnd)
+
+
+def test_a_decode_failure_ends_the_stream_with_err1016(backend, prompt_audio):
+    broken = final(0, np.array(["not audio"]))  # the real backend cannot compute features for it
+    delivered = transcribe(backend, [broken, final(1, prompt_audio)])
+    assert len(delivered) == 1 and delivered[0].code == "ERR1016"
