@@ -93,7 +93,8 @@ class Runtime:
         s = config.server
         self.boot_model_id = model_id_for(config.model.device, str(config.model.name))
         self.models = ModelRegistry()
-        self.health = HealthState(DecodeHealth(HealthThresholds(**vars(config.health))), models_loaded=self.models.__len__)
+        self.health = HealthState(DecodeHealth(HealthThresholds(**vars(config.health))),
+                                  models_loaded=self.models.__len__)
         self.metrics = ApplianceMetrics(registry or CollectorRegistry(auto_describe=True),
                                         snapshot=lambda: self.status.snapshot())
         self.scheduler = DecodeScheduler(

@@ -350,15 +350,15 @@ class DecodeScheduler:
         loop = asyncio.get_running_loop()
         first = batch[0]
         backend, options = first.queue.backend, first.queue._options_for(first)
-        kwargs = {"language": first.queue.language, "task": first.queue.task, "provisional": not first.is_final}
+        language, task, provisional = first.queue.language, first.queue.task, not first.is_final
         started = time.perf_counter()
         try:
             if len(batch) == 1:
-                transcripts = [await loop.run_in_executor(
-                    self._executor, lambda: backend.transcribe(first.audio, options, **kwargs))]
+                transcripts = [await loop.run_in_executor(self._executor, lambda: backend.transcribe(
+                    first.audio, options, language=language, task=task, provisional=provisional))]
             else:
-                transcripts = await loop.run_in_executor(
-                    self._executor, lambda: backend.transcribe_batch([r.audio for r in batch], options, **kwargs))
+                transcripts = await loop.run_in_executor(self._executor, lambda: backend.transcribe_batch(
+                    [r.audio for r in batch], options, language=language, task=task, provisional=provisional))
         except Exception as err:  # third-party code: any failure maps to one code
             self.stats.failures += len(batch)
             for request in batch:
@@ -372,7 +372,7 @@ class DecodeScheduler:
         finally:
             self._in_flight -= 1
             self._wake()
-        for request, (transcript, error) in zip(batch, outcomes):
+        for request, (transcript, error) in zip(batch, outcomes, strict=True):
             request.queue._finish(request, transcript, error)
 
     def _account(self, batch: list[_Request], transcripts: list[Transcript], elapsed_sec: float) -> None:
@@ -382,7 +382,7 @@ class DecodeScheduler:
         audio_sec = sum(t.audio_sec for t in transcripts)
         self.stats.audio_sec_total += audio_sec
         now = time.monotonic()
-        for request, transcript in zip(batch, transcripts):
+        for request, transcript in zip(batch, transcripts, strict=True):
             self._observer.decode_done(is_final=request.is_final, decode_sec=elapsed_sec,
                                        audio_sec=transcript.audio_sec, wait_sec=now - request.enqueued_at - elapsed_sec)
         if self._log_metrics:  # figures only: transcript text never goes to the main log

@@ -211,7 +211,7 @@ class AudioStore:
         else:
             raise FileExistsError(f"no free file name for {base}.wav in {self.directory}")
         try:
-            wav = wave.open(raw, "wb")
+            wav = wave.open(raw, "wb")  # noqa: SIM115 - stays open across chunks; closed in _close_session
             wav.setnchannels(1)
             wav.setsampwidth(_SAMPLE_WIDTH_BYTES)
             wav.setframerate(sample_rate_hz)

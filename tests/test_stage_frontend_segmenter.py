@@ -3,6 +3,7 @@ through the real resampler and Silero VAD, then endpointing, cuts and partial ca
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,7 @@ def segment(silero, pcm16: bytes, rate_hz: int, backlog: Backlog | None = None, 
     config = SegmenterConfig.for_session(settings(**session_options), limits(**overrides))
     segmenter = Segmenter(config, backlog or Backlog())
     frames, probs, levels = run_frontend(Frontend(VadStream(silero)), pcm16, rate_hz)
-    dues = [segmenter.push(f, float(p), float(r)) for f, p, r in zip(frames, probs, levels)]
+    dues = [segmenter.push(f, float(p), float(r)) for f, p, r in zip(frames, probs, levels, strict=True)]
     dues.append(segmenter.finish())
     return [d for d in dues if d is not None]
 
@@ -72,7 +73,7 @@ def test_each_sentence_becomes_one_final_in_timeline_order(silero, spoken, sente
     dues = segment(silero, *spoken)
     assert all(isinstance(d, FinalDue) for d in dues)
     assert [d.utterance_index for d in dues] == [0, 1, 2]
-    for earlier, later in zip(dues, dues[1:]):
+    for earlier, later in itertools.pairwise(dues):
         assert earlier.end_sec < later.start_sec
     assert dues[0].start_sec < 0.6  # pre-roll keeps the first syllable
     for due in dues:

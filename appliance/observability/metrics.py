@@ -130,7 +130,8 @@ class ApplianceMetrics:
 
     def totals(self) -> dict:
         """Counters for /metrics.json (Prometheus has them with labels)."""
-        return {"sessions_created": self._sessions_created, "errors_by_code": dict(sorted(self._errors_by_code.items()))}
+        return {"sessions_created": self._sessions_created,
+                "errors_by_code": dict(sorted(self._errors_by_code.items()))}
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -124,6 +124,6 @@ def _schema_of(hint: Any) -> dict[str, Any]:
         return {"type": "object", "additionalProperties": _schema_of(args[1]) if args[1] is not Any else {}}
     if origin is list:
         return {"type": "array", "items": _schema_of(args[0]) if args[0] is not Any else {}}
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return json_schema(hint)
     return {}

@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from logging.handlers import TimedRotatingFileHandler
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class _PrivateTimedRotatingFileHandler(TimedRotatingFileHandler):
     """Opens (and re-opens after each rollover) its file owner-only, whatever the umask."""
 
-    def _open(self):  # noqa: ANN202 - overrides logging.FileHandler._open
+    def _open(self):
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)  # an existing file may have been created with a wider mode
@@ -76,7 +76,7 @@ class TranscriptSink:
         if self._closed:
             return
         record = {
-            "ts": datetime.fromtimestamp(self._clock(), tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(self._clock(), tz=UTC).isoformat(timespec="milliseconds"),
             "session_id": session_id,
             "utterance_index": utterance_index,
             "text": text,

@@ -19,7 +19,7 @@ def _key(word: str) -> str:
 
 def common_prefix_len(a: list[str], b: list[str]) -> int:
     n = 0
-    for left, right in zip(a, b):
+    for left, right in zip(a, b, strict=False):
         if _key(left) != _key(right):
             break
         n += 1

@@ -14,12 +14,12 @@ from appliance.streaming.commit import collapse_repeats
 
 
 def is_hallucination(segment: Segment, options: DecodeOptions) -> bool:
-    if options.no_speech_threshold is not None and segment.no_speech_prob > options.no_speech_threshold:
-        if options.log_prob_threshold is None or segment.avg_logprob < options.log_prob_threshold:
-            return True
-    if options.compression_ratio_threshold is not None and segment.compression_ratio > options.compression_ratio_threshold:
+    silent = options.no_speech_threshold is not None and segment.no_speech_prob > options.no_speech_threshold
+    unsure = options.log_prob_threshold is None or segment.avg_logprob < options.log_prob_threshold
+    if silent and unsure:
         return True
-    return False
+    ratio = options.compression_ratio_threshold
+    return ratio is not None and segment.compression_ratio > ratio
 
 
 def transcript_text(transcript: Transcript, options: DecodeOptions) -> str:

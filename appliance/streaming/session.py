@@ -90,7 +90,8 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
     attributes = dict(request.attributes)
     model_id = request.model_id or defaults.default_model_id
     if model_id not in defaults.model_ids:
-        raise ApplianceError("ERR1011", f"model_id {model_id!r} is not loaded (loaded: {', '.join(defaults.model_ids)})")
+        raise ApplianceError("ERR1011",
+                             f"model_id {model_id!r} is not loaded (loaded: {', '.join(defaults.model_ids)})")
     profile = request.decode_profile or defaults.default_decode_profile
     if profile not in defaults.decode_profiles:
         raise ApplianceError(

@@ -172,7 +172,8 @@ class Stream:
         loop = asyncio.get_running_loop()
         batch = await loop.run_in_executor(self._vad_executor, self._frontend.frames, samples)
         segmenter, transcriber = self._segmenter, self._transcriber
-        for frame, probability, level in zip(batch.frames, batch.probabilities.tolist(), batch.rms.tolist()):
+        levels = zip(batch.frames, batch.probabilities.tolist(), batch.rms.tolist(), strict=True)
+        for frame, probability, level in levels:
             due = segmenter.push(frame, probability, level)
             if due is not None:
                 transcriber.submit(due)

@@ -43,12 +43,13 @@ def transcribe_batch(model, audios: list[np.ndarray], options: DecodeOptions, *,
     results = model.model.generate(
         encoder_output, prompts, length_penalty=options.length_penalty,
         repetition_penalty=options.repetition_penalty, no_repeat_ngram_size=options.no_repeat_ngram_size,
-        max_length=min(model.max_length, max(len(p) for p in prompts) + max_new_tokens), return_scores=True, return_no_speech_prob=True,
+        max_length=min(model.max_length, max(len(p) for p in prompts) + max_new_tokens),
+        return_scores=True, return_no_speech_prob=True,
         suppress_blank=options.suppress_blank, suppress_tokens=get_suppressed_tokens(tokenizers[0], [-1]),
         max_initial_timestamp_index=round(MAX_INITIAL_TIMESTAMP_SEC / TIME_PRECISION_SEC), **sampling)
     elapsed_sec = time.perf_counter() - started
     transcripts = []
-    for audio, tok, result, lang, prob in zip(audios, tokenizers, results, languages, probabilities):
+    for audio, tok, result, lang, prob in zip(audios, tokenizers, results, languages, probabilities, strict=True):
         tokens = [t for t in result.sequences_ids[0] if t < tok.eot]
         seq_len = len(tokens)
         avg_logprob = result.scores[0] * (seq_len ** options.length_penalty) / (seq_len + 1)

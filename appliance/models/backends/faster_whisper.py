@@ -158,7 +158,7 @@ class FasterWhisperBackend:
                 break
             frames = retry_frames(frames)
             redone = decode([audios[i] for i in suspects], frames)
-            for (i, reason), transcript in zip(suspects.items(), redone):
+            for (i, reason), transcript in zip(suspects.items(), redone, strict=True):
                 earlier = transcripts[i].extra.get("window_fallback")
                 transcript.extra["window_fallback"] = f"{earlier}, {reason}" if earlier else reason
                 transcripts[i] = transcript

@@ -182,7 +182,8 @@ def openapi_document() -> dict:
                 "409": _error("ERR1017: that model id is loading or draining"),
                 "500": _error("ERR1016: the backend failed to load the model"),
                 "503": _error("ERR1014: the model would not fit the memory budget")}),
-            "/admin/unload_model": _post("Unload a model; refused while in use unless drain=true", "UnloadModelRequest", {
+            "/admin/unload_model": _post(
+                "Unload a model; refused while in use unless drain=true", "UnloadModelRequest", {
                 "200": _json(_ref("UnloadModelResponse"), "unloaded"),
                 "202": _json(_ref("UnloadModelResponse"), "draining: unloads when its last stream ends"),
                 "404": _error("ERR1011: no such model loaded"),

@@ -9,8 +9,8 @@ from pathlib import Path
 import falcon
 
 from appliance.errors import ApplianceError
-from appliance.observability.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from appliance.model_admin import ModelAdmin
+from appliance.observability.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from appliance.security.http_access import HttpAccess
 from appliance.status import StatusView
 
