@@ -201,7 +201,7 @@ class SessionService:
         try:
             await asyncio.wait_for(self._all_ended.wait(), timeout=timeout_sec if timeout_sec > 0 else None)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("drain timed out after %.1f s with %d streams still open", timeout_sec, len(self._live))
             return False
 
