@@ -23,12 +23,12 @@ ALSA_PROMPTS_DIR = Path("/usr/share/sounds/alsa")
 if __package__ in (None, ""):  # run as a script: make `clients` and `appliance` importable
     sys.path.insert(0, str(REPO_ROOT))
 
-from clients.audio import load_pcm16, pcm16_duration_sec  # noqa: E402
-from clients.cli_common import latency_summary  # noqa: E402
-from clients.corpus import english_corpus  # noqa: E402
-from clients.loadtest import find_audio  # noqa: E402
-from clients.local_server import LocalAppliance  # noqa: E402
-from clients.sdk import SttClient, SttError  # noqa: E402
+from clients.audio import load_pcm16, pcm16_duration_sec
+from clients.cli_common import latency_summary
+from clients.corpus import english_corpus
+from clients.loadtest import find_audio
+from clients.local_server import LocalAppliance
+from clients.sdk import SttClient, SttError
 
 
 def default_recordings() -> list[Path]:

@@ -29,15 +29,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make `clients` and `appliance` importable
     sys.path.insert(0, str(REPO_ROOT))
 
-import grpc  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.loadtest import (SAMPLE_RATE_HZ, UsageError, add_target_arguments, default_audio,  # noqa: E402
-                              find_audio, load_clips, target_server)
-from clients.loadtest.procstats import ProcSampler, read_sample  # noqa: E402
-from clients.loadtest.report import format_server  # noqa: E402
-from clients.loadtest.runner import error_code  # noqa: E402
-from clients.sdk import SttClient, SttError  # noqa: E402
+from clients.loadtest import (
+    SAMPLE_RATE_HZ,
+    UsageError,
+    add_target_arguments,
+    default_audio,
+    find_audio,
+    load_clips,
+    target_server,
+)
+from clients.loadtest.procstats import ProcSampler, read_sample
+from clients.loadtest.report import format_server
+from clients.loadtest.runner import error_code
+from clients.sdk import SttClient, SttError
 
 MB = 1024 * 1024
 
@@ -110,7 +117,7 @@ def configured_budget_mb(args: argparse.Namespace) -> float | None:
     return int(value) / MB if value.strip().isdigit() and int(value) > 0 and not args.server else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_target_arguments(parser)
     parser.add_argument("--attempts", type=int, default=200, help="sessions to try (default: 200)")
@@ -125,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-budget-mb", type=float, help="fail when peak RSS passes this (default: the "
                         "budget the server announces, if any)")
     parser.add_argument("--json", metavar="OUT", help="write the counts and every attempt here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         if args.attempts < 1 or args.chunk_ms <= 0:
             raise UsageError("--attempts must be >= 1 and --chunk-ms > 0")
@@ -154,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             go.set()
             for thread in threads:
                 thread.join(timeout=max(0.0, started + args.timeout_sec - time.monotonic()))
-            hung = [a for a, t in zip(attempts, threads) if t.is_alive()]
+            hung = [a for a, t in zip(attempts, threads, strict=True) if t.is_alive()]
             if hung:
                 with lock:
                     for client in clients:
@@ -196,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "attempts": args.attempts, "accepted": accepted, "wall_sec": wall_sec,
-            "by_code": dict(Counter(a.code or ("hung" if a.stage == "hung" else "ok") for a in attempts)), "uncoded": len(uncoded), "hung": len(hung),
+            "by_code": dict(Counter(a.code or ("hung" if a.stage == "hung" else "ok") for a in attempts)),
+            "uncoded": len(uncoded), "hung": len(hung),
             "server": server, "rss_before_mb": before.rss_bytes / MB if before else None,
             "memory_budget_mb": budget_mb, "health": health, "post_flood_error": post_flood,
             "failures": failures, "attempt_records": [asdict(a) for a in attempts]}, indent=2) + "\n",

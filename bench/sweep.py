@@ -24,10 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make `clients` and `appliance` importable
     sys.path.insert(0, str(REPO_ROOT))
 
-from clients.loadtest import (UsageError, add_load_arguments, add_target_arguments,  # noqa: E402
-                              load_config, target_server)
-from clients.loadtest.report import ProgressLine, compute_figures  # noqa: E402
-from clients.loadtest.runner import run_load  # noqa: E402
+from clients.loadtest import UsageError, add_load_arguments, add_target_arguments, load_config, target_server
+from clients.loadtest.report import ProgressLine, compute_figures
+from clients.loadtest.runner import run_load
 
 DEFAULT_COUNTS = (1, 2, 4, 8, 12, 16, 20, 24, 32, 40, 48, 64)
 PAUSE_BETWEEN_STEPS_SEC = 2.0  # lets the server settle (sessions end, buffers free)
@@ -69,7 +68,7 @@ def table_row(figures: dict) -> str:
              sec(figures["final_latency_p99_sec"]), figures["finals"], figures["finals_lost"],
              sum(figures["errors"].values()), "n/a" if cpu is None else f"{cpu:.0f}",
              "n/a" if rss is None else f"{rss:.1f}")
-    return " ".join(fmt.format(cell) for (_, fmt), cell in zip(COLUMNS, cells))
+    return " ".join(fmt.format(cell) for (_, fmt), cell in zip(COLUMNS, cells, strict=True))
 
 
 def table_header() -> str:
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     add_load_arguments(parser, duration_sec=40.0, with_channels=False)
     add_target_arguments(parser)
     parser.add_argument("--counts", type=parse_counts, default=list(DEFAULT_COUNTS),
-                        help="channel counts to try, in order (default: %s)" % ",".join(map(str, DEFAULT_COUNTS)))
+                        help=f"channel counts to try, in order (default: {','.join(map(str, DEFAULT_COUNTS))})")
     parser.add_argument("--p95-limit", type=float, default=2.0, help="p95 final latency that still holds, s")
     parser.add_argument("--json", metavar="OUT", help="write every step's figures and the knee here")
     parser.add_argument("--quiet", action="store_true", help="no progress line")

@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clients.audio import load_pcm16  # noqa: E402
-from clients.corpus import english_corpus, offline_transcribe, word_errors  # noqa: E402
-from clients.local_server import LocalAppliance  # noqa: E402
-from clients.sdk import SttClient  # noqa: E402
+from clients.audio import load_pcm16
+from clients.corpus import english_corpus, offline_transcribe, word_errors
+from clients.local_server import LocalAppliance
+from clients.sdk import SttClient
 
 
 def stream_file(address: str, path: Path, realtime: bool, profile: str, vad_silence: float | None,
@@ -40,7 +40,8 @@ def main() -> int:
     parser.add_argument("--vad-silence", type=float)
     parser.add_argument("--partials", action="store_true", help="ask for partials (their commits bind finals)")
     parser.add_argument("--compute-type", default="float32", help="for the server and the offline baseline")
-    parser.add_argument("--encode-window", choices=("full", "bucketed", "partials"), help="model.encode_window for the server")
+    parser.add_argument("--encode-window", choices=("full", "bucketed", "partials"),
+                        help="model.encode_window for the server")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `serve` argument")
     parser.add_argument("--server-env", action="append", default=[], metavar="K=V",
                         help="environment for the server, repeatable (e.g. STT_SERVER_MAX_DECODE_BATCH_SIZE=1)")
@@ -61,7 +62,7 @@ def main() -> int:
     offline = [offline_transcribe(item.path, profile=args.profile, compute_type=args.compute_type) for item in corpus]
     totals = [0, 0, 0]
     print(f"{'file':58} {'words':>5} {'stream':>7} {'offline':>7}")
-    for item, hyp, ref_hyp in zip(corpus, streamed, offline):
+    for item, hyp, ref_hyp in zip(corpus, streamed, offline, strict=True):
         s_err, n = word_errors(item.reference, hyp)
         o_err, _ = word_errors(item.reference, ref_hyp)
         totals[0] += s_err

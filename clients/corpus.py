@@ -45,7 +45,7 @@ def _normalizer():
 
 
 _DIGIT = re.compile(r"\d")
-_DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
+_DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def normalize(text: str) -> str:
@@ -87,10 +87,10 @@ def _offline_model(compute_type: str):
 
 def offline_transcribe(path: Path, profile: str = "realtime", compute_type: str = "float32") -> str:
     """Plain offline faster-whisper on the whole file with the same model and decode profile."""
-    from appliance.config import load_config
-    from appliance.config import default_config_paths
-    import soundfile as sf
     import numpy as np
+    import soundfile as sf
+
+    from appliance.config import default_config_paths, load_config
 
     options = load_config(*default_config_paths()).decode_profiles[profile]
     audio, rate_hz = sf.read(str(path), dtype="float32", always_2d=True)

@@ -149,10 +149,10 @@ def cgroup_cpu_quota(root: Path = ROOT) -> float | None:
             return int(quota) / int(period)
         return None
     for folder in ("cpu", "cpu,cpuacct"):
-        quota, period = (_read(root / f"sys/fs/cgroup/{folder}/cpu.cfs_{k}_us") for k in ("quota", "period"))
-        if quota and period:
+        quota_us, period_us = (_read(root / f"sys/fs/cgroup/{folder}/cpu.cfs_{k}_us") for k in ("quota", "period"))
+        if quota_us and period_us:
             try:
-                q, p = int(quota), int(period)
+                q, p = int(quota_us), int(period_us)
             except ValueError:
                 continue
             return q / p if q > 0 and p > 0 else None  # quota -1 = unlimited
@@ -256,7 +256,7 @@ def probe_machine(probes: Probes | None = None) -> Machine:
     for name in ("cpu", "cuda", "jetson", "apple", "devices", "software"):
         try:
             found[name] = getattr(probes, name)()
-        except Exception as err:  # noqa: BLE001 - a broken driver or library must not stop the boot
+        except Exception as err:  # a broken driver or library must not stop the boot
             log.warning("hardware probe %s failed: %s: %s", name, type(err).__name__, err)
             errors.append(f"{name}: {type(err).__name__}: {err}")
             found[name] = getattr(defaults, name)

@@ -182,7 +182,7 @@ class _Plan:
 def _operator_set(model: ModelConfig) -> dict[str, Any]:
     """Model keys the operator set to something other than the built-in default."""
     defaults = ModelConfig()
-    keys = ("name",) + PLAN_KEYS
+    keys = ("name", *PLAN_KEYS)
     return {k: getattr(model, k) for k in keys if getattr(model, k) != getattr(defaults, k)}
 
 

@@ -138,7 +138,8 @@ class ModelRegistry:
         with self._lock:
             model = self._models.get(model_id)
             if model is None:
-                raise ApplianceError("ERR1011", f"model_id {model_id!r} is not loaded (loaded: {', '.join(self._models)})")
+                raise ApplianceError("ERR1011",
+                                     f"model_id {model_id!r} is not loaded (loaded: {', '.join(self._models)})")
             if model_id == self.default_id:
                 raise ApplianceError("ERR1017", f"model {model_id} is the default model (sessions without a model_id "
                                      "use it) and cannot be unloaded")

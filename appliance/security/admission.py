@@ -15,8 +15,8 @@ import ipaddress
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 from urllib.parse import unquote
 
 from appliance.config import AuthConfig, ServerConfig

@@ -29,12 +29,12 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from appliance.config import AuthConfig
 from appliance.errors import ApplianceError
 
-__all__ = ["Authenticator", "sign", "auth_metadata", "hash_api_key", "AUTH_TS_HEADER"]
+__all__ = ["AUTH_TS_HEADER", "Authenticator", "auth_metadata", "hash_api_key", "sign"]
 
 AUTH_HEADER = "authorization"
 AUTH_TS_HEADER = "x-stt-auth-ts"

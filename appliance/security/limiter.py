@@ -16,9 +16,9 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from typing import Hashable
+from collections.abc import Hashable
 
-__all__ = ["TokenBucket", "KeyedRateLimiter"]
+__all__ = ["KeyedRateLimiter", "TokenBucket"]
 
 DEFAULT_MAX_KEYS = 10_000
 DEFAULT_PRUNE_EVERY_CALLS = 1000
@@ -38,7 +38,7 @@ class TokenBucket:
     but still pays for itself before the next one passes.
     """
 
-    __slots__ = ("rate_per_sec", "capacity", "tokens", "updated_at", "last_seen_at")
+    __slots__ = ("capacity", "last_seen_at", "rate_per_sec", "tokens", "updated_at")
 
     def __init__(self, rate_per_sec: float, capacity: float, now: float):
         if rate_per_sec <= 0 or capacity <= 0:

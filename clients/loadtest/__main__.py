@@ -11,8 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from clients.loadtest import UsageError, add_load_arguments, add_target_arguments, load_config, target_server
-from clients.loadtest.report import (ProgressLine, compute_figures, format_report, plot_available,
-                                     write_json, write_plot)
+from clients.loadtest.report import ProgressLine, compute_figures, format_report, plot_available, write_json, write_plot
 from clients.loadtest.runner import run_load
 
 

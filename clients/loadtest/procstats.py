@@ -10,6 +10,7 @@ or once the process is gone, sampling stops and what was gathered is kept.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -95,7 +96,7 @@ def summarise(pid: int, samples: list[Sample]) -> ProcStats:
     if len(samples) >= 2 and wall_sec > 0:
         cpu_mean = 100.0 * (samples[-1].cpu_sec - samples[0].cpu_sec) / wall_sec
         cpu_peak = max(100.0 * (b.cpu_sec - a.cpu_sec) / (b.at_sec - a.at_sec)
-                       for a, b in zip(samples, samples[1:]) if b.at_sec > a.at_sec)
+                       for a, b in itertools.pairwise(samples) if b.at_sec > a.at_sec)
     rss = [s.rss_bytes for s in samples]
     host_total = samples[-1].host_total_sec - samples[0].host_total_sec if samples else 0.0
     host_busy = (100.0 * (samples[-1].host_busy_sec - samples[0].host_busy_sec) / host_total
