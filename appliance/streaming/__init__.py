@@ -1,1 +1,1 @@
-"""Per-stream streaming logic: endpointing, the commit policy, text guards and the orchestrator."""
+"""One stream's pipeline: gate, frontend, segmenter and transcriber stages under an async shell (`stream`)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -28,6 +28,7 @@ from appliance.resources import BufferLedger
 from appliance.streaming.frontend import Frontend
 from appliance.streaming.gate import StreamGate
 from appliance.streaming.listeners import StreamListener
+from appliance.streaming.reader import ChunkReader
 from appliance.streaming.segmenter import Segmenter, SegmenterConfig
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.transcriber import Delivery, StreamEnd, Transcriber
@@ -52,7 +53,8 @@ class StreamProgress:
 
 class Stream:
     def __init__(self, settings: SessionSettings, limits: StreamLimits, *, gate: StreamGate, frontend: Frontend,
-                 transcriber_factory, ledger: BufferLedger, listener: StreamListener,
+                 transcriber_factory: Callable[[Callable[[Delivery], None], Callable[[], None]], Transcriber],
+                 ledger: BufferLedger, listener: StreamListener,
                  vad_executor: Executor | None = None):
         """`transcriber_factory(deliver, on_progress)` builds the transcriber (it needs the loop)."""
         self._settings = settings
@@ -67,7 +69,8 @@ class Stream:
         self._listener = listener
         self._vad_executor = vad_executor
         self._accounted_bytes = 0  # this stream's share of the global buffer ledger
-        self._input_closed = asyncio.Event()
+        self._reader: ChunkReader | None = None
+        self._input_closed = False
         self._started_at = time.monotonic()
 
     @property
@@ -85,7 +88,9 @@ class Stream:
     def close_input(self) -> None:
         """Stop reading audio as if the client had half-closed (used when the server drains):
         the open utterance still gets its final, then the stream ends normally."""
-        self._input_closed.set()
+        self._input_closed = True
+        if self._reader is not None:
+            self._reader.close()
 
     async def results(self, chunks: AsyncIterable[AudioIn]) -> AsyncIterator[RecognitionResult]:
         ingest = asyncio.create_task(self._ingest(chunks))
@@ -109,13 +114,14 @@ class Stream:
 
     async def _ingest(self, chunks: AsyncIterable[AudioIn]) -> None:
         error: ApplianceError | None = None
-        timeout = self._limits.session_timeout_sec if self._limits.session_timeout_sec > 0 else None
-        iterator = chunks.__aiter__()
+        self._reader = reader = ChunkReader(chunks, self._limits.session_timeout_sec)
+        if self._input_closed:
+            reader.close()
         try:
             while not self._transcriber.ended:
                 await self._wait_for_decode_room()
                 try:
-                    chunk = await self._next_chunk(iterator, timeout)
+                    chunk = await reader.next()
                 except StopAsyncIteration:
                     break
                 await self._accept(chunk)
@@ -135,26 +141,6 @@ class Stream:
         while self._transcriber.pending >= self._limits.max_pending_per_stream and not self._transcriber.ended:
             self._progress.clear()
             await self._progress.wait()
-
-    async def _next_chunk(self, iterator: AsyncIterator[AudioIn], timeout: float | None) -> AudioIn:
-        """The next chunk; StopAsyncIteration at half-close or close_input(), ERR1012 when idle too long."""
-        if self._input_closed.is_set():
-            raise StopAsyncIteration
-        read = asyncio.ensure_future(iterator.__anext__())
-        closed = asyncio.ensure_future(self._input_closed.wait())
-        try:
-            done, _ = await asyncio.wait((read, closed), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-            if not read.done():
-                read.cancel()  # also when this task is cancelled: no orphaned read of the stream
-            elif not read.cancelled():
-                read.exception()  # mark a half-close seen, even if this task is being cancelled
-        if read in done:
-            return read.result()
-        if closed in done:
-            raise StopAsyncIteration
-        raise ApplianceError("ERR1012", f"no audio received for {timeout:g} s (server.session_timeout_sec)")
 
     async def _accept(self, chunk: AudioIn) -> None:
         audio = self._gate.admit(chunk)
