@@ -2,7 +2,9 @@
 
 Each field is a `setting(...)` carrying its help text and validation rules (ge, gt, le, choices,
 upper, nonempty), checked by `appliance.fields` as the decode options are; `appliance.config`
-loads, layers and checks values against them.
+loads, layers and checks values against them. Also here, below every other config module:
+`ConfigError`, the section table (`SECTIONS`, `section_fields`) and the removed keys an older file
+may still hold (`DEPRECATED_KEYS`).
 """
 
 from __future__ import annotations
