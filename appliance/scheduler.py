@@ -385,10 +385,15 @@ class DecodeScheduler:
         for request, transcript in zip(batch, transcripts, strict=True):
             self._observer.decode_done(is_final=request.is_final, decode_sec=elapsed_sec,
                                        audio_sec=transcript.audio_sec, wait_sec=now - request.enqueued_at - elapsed_sec)
-        if self._log_metrics:  # figures only: transcript text never goes to the main log
-            waited_sec = max(now - r.enqueued_at for r in batch) - elapsed_sec
-            redone = [t.extra["window_fallback"] for t in transcripts if "window_fallback" in t.extra]
-            log.info("decode batch of %d (%d final, redone on a larger window: %s): %.2f s audio in %.3f s "
-                     "after %.3f s queued, rtf %.3f", len(batch), sum(r.is_final for r in batch),
-                     ", ".join(redone) or "none",
-                     audio_sec, elapsed_sec, max(0.0, waited_sec), elapsed_sec / max(audio_sec, 1e-6))
+        if self._log_metrics:
+            _log_batch(batch, transcripts, elapsed_sec, audio_sec, now)
+
+
+def _log_batch(batch: list[_Request], transcripts: list[Transcript], elapsed_sec: float, audio_sec: float,
+               now: float) -> None:
+    """One line of figures per backend call (server.log_metrics); transcript text never goes to the log."""
+    waited_sec = max(now - r.enqueued_at for r in batch) - elapsed_sec
+    redone = [t.extra["window_fallback"] for t in transcripts if "window_fallback" in t.extra]
+    log.info("decode batch of %d (%d final, redone on a larger window: %s): %.2f s audio in %.3f s "
+             "after %.3f s queued, rtf %.3f", len(batch), sum(r.is_final for r in batch), ", ".join(redone) or "none",
+             audio_sec, elapsed_sec, max(0.0, waited_sec), elapsed_sec / max(audio_sec, 1e-6))

@@ -55,6 +55,52 @@ class _OpenFile:
     sample_rate_hz: int
 
 
+@dataclass(frozen=True)
+class Retention:
+    """Which finished recordings to delete: past `max_age_days`, then oldest first beyond
+    `max_files` or `max_bytes` (None: no limit of that kind)."""
+
+    max_bytes: int | None = None
+    max_files: int | None = None
+    max_age_days: float | None = None
+
+    def apply(self, directory: Path, in_use: set[Path], now: float) -> int:
+        """Delete what the limits say (never a file being written); returns how many were deleted."""
+        if self.max_files is None and self.max_bytes is None and self.max_age_days is None:
+            return 0
+        files: list[tuple[float, int, Path]] = []
+        for path in directory.glob("*.wav"):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            files.append((st.st_mtime, st.st_size, path))
+        files.sort()
+        total_bytes = sum(size for _, size, _ in files)
+        count = len(files)
+        cutoff = now - self.max_age_days * _SECONDS_PER_DAY if self.max_age_days is not None else None
+        deleted = 0
+        for mtime, size, path in files:
+            too_old = cutoff is not None and mtime < cutoff
+            too_many = self.max_files is not None and count > self.max_files
+            too_big = self.max_bytes is not None and total_bytes > self.max_bytes
+            if not (too_old or too_many or too_big):
+                if cutoff is None:
+                    break  # sorted oldest first: nothing later is older
+                continue
+            if path.resolve() in in_use:
+                continue
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            else:
+                deleted += 1
+            count -= 1
+            total_bytes -= size
+        return deleted
+
+
 class AudioStore:
     """Persists session PCM to WAV files from a single daemon writer thread."""
 
@@ -65,9 +111,7 @@ class AudioStore:
             raise ValueError(f"queue_max_chunks must be >= 1, got {queue_max_chunks!r}")
         self.directory = Path(directory)
         self.queue_max_chunks = queue_max_chunks
-        self.max_bytes = max_bytes
-        self.max_files = max_files
-        self.max_age_days = max_age_days
+        self.retention = Retention(max_bytes, max_files, max_age_days)
         self._clock = clock
         self._queue: deque[_Chunk | _End] = deque()
         self._queued_chunks = 0
@@ -241,35 +285,5 @@ class AudioStore:
                 log.debug("audio store: close after a failed write also failed", exc_info=True)
 
     def _apply_retention(self) -> None:
-        if self.max_files is None and self.max_bytes is None and self.max_age_days is None:
-            return
         in_use = {opened.path.resolve() for opened in self._open.values()}
-        files: list[tuple[float, int, Path]] = []
-        for path in self.directory.glob("*.wav"):
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            files.append((st.st_mtime, st.st_size, path))
-        files.sort()
-        total_bytes = sum(size for _, size, _ in files)
-        count = len(files)
-        cutoff = self._clock() - self.max_age_days * _SECONDS_PER_DAY if self.max_age_days is not None else None
-        for mtime, size, path in files:
-            too_old = cutoff is not None and mtime < cutoff
-            too_many = self.max_files is not None and count > self.max_files
-            too_big = self.max_bytes is not None and total_bytes > self.max_bytes
-            if not (too_old or too_many or too_big):
-                if cutoff is None:
-                    break  # sorted oldest first: nothing later is older
-                continue
-            if path.resolve() in in_use:
-                continue
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-            else:
-                self.files_deleted += 1
-            count -= 1
-            total_bytes -= size
+        self.files_deleted += self.retention.apply(self.directory, in_use, self._clock())
