@@ -4,7 +4,7 @@ Pure logic over 32 ms frames, no I/O, so it is tested frame by frame. Speech sta
 probability >= `threshold` and whose RMS >= `speech_rms_threshold`; it continues while frames stay
 above a lower release threshold (hysteresis, as Silero's own iterator does), and the utterance ends
 after `silence_sec` of trailing non-speech. (Whether an utterance held enough speech to decode is
-the orchestrator's call: it counts speech frames per utterance, across buffer-cap cuts.)
+the segmenter's call: it counts speech frames per utterance, across buffer-cap cuts.)
 """
 
 from __future__ import annotations
