@@ -95,6 +95,7 @@ class StreamQueue(Generic[P]):
         self._prepare = prepare
         self._max_pending = max_pending  # 0: unbounded
         self._waiting: deque[_Request[P]] = deque()  # the head is eligible when nothing is running
+        self._waiting_partials = 0  # read for every frame of a stream with partials: kept, not counted
         self._running: _Request[P] | None = None
         self._eligible = False
         self._closed = False
@@ -108,7 +109,7 @@ class StreamQueue(Generic[P]):
     @property
     def partial_waiting(self) -> bool:
         """A partial is queued and not yet running."""
-        return any(not r.is_final for r in self._waiting)
+        return self._waiting_partials > 0
 
     def submit(self, audio: np.ndarray, *, is_final: bool, payload: P, options: DecodeOptions | None = None) -> None:
         """Queue a decode; its outcome comes back through `on_done`. A partial that finds the queue
@@ -123,6 +124,7 @@ class StreamQueue(Generic[P]):
             self._on_done(payload, None, None)
             return
         self._waiting.append(_Request(self, audio, is_final, payload, options))
+        self._waiting_partials += not is_final
         self.queued_audio_bytes += audio.size * 2
         self._scheduler.promote(self)
 
@@ -156,10 +158,12 @@ class StreamQueue(Generic[P]):
             self._scheduler.ineligible(request)
             self._eligible = False
         self._waiting.remove(request)
+        self._waiting_partials -= not request.is_final
         self.queued_audio_bytes -= request.audio.size * 2
 
     def _start(self, request: _Request[P]) -> None:
         self._waiting.popleft()
+        self._waiting_partials -= not request.is_final
         self._eligible = False
         self._running = request
 

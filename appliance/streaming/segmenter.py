@@ -159,10 +159,12 @@ class Segmenter:
 
     def _partial_if_due(self) -> PartialDue | None:
         interval_sec = self._config.partial_interval_sec
-        if not interval_sec or self._backlog.partial_waiting:
+        if not interval_sec:
             return None
         buffer = self._buffer
         if buffer.samples - self._samples_at_last_partial < interval_sec * MODEL_SAMPLE_RATE_HZ:
+            return None
+        if self._backlog.partial_waiting:
             return None
         if self._speech_frames < self._min_speech_frames:
             return None
