@@ -14,8 +14,8 @@ from appliance.errors import ApplianceError
 from appliance.runtime import Runtime
 from appliance.streaming.session import SessionRequest
 from clients.audio import load_pcm16
-from clients.sdk import SttClient, SttError
 from clients.corpus import wer
+from clients.sdk import SttClient, SttError
 from tests.conftest import expect_error, finals_text, stream_file
 
 

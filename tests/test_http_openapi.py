@@ -27,7 +27,8 @@ def test_openapi_names_exactly_the_routes_and_methods_of_the_app():
     config = load_config(env={})
     runtime = Runtime(config)
     try:
-        app = create_app(runtime.status, runtime.admin, HttpAccess(HttpAccessSettings.from_config(config.server, environ={})))
+        access = HttpAccess(HttpAccessSettings.from_config(config.server, environ={}))
+        app = create_app(runtime.status, runtime.admin, access)
         served = {(route.path, method.method.lower())
                   for route in falcon.inspect.inspect_routes(app)
                   for method in route.methods if not method.internal}

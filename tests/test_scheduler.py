@@ -12,7 +12,6 @@ from appliance.errors import ApplianceError
 from appliance.models.backends.faster_whisper import FasterWhisperBackend
 from appliance.models.store import resolve_model
 from appliance.scheduler import DecodeScheduler
-from tests import speech
 
 OPTIONS = load_config(*default_config_paths()).decode_profiles["realtime"]
 
@@ -24,10 +23,8 @@ def backend():
 
 
 @pytest.fixture(scope="module")
-def audio():
-    if not (speech.ALSA_DIR / "Front_Center.wav").exists():
-        pytest.skip("Debian's alsa-utils prompts are not installed")
-    return speech.alsa_prompt_16k("Front_Center.wav")
+def audio(prompt_audio):
+    return prompt_audio
 
 
 def run(coro):

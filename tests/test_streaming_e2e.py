@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import grpc
@@ -15,7 +16,6 @@ from clients.corpus import normalize, offline_transcribe, wer
 from clients.sdk import SttClient, SttError, split_pcm16
 from tests import speech
 from tests.conftest import finals_text, stream_file
-
 
 LONG_SENTENCE = ("Every morning the old fisherman walked down to the harbour, checked his nets, "
                  "and told the children stories about the sea and the storms he had seen")
@@ -33,8 +33,8 @@ def test_sentences_become_one_final_each_in_order(appliance_server, sentences):
     results = stream_file(appliance_server.address, sentences.path)
     finals = [r for r in results if r.is_final]
     assert [r.utterance_index for r in finals] == list(range(len(sentences.sentences)))
-    assert all(a.end_sec <= b.start_sec for a, b in zip(finals, finals[1:]))
-    for final, sentence in zip(finals, sentences.sentences):
+    assert all(a.end_sec <= b.start_sec for a, b in itertools.pairwise(finals))
+    for final, sentence in zip(finals, sentences.sentences, strict=True):
         assert wer(sentence, final.text) <= 0.25, (sentence, final.text)
     assert not any(not r.is_final for r in results), "partials are opt-in"
 
@@ -93,7 +93,7 @@ def test_partials_grow_committed_text_and_precede_the_final(appliance_server, tm
         by_utterance.setdefault(r.utterance_index, []).append(r)
     for items in by_utterance.values():
         committed = [r.committed_text.split() for r in items]
-        for earlier, later in zip(committed, committed[1:]):
+        for earlier, later in itertools.pairwise(committed):
             assert later[: len(earlier)] == earlier, (earlier, later)
         assert items[-1].is_final and all(not r.is_final for r in items[:-1])
         for r in items:
@@ -217,7 +217,7 @@ def test_buffer_cap_cuts_long_speech_without_losing_or_repeating_words(tight_ser
     results = stream_file(tight_server.address, recording.path)
     finals = [r for r in results if r.is_final]
     assert len(finals) >= 3, "max_buffer_sec=4 cuts this ~12 s utterance"
-    assert all(a.start_sec < b.start_sec for a, b in zip(finals, finals[1:]))
+    assert all(a.start_sec < b.start_sec for a, b in itertools.pairwise(finals))
     # Cutting costs little: compare with one offline decode of the whole file.
     offline = offline_transcribe(recording.path)
     assert wer(LONG_SENTENCE, finals_text(results)) <= wer(LONG_SENTENCE, offline) + 0.15, finals_text(results)
