@@ -50,6 +50,17 @@ def test_real_argparse_end_to_end(tmp_path):
     assert cfg.server.log_metrics is True and cfg.model.model_dir == "/opt/m"
 
 
+def test_deprecated_flag_is_accepted_and_ignored(caplog):
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args(["--grpc-worker-threads", "8", "--config", str(SERVER_YAML),
+                              "--model-config", str(MODEL_YAML)])
+    assert overrides_from_args(args) == {"server.grpc_worker_threads": "8"}
+    with caplog.at_level("WARNING", logger="appliance.config"):
+        load_config_from_args(args, env={})
+    assert "server.grpc_worker_threads (from overrides) is deprecated" in caplog.text
+
+
 def test_cli_flags_cover_the_seed_and_default_to_none():
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.config import SECTIONS, AppConfig, ConfigError, default_config_paths, load_config, section_fields
+from appliance.config import (
+    DEPRECATED_KEYS,
+    SECTIONS,
+    AppConfig,
+    ConfigError,
+    default_config_paths,
+    load_config,
+    section_fields,
+)
 from appliance.decode_options import DecodeOptions
 from tests.helpers import MODEL_YAML, SERVER_YAML, load_server, write
 from tests.helpers import REPO_ROOT as REPO
@@ -35,12 +43,40 @@ def test_shipped_yaml_holds_every_seed_key():
     for seed in (seed_server, seed_model):
         for section, body in seed.items():
             assert section in shipped, section
-            missing = set(body) - set(shipped[section])
+            removed = {key.split(".")[1] for key in DEPRECATED_KEYS if key.startswith(f"{section}.")}
+            missing = set(body) - set(shipped[section]) - removed
             assert not missing, f"{section}: {sorted(missing)}"
     for name, profile in seed_model["model_load_profiles"].items():
         assert set(profile) <= set(shipped["model_load_profiles"][name])
     # decode profiles are exactly the seed's
     assert shipped["decode_profiles"] == seed_model["decode_profiles"]
+
+
+def test_deprecated_keys_load_with_a_warning_naming_them(tmp_path, caplog):
+    server = write(tmp_path, "s.yaml", "server:\n  grpc_worker_threads: 8\n  port: 1\n")
+    model = write(tmp_path, "m.yaml", "model:\n  language_fix: true\n  language: de\n")
+    with caplog.at_level("WARNING", logger="appliance.config"):
+        cfg = load_config(server, model, env={})
+    assert (cfg.server.port, cfg.model.language) == (1, "de")
+    text = caplog.text
+    assert "server.grpc_worker_threads" in text and str(server) in text and "deprecated" in text
+    assert "model.language_fix" in text and str(model) in text
+    assert not hasattr(cfg.server, "grpc_worker_threads") and not hasattr(cfg.model, "language_fix")
+
+
+def test_deprecated_keys_from_env_warn_too(caplog):
+    with caplog.at_level("WARNING", logger="appliance.config"):
+        cfg = load_config(env={"STT_SERVER_GRPC_WORKER_THREADS": "4", "STT_MODEL_LANGUAGE_FIX": "false"})
+    assert cfg == AppConfig()
+    assert "STT_SERVER_GRPC_WORKER_THREADS" in caplog.text and "STT_MODEL_LANGUAGE_FIX" in caplog.text
+
+
+def test_language_fix_without_a_language_is_still_refused(tmp_path):
+    # the one combination whose intent would be lost: forcing a language that is not named
+    model = write(tmp_path, "m.yaml", "model:\n  language_fix: true\n")
+    with pytest.raises(ConfigError, match=r"model.language: model.language_fix \(deprecated") as info:
+        load_config(model_path=model, env={})
+    assert info.value.key == "model.language"
 
 
 def test_shipped_yaml_holds_every_config_field_and_only_those():
