@@ -9,6 +9,7 @@ the stream's lifetime. Every refusal is an `ApplianceError` with its code, count
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -20,6 +21,7 @@ from appliance.errors import ApplianceError
 from appliance.lifecycle import HealthState, Lifecycle
 from appliance.models.registry import ModelRegistry
 from appliance.observability.metrics import ApplianceMetrics
+from appliance.observability.snapshot import StreamLevels
 from appliance.resources import BufferLedger, MemoryBudget
 from appliance.scheduler import DecodeScheduler
 from appliance.security import Admission, Ticket, peer_ip
@@ -33,7 +35,7 @@ from appliance.streaming.session import (
     SessionSettings,
     resolve_settings,
 )
-from appliance.streaming.stream import Stream, StreamProgress
+from appliance.streaming.stream import Stream
 from appliance.streaming.transcriber import Transcriber
 from appliance.streaming.types import AudioIn, RecognitionResult, StreamLimits
 from appliance.vad import VadPool
@@ -103,8 +105,10 @@ class SessionService:
     def active_streams(self) -> int:
         return self._open_calls
 
-    def progress(self) -> list[tuple[str, StreamProgress]]:
-        return [(stream.session_id, stream.progress()) for stream in list(self._live)]
+    def stream_levels(self) -> list[StreamLevels]:
+        """Each live stream's figures, keyed by a hash of its session id: visible load, no usable ids."""
+        return [stream.levels(hashlib.sha256(stream.session_id.encode()).hexdigest()[:10])
+                for stream in list(self._live)]
 
     def defaults(self) -> SessionDefaults:
         cfg = self._config

@@ -6,11 +6,9 @@ parts that own each figure.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 
 from appliance import __version__
 from appliance.config import AppConfig
@@ -24,7 +22,6 @@ from appliance.observability.snapshot import (
     MemoryLevels,
     SessionLevels,
     StatusSnapshot,
-    StreamLevels,
     VadPoolLevels,
 )
 from appliance.observability.system import memory_info, package_versions, platform_info
@@ -91,8 +88,7 @@ class StatusView:
             vad_pool=VadPoolLevels(slots=pool.capacity if pool else 0, in_use=pool.leased if pool else 0,
                                    max=cfg.server.max_sessions),
             models=self._models.snapshot(),
-            streams=[StreamLevels(stream=hashlib.sha256(sid.encode()).hexdigest()[:10], **asdict(progress))
-                     for sid, progress in self._sessions.progress()],
+            streams=self._sessions.stream_levels(),
             recent=self.metrics.recent_finals.summary(),
             totals=self.metrics.totals())
 

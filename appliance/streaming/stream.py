@@ -19,11 +19,11 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 
 import numpy as np
 
 from appliance.errors import ApplianceError
+from appliance.observability.snapshot import StreamLevels
 from appliance.resources import BufferLedger
 from appliance.streaming.frontend import Frontend
 from appliance.streaming.gate import StreamGate
@@ -35,20 +35,6 @@ from appliance.streaming.transcriber import Delivery, StreamEnd, Transcriber
 from appliance.streaming.types import AudioIn, RecognitionResult, StreamLimits
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StreamProgress:
-    """Where a stream is, for /metrics.json and the status page (no ids, no text)."""
-
-    model_id: str
-    partials: bool
-    upload_mode: str
-    audio_sec: float
-    utterances: int
-    buffered_bytes: int
-    pending_decodes: int
-    age_sec: float
 
 
 class Stream:
@@ -77,10 +63,11 @@ class Stream:
     def session_id(self) -> str:
         return self._settings.session_id
 
-    def progress(self) -> StreamProgress:
+    def levels(self, key: str) -> StreamLevels:
+        """Where this stream is, under `key` (not its session id: /metrics.json shows no usable ids)."""
         s = self._settings
-        return StreamProgress(
-            model_id=s.model_id, partials=s.partials, upload_mode=s.upload_mode,
+        return StreamLevels(
+            stream=key, model_id=s.model_id, partials=s.partials, upload_mode=s.upload_mode,
             audio_sec=round(self._gate.audio_sec_received, 2), utterances=self._segmenter.utterance_index,
             buffered_bytes=self._accounted_bytes, pending_decodes=self._transcriber.pending,
             age_sec=round(time.monotonic() - self._started_at, 2))
