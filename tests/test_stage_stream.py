@@ -80,3 +80,20 @@ def test_closing_the_input_mid_sentence_still_sends_that_utterances_final(backen
     results, _, _ = run_stream(backend, to_pcm16(audio), rate_hz, close_after=20)  # 2 s: inside sentence one
     finals = [r for r in results if r.is_final]
     assert len(finals) == 1 and "open" in finals[0].text.lower()
+
+
+def test_a_streams_levels_carry_the_key_given_not_its_session_id(backend):
+    async def scenario():
+        s, lim = settings(), limits()
+        scheduler = DecodeScheduler(max_in_flight=1)
+        stream = Stream(s, lim, gate=StreamGate(s, lim), frontend=Frontend(VadStream(SileroOnnx())),
+                        transcriber_factory=lambda deliver, progress: Transcriber(s, scheduler, backend,
+                                                                                  deliver=deliver),
+                        ledger=BufferLedger(None), listener=Heard())
+        levels = stream.levels("abc123")
+        scheduler.shutdown()
+        return s, levels
+
+    s, levels = asyncio.run(scenario())
+    assert levels.stream == "abc123" and s.session_id not in str(levels)
+    assert (levels.model_id, levels.utterances, levels.pending_decodes, levels.buffered_bytes) == (MODEL_ID, 0, 0, 0)
