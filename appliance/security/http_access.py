@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+MAX_AUTHORIZATION_CHARS = 4096  # far above any token we issue; longer headers are refused unread
+
+
 def parse_networks(entries: Iterable[str], *, what: str, resolve_hostnames: bool = False) -> tuple[IpNetwork, ...]:
     """CIDRs or single addresses (and, with resolve_hostnames, host names resolved once, at startup)."""
     networks: list[IpNetwork] = []
@@ -145,13 +148,14 @@ class HttpAccess:
 
     @staticmethod
     def bearer(authorization: str | None) -> str | None:
-        scheme, _, token = (authorization or "").strip().partition(" ")
+        """The bearer token, or None for a missing, malformed or oversized header (then ERR1004)."""
+        if not authorization or len(authorization) > MAX_AUTHORIZATION_CHARS:
+            return None
+        scheme, _, token = authorization.strip().partition(" ")
         return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
     def has_observability_token(self, authorization: str | None) -> bool:
-        expected = self.settings.observability_token
-        presented = self.bearer(authorization)
-        return bool(expected) and presented is not None and hmac.compare_digest(presented, expected)
+        return _matches(self.bearer(authorization), self.settings.observability_token)
 
     def require_observability(self, authorization: str | None) -> None:
         """ERR1004 unless no observability token is configured or the request carries it."""
@@ -175,6 +179,14 @@ class HttpAccess:
         expected = self.settings.admin_token
         if not expected:
             raise ApplianceError("ERR1005", "the admin plane is disabled: set STT_ADMIN_TOKEN to enable it")
-        presented = self.bearer(authorization)
-        if presented is None or not hmac.compare_digest(presented, expected):
+        if not _matches(self.bearer(authorization), expected):
             raise ApplianceError("ERR1004", "the admin plane needs Authorization: Bearer <STT_ADMIN_TOKEN>")
+
+
+def _matches(presented: str | None, expected: str | None) -> bool:
+    """Constant-time token check on bytes: a header may hold any character (WSGI hands them over as
+    latin-1), and hmac.compare_digest refuses non-ASCII str with a TypeError."""
+    if not presented or not expected:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"),
+                               expected.encode("utf-8", "surrogateescape"))

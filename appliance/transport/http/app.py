@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 # Falcon's own HTTP errors (routing, media parsing) mapped onto the stable codes.
 _CODE_FOR_STATUS = {400: "ERR1010", 401: "ERR1004", 403: "ERR1005", 404: "ERR1018", 405: "ERR1018",
                     413: "ERR1010", 415: "ERR1010", 429: "ERR1006"}
+# Admin JSON is a few hundred bytes; nothing the plane accepts comes near this.
+MAX_BODY_BYTES = 64 * 1024
 # The page may load only what the appliance itself serves (it is offline: no CDN).
 _CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
 
@@ -34,6 +36,9 @@ class AccessMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.client_ip = self._access.client_ip(req.remote_addr, req.get_header("X-Forwarded-For"))
         self._access.admit(req.context.client_ip)
+        if (req.content_length or 0) > MAX_BODY_BYTES:  # refused before a byte of it is read
+            raise falcon.HTTPContentTooLarge(
+                description=f"request body of {req.content_length} bytes; the limit is {MAX_BODY_BYTES} bytes")
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
         route = req.uri_template or "unmatched"  # bounded label set: templates, not raw paths

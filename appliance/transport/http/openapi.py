@@ -142,6 +142,7 @@ def _post(summary: str, request: str, responses: dict) -> dict:
         "requestBody": {"required": request == "UnloadModelRequest",
                         "content": {"application/json": {"schema": _ref(request)}}},
         "responses": {**responses, "400": _error("ERR1010: malformed JSON, unknown field or bad value"),
+                      "413": _error("ERR1010: the body is over the 64 KiB limit"),
                       "415": _error("ERR1010: the body is not JSON"), **_ADMIN},
     }}
 

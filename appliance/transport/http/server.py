@@ -11,12 +11,16 @@ from waitress.wasyncore import close_all
 log = logging.getLogger(__name__)
 
 HTTP_THREADS = 4  # health probes, scrapes, the status page and an admin load can run at once
+# waitress's own cap (its default is 1 GiB): a chunked body with no Content-Length is spooled up to here
+# before the app's 64 KiB limit can see it.
+MAX_SPOOLED_BODY_BYTES = 1024 * 1024
 
 
 class HttpServer:
     def __init__(self, app, host: str, port: int, *, threads: int = HTTP_THREADS):
         # Binds now, so a taken port fails startup before the model loads.
         self._server = create_server(app, host=host, port=port, threads=threads, ident="stt-appliance",
+                                     max_request_body_size=MAX_SPOOLED_BODY_BYTES,
                                      clear_untrusted_proxy_headers=False)  # X-Forwarded-For: HttpAccess decides
         self.host = host
         self.port = int(self._server.effective_port)
