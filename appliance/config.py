@@ -97,8 +97,9 @@ class AppConfig:
         for profile in data["decode_profiles"].values():
             if isinstance(profile["temperature"], tuple):
                 profile["temperature"] = list(profile["temperature"])
-        if redact and data["auth"]["create_session_auth_secret"]:
-            data["auth"]["create_session_auth_secret"] = "***"
+        for secret in ("create_session_auth_secret", "session_ticket_secret"):
+            if redact and data["auth"][secret]:
+                data["auth"][secret] = "***"
         return data
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> AppConfig:

@@ -120,6 +120,7 @@ class AuthConfig:
     create_session_auth_secret: str = setting("", "HMAC secret of the signed_token profile")
     create_session_auth_ttl_sec: float = setting(0.0, "signed token TTL / clock skew seconds (0 disables)",
                                               ge=0)
+    session_ticket_secret: str = setting("", "HMAC secret of session tickets (empty: random per boot)")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from appliance.observability.transcripts import TranscriptSink
 from appliance.resources import BufferLedger, MemoryBudget
 from appliance.scheduler import DecodeObserver, DecodeScheduler
 from appliance.security import Admission
+from appliance.security.tickets import TicketSigner
 from appliance.sessions import SessionService, StreamBuilder
 from appliance.status import StatusView
 from appliance.storage import AudioStore
@@ -118,7 +119,7 @@ class Runtime:
             config, health=self.health, admission=self.admission, memory_budget=self.memory_budget,
             sessions=SessionRegistry(unused_ttl_sec=float(s.session_timeout_sec or 60),
                                      on_release=self.admission.release),
-            streams=streams, metrics=self.metrics)
+            streams=streams, metrics=self.metrics, tickets=TicketSigner(config.auth.session_ticket_secret))
         self.admin = ModelAdmin(config, self.models, self.memory_budget, self.load_settings,
                                 on_change=self.health.changed_threadsafe)
         self.status = StatusView(config, health=self.health, sessions=self.sessions, models=self.models,

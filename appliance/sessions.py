@@ -9,7 +9,9 @@ the stream's lifetime. Every refusal is an `ApplianceError` with its code, count
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -25,6 +27,7 @@ from appliance.observability.snapshot import StreamLevels
 from appliance.resources import BufferLedger, MemoryBudget
 from appliance.scheduler import DecodeScheduler
 from appliance.security import Admission, Ticket, peer_ip
+from appliance.security.tickets import TicketSigner
 from appliance.streaming.frontend import Frontend
 from appliance.streaming.gate import StreamGate
 from appliance.streaming.listeners import StreamListeners
@@ -80,7 +83,8 @@ class StreamBuilder:
 
 class SessionService:
     def __init__(self, config: AppConfig, *, health: HealthState, sessions: SessionRegistry, admission: Admission,
-                 memory_budget: MemoryBudget, streams: StreamBuilder, metrics: ApplianceMetrics):
+                 memory_budget: MemoryBudget, streams: StreamBuilder, metrics: ApplianceMetrics,
+                 tickets: TicketSigner):
         self._config = config
         self._health = health
         self._sessions = sessions
@@ -88,6 +92,9 @@ class SessionService:
         self._memory_budget = memory_budget
         self._streams = streams
         self._metrics = metrics
+        self._tickets = tickets
+        # A ticket only has to outlive the wait between CreateSession and the stream's first chunk.
+        self._ticket_ttl_sec = float(config.server.session_timeout_sec or 60)
         self._live: set[Stream] = set()
         self._open_calls = 0  # StreamingRecognize calls attached to a session, built or not yet
         self._all_ended = asyncio.Event()
@@ -140,12 +147,15 @@ class SessionService:
             raise ApplianceError("ERR1007", f"server.max_sessions={max_sessions} sessions are active",
                                  retry_after_sec=1.0)
         self._memory_budget.admit_session(len(self._sessions))
-        ticket = self._admission.admit(peer_ip(peer), metadata or {}, dict(request.attributes))
+        admitted = self._admission.admit(peer_ip(peer), metadata or {}, dict(request.attributes))
         try:
             settings = resolve_settings(request, self.defaults())
-            self._sessions.add(settings, ticket)
+            ticket = self._tickets.issue(settings.session_id, ticket_claims(settings), admitted.identity,
+                                         ttl_sec=self._ticket_ttl_sec)
+            settings = dataclasses.replace(settings, token=ticket)
+            self._sessions.add(settings, admitted)
         except BaseException:
-            self._admission.release(ticket)
+            self._admission.release(admitted)
             raise
         return settings
 
@@ -168,6 +178,7 @@ class SessionService:
         if not first.session_id:
             raise ApplianceError("ERR1001", "the first chunk must carry the session_id returned by CreateSession")
         try:
+            self._check_ticket(first)  # before attaching: a refusal leaves the real session as it was
             settings = self._sessions.start_stream(first.session_id)
         except ApplianceError as err:
             self._metrics.error(err.code, "stream")
@@ -196,6 +207,14 @@ class SessionService:
             if self._open_calls == 0:
                 self._all_ended.set()
 
+    def _check_ticket(self, first: AudioIn) -> None:
+        """ERR1001 for an unknown session, ERR1005 unless the first chunk carries the session's own ticket."""
+        settings = self._sessions.peek(first.session_id)
+        self._tickets.verify(first.session_token, first.session_id)
+        presented = first.session_token.encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(presented, settings.token.encode()):
+            raise ApplianceError("ERR1005", "session_token is not the ticket issued for this session")
+
     async def drain(self, timeout_sec: float) -> bool:
         """End every stream's input (each still gets the final of its open utterance) and wait up to
         `timeout_sec` (<= 0: forever) for them; True when all ended. New sessions are refused by
@@ -208,6 +227,16 @@ class SessionService:
         except TimeoutError:
             log.warning("drain timed out after %.1f s with %d streams still open", timeout_sec, len(self._live))
             return False
+
+
+def ticket_claims(settings: SessionSettings) -> dict:
+    """The resolved settings a ticket carries (what another node would need to serve the session)."""
+    s = settings
+    return {"model_id": s.model_id, "decode_profile": s.decode_profile, "language": s.language, "task": s.task,
+            "vad_mode": s.vad_mode, "vad_silence_sec": s.vad_silence_sec, "vad_threshold": s.vad_threshold,
+            "partials": s.partials, "emit_final_on_vad": s.emit_final_on_vad, "upload_mode": s.upload_mode,
+            "require_token": s.require_token,
+            "decode": {k: v for k, v in sorted(s.attributes.items()) if k.startswith("decode.")}}
 
 
 async def _prepend(first: AudioIn, rest: AsyncIterator[AudioIn]) -> AsyncIterator[AudioIn]:

@@ -9,9 +9,12 @@ import numpy as np
 
 from appliance.config import default_config_paths, load_config
 from appliance.runtime import stream_limits
+from appliance.security.tickets import TicketSigner
+from appliance.sessions import ticket_claims
 from appliance.streaming.session import SessionDefaults, SessionRequest, SessionSettings, resolve_settings
 from appliance.streaming.types import StreamLimits
 
+TICKETS = TicketSigner("stage-tests")
 CONFIG = load_config(*default_config_paths(), env={})
 MODEL_ID = "cpu-tiny.en"
 
@@ -24,7 +27,9 @@ def settings(**request) -> SessionSettings:
         default_decode_profile=cfg.model.default_decode_profile, language=cfg.model.language or None,
         task=cfg.model.task, vad_silence_sec=float(cfg.vad.silence), vad_threshold=float(cfg.vad.threshold),
         emit_final_on_vad=bool(cfg.server.emit_final_on_vad))
-    return resolve_settings(SessionRequest(**request), defaults)
+    resolved = resolve_settings(SessionRequest(**request), defaults)
+    ticket = TICKETS.issue(resolved.session_id, ticket_claims(resolved), "ip:127.0.0.1", ttl_sec=60)
+    return replace(resolved, token=ticket)
 
 
 def limits(**overrides) -> StreamLimits:

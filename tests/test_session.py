@@ -201,12 +201,10 @@ def test_emit_final_on_vad_attribute_overrides_the_default():
     assert s.emit_final_on_vad is False
 
 
-def test_require_token_issues_a_fresh_url_safe_token():
-    first = resolve(require_token=True).token
-    second = resolve(require_token=True).token
-    assert len(first) >= 32
-    assert first != second
-    assert all(c.isalnum() or c in "-_" for c in first)
+def test_require_token_is_recorded_and_the_ticket_left_to_admission():
+    s = resolve(require_token=True)
+    assert s.require_token is True and s.token == ""  # SessionService signs the ticket once admitted
+    assert resolve().require_token is False
 
 
 # --- SessionRegistry ------------------------------------------------------------------------

@@ -139,7 +139,8 @@ def test_invalid_chunk_fails_only_its_own_stream(appliance_server, sentences):
         session = client.create_session()
         with pytest.raises(SttError) as odd_bytes:  # the SDK refuses odd chunks itself: use the raw stub
             send_raw(appliance_server.address, [stt_pb2.AudioChunk(
-                session_id=session.session_id, pcm16=b"\x00\x01\x02", sample_rate_hz=16_000)])
+                session_id=session.session_id, session_token=session.session_token, pcm16=b"\x00\x01\x02",
+                sample_rate_hz=16_000)])
         session = client.create_session()
         with pytest.raises(SttError) as bad_rate:
             list(client.send_chunks(session, [b"\x00\x00" * 160], 1_000, realtime=False))

@@ -52,8 +52,8 @@ class SpeechToTextServicer:
     """
 
     def CreateSession(self, request, context):
-        """Resolves the session's settings (auth, limits, model, decode profile) and,
-        when asked, issues a per-session token. Must precede StreamingRecognize.
+        """Resolves the session's settings (auth, limits, model, decode profile) and
+        issues the session's ticket (session_token). Must precede StreamingRecognize.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

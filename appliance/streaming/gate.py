@@ -1,6 +1,7 @@
 """Stage 1, attach/gate: may this chunk enter the session, and is it well-formed and within budget?
 
-Runs on the event loop for every chunk before any audio work: the per-session token, the chunk's
+Runs on the event loop for every chunk before any audio work: the session ticket (on every chunk
+with `require_token`; the first chunk's is checked before the stream attaches), the chunk's
 session id, the caller's byte-rate budget (ERR1006), the chunk's rate and size (ERR1003) and the
 session's audio-seconds cap (ERR1013). An empty chunk (a keep-alive or the token-only first chunk)
 passes the checks and carries no audio.
@@ -38,8 +39,10 @@ class StreamGate:
     def admit(self, chunk: AudioIn) -> AcceptedAudio | None:
         """The chunk's audio once every check passed; None for a chunk without audio."""
         settings = self._settings
-        if settings.token and not hmac.compare_digest(chunk.session_token.encode(), settings.token.encode()):
-            raise ApplianceError("ERR1005", "session_token does not match the token issued by CreateSession")
+        if settings.require_token and not hmac.compare_digest(
+                chunk.session_token.encode("utf-8", "surrogateescape"), settings.token.encode()):
+            raise ApplianceError("ERR1005", "session_token does not match the ticket issued by CreateSession "
+                                 "(require_token: every chunk carries it)")
         if chunk.session_id and chunk.session_id != settings.session_id:
             raise ApplianceError(
                 "ERR1003", f"chunk session_id {chunk.session_id!r} differs from the stream's {settings.session_id!r}")

@@ -6,7 +6,6 @@ but never streamed expires after `server.session_timeout_sec`.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 import uuid
@@ -54,8 +53,9 @@ class SessionSettings:
     partials: bool
     emit_final_on_vad: bool
     upload_mode: str
-    token: str
+    token: str  # the session ticket (appliance.security.tickets), set once the session is admitted
     attributes: dict[str, str]
+    require_token: bool = False  # every chunk carries the ticket, not only the first
 
 
 def parse_bool_attribute(attributes: dict[str, str], key: str, default: bool) -> bool:
@@ -131,8 +131,9 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
         partials=parse_bool_attribute(attributes, "partial", False),
         emit_final_on_vad=parse_bool_attribute(attributes, "emit_final_on_vad", defaults.emit_final_on_vad),
         upload_mode=upload_mode,
-        token=secrets.token_urlsafe(24) if request.require_token else "",
+        token="",
         attributes=attributes,
+        require_token=request.require_token,
     )
 
 
@@ -174,6 +175,18 @@ class SessionRegistry:
                     "ERR1001", f"session {session_id!r} is unknown or expired; call CreateSession first"
                 )
             self._streaming[session_id] = (entry[0], entry[2])
+            return entry[0]
+
+    def peek(self, session_id: str) -> SessionSettings:
+        """A created, not yet streaming session's settings, without attaching to it (ERR1001/1002)."""
+        with self._lock:
+            self._expire_unused()
+            if session_id in self._streaming:
+                raise ApplianceError("ERR1002", f"session {session_id!r} is already streaming")
+            entry = self._created.get(session_id)
+            if entry is None:
+                raise ApplianceError(
+                    "ERR1001", f"session {session_id!r} is unknown or expired; call CreateSession first")
             return entry[0]
 
     def ticket(self, session_id: str) -> object:

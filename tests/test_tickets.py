@@ -1,0 +1,52 @@
+"""Session tickets: issued by CreateSession, verified when a stream attaches."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.errors import ApplianceError
+from appliance.security.tickets import TicketSigner, identity_hash
+
+SETTINGS = {"model_id": "cpu-tiny.en", "partials": True, "decode": {"decode.beam_size": "2"}}
+
+
+def refused(signer: TicketSigner, ticket: str, session_id: str = "kiosk-7") -> str:
+    with pytest.raises(ApplianceError) as info:
+        signer.verify(ticket, session_id)
+    assert info.value.code == "ERR1005" and info.value.grpc_status == "PERMISSION_DENIED"
+    return info.value.message
+
+
+def test_a_ticket_carries_the_session_its_settings_and_a_hashed_identity():
+    signer = TicketSigner("secret", clock=lambda: 1000.0)
+    ticket = signer.issue("kiosk-7", SETTINGS, "key:sk-123", ttl_sec=60)
+    claims = signer.verify(ticket, "kiosk-7")
+    assert claims.session_id == "kiosk-7" and claims.settings == SETTINGS and claims.expires_at == 1060.0
+    assert claims.identity_hash == identity_hash("key:sk-123") and "sk-123" not in ticket
+    assert ticket.isascii() and len(ticket) < 1024
+
+
+def test_another_sessions_ticket_a_forgery_and_garbage_are_refused():
+    signer = TicketSigner("secret")
+    ticket = signer.issue("kiosk-7", SETTINGS, "ip:10.0.0.7", ttl_sec=60)
+    assert "another session" in refused(signer, ticket, session_id="kiosk-8")
+    version, body, signature = ticket.split(".")
+    assert "bad signature" in refused(signer, f"{version}.{body}.{signature[:-2]}AA")
+    other_node = TicketSigner("another-secret").issue("kiosk-7", SETTINGS, "ip:10.0.0.7", ttl_sec=60)
+    assert "bad signature" in refused(signer, other_node)
+    for garbage in ("", "v1", "v2.a.b", "caf\u00e9.x.y", "v1." + "a" * 10_000 + ".b", "\udcff"):
+        refused(signer, garbage)
+
+
+def test_an_expired_ticket_is_refused():
+    now = [1000.0]
+    signer = TicketSigner("secret", clock=lambda: now[0])
+    ticket = signer.issue("kiosk-7", SETTINGS, "ip:10.0.0.7", ttl_sec=60)
+    now[0] += 61
+    assert "expired" in refused(signer, ticket)
+
+
+def test_nodes_sharing_the_secret_accept_each_others_tickets_and_unset_secrets_differ_per_boot():
+    ticket = TicketSigner("fleet").issue("kiosk-7", SETTINGS, "ip:10.0.0.7", ttl_sec=60)
+    assert TicketSigner("fleet").verify(ticket, "kiosk-7").settings == SETTINGS
+    refused(TicketSigner(), TicketSigner().issue("kiosk-7", SETTINGS, "ip:10.0.0.7", ttl_sec=60))
