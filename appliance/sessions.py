@@ -32,6 +32,7 @@ from appliance.streaming.frontend import Frontend
 from appliance.streaming.gate import StreamGate
 from appliance.streaming.listeners import StreamListeners
 from appliance.streaming.session import (
+    SESSION_ID_RE,
     SessionDefaults,
     SessionRegistry,
     SessionRequest,
@@ -177,6 +178,8 @@ class SessionService:
             return
         if not first.session_id:
             raise ApplianceError("ERR1001", "the first chunk must carry the session_id returned by CreateSession")
+        if not SESSION_ID_RE.fullmatch(first.session_id):
+            raise ApplianceError("ERR1001", "the first chunk's session_id is not one CreateSession returns")
         try:
             self._check_ticket(first)  # before attaching: a refusal leaves the real session as it was
             settings = self._sessions.start_stream(first.session_id)

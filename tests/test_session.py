@@ -207,6 +207,14 @@ def test_require_token_is_recorded_and_the_ticket_left_to_admission():
     assert resolve().require_token is False
 
 
+def test_client_chosen_session_ids_are_short_and_plain():
+    for good in ("kiosk-7", "a", "lobby.mic:2", "x" * 128, "0f" * 16):
+        assert resolve(session_id=good).session_id == good
+    for bad in ("x" * 129, "-leading-dash", ".hidden", "kiosk 7", "caf\u00e9", "../../etc/passwd", "a\nb", "a/b"):
+        assert "session_id" in refused("ERR1010", session_id=bad)
+    assert len(resolve().session_id) == 32  # server-generated: a uuid4, unguessable
+
+
 # --- SessionRegistry ------------------------------------------------------------------------
 
 class FakeClock:

@@ -43,3 +43,9 @@ def test_create_session_always_returns_a_ticket(appliance_server):
         first, second = client.create_session(), client.create_session(session_id="kiosk-ticket")
     assert first.session_token.startswith("v1.") and second.session_token.startswith("v1.")
     assert first.session_token != second.session_token
+
+
+def test_a_garbage_session_id_on_a_chunk_is_err1001_without_echoing_it(appliance_server):
+    error = attach(appliance_server.address, "\u00e9" * 10_000, "")
+    assert error.code() == grpc.StatusCode.NOT_FOUND and error.details().startswith("ERR1001")
+    assert len(error.details()) < 200

@@ -6,6 +6,7 @@ but never streamed expires after `server.session_timeout_sec`.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -15,6 +16,8 @@ from appliance.decode_options import DecodeOptionError, DecodeOptions, apply_ove
 from appliance.errors import ApplianceError
 
 VAD_MODES = ("continue", "auto")
+# Client-chosen session ids reach logs, metrics hashes and file names: short and plain only.
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 TASKS = ("transcribe", "translate")
 UPLOAD_MODES = ("realtime", "batch")
 _TRUE = {"1", "true", "yes", "on"}
@@ -88,6 +91,10 @@ class SessionDefaults:
 def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> SessionSettings:
     """Validate a request against the server's defaults; every refusal names the field."""
     attributes = dict(request.attributes)
+    if request.session_id and not SESSION_ID_RE.fullmatch(request.session_id):
+        raise ApplianceError("ERR1010", f"session_id of {len(request.session_id)} characters refused: expected 1-128 "
+                             "letters, digits, '.', '_', ':' or '-', starting with a letter or digit (or leave it "
+                             "empty for a server-generated id)")
     model_id = request.model_id or defaults.default_model_id
     if model_id not in defaults.model_ids:
         raise ApplianceError("ERR1011",
