@@ -118,7 +118,7 @@ class AuthConfig:
     require_api_key: bool = setting(False, "require an api_key attribute on CreateSession")
     create_session_auth_profile: str = setting("none", "CreateSession auth", choices=AUTH_PROFILES)
     create_session_auth_secret: str = setting("", "HMAC secret of the signed_token profile")
-    create_session_auth_ttl_sec: float = setting(0.0, "signed token TTL / clock skew seconds (0 disables)",
+    create_session_auth_ttl_sec: float = setting(300.0, "signed token TTL / clock skew seconds (0 disables)",
                                               ge=0)
     session_ticket_secret: str = setting("", "HMAC secret of session tickets (empty: random per boot)")
 

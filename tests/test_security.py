@@ -182,14 +182,31 @@ def test_signed_token_binds_api_key():
 
 
 def test_signed_token_ttl_zero_disables_expiry_but_replay_memory_is_bounded():
-    a = Authenticator(auth(create_session_auth_profile="signed_token", create_session_auth_secret=SECRET),
-                      replay_max_entries=100)
+    a = Authenticator(auth(create_session_auth_profile="signed_token", create_session_auth_secret=SECRET,
+                           create_session_auth_ttl_sec=0.0), replay_max_entries=100)
     old = dict(auth_metadata(SECRET, now=1000.0))
     assert a.authenticate(old, {}, T0) is None
     assert "replayed" in refused("ERR1004", a.authenticate, old, {}, T0).message
     for i in range(1000):
         a.authenticate(dict(auth_metadata(SECRET, now=T0 + i)), {}, T0)
     assert len(a._replays) <= 100
+
+
+def test_with_a_ttl_the_replay_memory_never_forgets_an_unexpired_signature():
+    a = Authenticator(auth(create_session_auth_profile="signed_token", create_session_auth_secret=SECRET,
+                           create_session_auth_ttl_sec=60.0), replay_max_entries=10)
+    used = [dict(auth_metadata(SECRET, now=T0 + i / 100)) for i in range(10)]
+    for metadata in used:
+        a.authenticate(metadata, {}, T0)
+    full = refused("ERR1006", a.authenticate, dict(auth_metadata(SECRET, now=T0 + 0.5)), {}, T0 + 1)
+    assert full.retry_after_sec and full.retry_after_sec <= 60
+    assert "replayed" in refused("ERR1004", a.authenticate, used[0], {}, T0 + 1).message  # not evicted
+    # once the first signatures expire, there is room again
+    assert a.authenticate(dict(auth_metadata(SECRET, now=T0 + 61)), {}, T0 + 61) is None
+
+
+def test_the_default_signed_token_ttl_is_positive():
+    assert auth().create_session_auth_ttl_sec > 0
 
 
 def test_signed_token_requires_secret():

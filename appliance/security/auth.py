@@ -73,8 +73,20 @@ def _refuse(message: str) -> ApplianceError:
     return ApplianceError("ERR1004", message)
 
 
+class ReplayMemoryFull(Exception):
+    """Every remembered signature is still unexpired: forgetting one would let it be replayed."""
+
+    def __init__(self, retry_after_sec: float):
+        super().__init__(retry_after_sec)
+        self.retry_after_sec = retry_after_sec
+
+
 class _ReplayStore:
-    """Signatures already used, each kept until its expiry (unix sec, inf when TTL is 0); LRU-bounded."""
+    """Signatures already used, each kept until its expiry (unix sec, inf when TTL is 0).
+
+    Bounded by `max_entries`. With a TTL, an unexpired signature is never forgotten: when the memory
+    is full of them a new signature is refused until the oldest expires (fail closed). Without a TTL
+    (0) nothing expires, so the oldest are evicted (LRU) — the documented cost of turning TTL off."""
 
     def __init__(self, max_entries: int):
         self.max_entries = max_entries
@@ -91,15 +103,18 @@ class _ReplayStore:
             old = self._expires_at.get(sig)
             if old is not None and old >= now:
                 return False
+            if len(self._expires_at) >= self.max_entries and now - self._last_sweep_at >= 1.0:
+                self._last_sweep_at = now  # at most one O(n) sweep per second
+                for key in [k for k, exp in self._expires_at.items() if exp < now]:
+                    del self._expires_at[key]
+            if len(self._expires_at) >= self.max_entries and math.isfinite(expires_at):
+                soonest = min(self._expires_at.values())
+                if soonest >= now:
+                    raise ReplayMemoryFull(max(0.1, soonest - now))
             self._expires_at[sig] = expires_at
             self._expires_at.move_to_end(sig)
-            if len(self._expires_at) > self.max_entries:
-                if now - self._last_sweep_at >= 1.0:  # at most one O(n) sweep per second
-                    self._last_sweep_at = now
-                    for key in [k for k, exp in self._expires_at.items() if exp < now]:
-                        del self._expires_at[key]
-                while len(self._expires_at) > self.max_entries:
-                    self._expires_at.popitem(last=False)
+            while len(self._expires_at) > self.max_entries:
+                self._expires_at.popitem(last=False)
             return True
 
 
@@ -179,5 +194,11 @@ class Authenticator:
                 raise _refuse(f"signed token ts is {ts_sec - now:.0f} s in the future, beyond "
                               f"create_session_auth_ttl_sec={self.ttl_sec:g}; check the client clock")
         expires_at = ts_sec + self.ttl_sec if self.ttl_sec > 0 else math.inf
-        if not self._replays.check_and_add(sig, expires_at, now):
+        try:
+            fresh = self._replays.check_and_add(sig, expires_at, now)
+        except ReplayMemoryFull as full:
+            raise ApplianceError(
+                "ERR1006", f"too many signed CreateSessions within create_session_auth_ttl_sec="
+                f"{self.ttl_sec:g} s; retry shortly", retry_after_sec=full.retry_after_sec) from None
+        if not fresh:
             raise _refuse("replayed signed token; each signature is accepted once, sign a fresh ts")

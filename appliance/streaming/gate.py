@@ -45,7 +45,8 @@ class StreamGate:
                                  "(require_token: every chunk carries it)")
         if chunk.session_id and chunk.session_id != settings.session_id:
             raise ApplianceError(
-                "ERR1003", f"chunk session_id {chunk.session_id[:64]!r} differs from the stream's {settings.session_id!r}")
+                "ERR1003",
+                f"chunk session_id {chunk.session_id[:64]!r} differs from the stream's {settings.session_id!r}")
         if not chunk.pcm16:
             return None
         if self._byte_budget is not None:
