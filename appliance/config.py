@@ -194,6 +194,10 @@ def _check_consistency(cfg: AppConfig) -> None:
         raise ConfigError("auth.create_session_auth_secret",
                           "auth.create_session_auth_secret: expected a non-empty secret when "
                           "auth.create_session_auth_profile is 'signed_token', got ''")
+    keys_file = cfg.auth.allowed_api_keys_file
+    if keys_file and not os.access(keys_file, os.R_OK):
+        raise ConfigError("auth.allowed_api_keys_file",
+                          f"auth.allowed_api_keys_file: {keys_file!r} is not a readable file")
     if cfg.logging.log_transcripts and not cfg.logging.transcript_file:
         raise ConfigError("logging.transcript_file",
                           "logging.transcript_file: logging.log_transcripts is true but no transcript_file "

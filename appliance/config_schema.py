@@ -120,6 +120,9 @@ class AuthConfig:
     create_session_auth_secret: str = setting("", "HMAC secret of the signed_token profile")
     create_session_auth_ttl_sec: float = setting(300.0, "signed token TTL / clock skew seconds (0 disables)",
                                               ge=0)
+    allowed_api_keys: list[str] | None = setting(
+        None, "api keys CreateSession accepts, plain or sha256:<hex> (null = any well-formed key)")
+    allowed_api_keys_file: str = setting("", "file of allowed api keys, one a line (plain or sha256:<hex>)")
     session_ticket_secret: str = setting("", "HMAC secret of session tickets (empty: random per boot)")
 
 

@@ -28,6 +28,7 @@ from appliance.observability.transcripts import TranscriptSink
 from appliance.resources import BufferLedger, MemoryBudget
 from appliance.scheduler import DecodeObserver, DecodeScheduler
 from appliance.security import Admission
+from appliance.security.api_keys import allowed_key_digests
 from appliance.security.tickets import TicketSigner
 from appliance.sessions import SessionService, StreamBuilder
 from appliance.status import StatusView
@@ -107,7 +108,10 @@ class Runtime:
         self._vad_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="vad")
         self.buffer_ledger = BufferLedger(s.max_total_buffer_bytes)
         self.memory_budget = MemoryBudget.from_config(s.memory_budget_bytes, s.memory_per_session_bytes)
-        self.admission = Admission(s, config.auth)
+        self.admission = Admission(s, config.auth, allowed_api_keys=allowed_key_digests(config.auth))
+        if config.auth.create_session_auth_profile == "api_key" and config.auth.allowed_api_keys is None \
+                and not config.auth.allowed_api_keys_file:
+            log.warning("auth: api_key profile without auth.allowed_api_keys: any well-formed key is accepted")
         st = config.storage
         self.audio_store = (AudioStore(st.directory, st.queue_max_chunks, st.max_bytes, st.max_files, st.max_age_days)
                             if st.persist_audio else None)

@@ -245,13 +245,15 @@ def test_caps_zero_disable():
         adm.admit("10.0.0.1", {}, {"api_key": "k"}, T0)
 
 
-def test_create_session_rps_is_per_identity():
+def test_create_session_rps_is_per_identity_and_per_client_ip():
     adm = Admission(server(create_session_rps=1.0, create_session_burst=2.0), AuthConfig())
     for _ in range(2):
         adm.release(adm.admit("10.0.0.1", {}, {}, T0))
     err = refused("ERR1006", adm.admit, "10.0.0.1", {}, {}, T0)
     assert err.retry_after_sec == pytest.approx(1.0) and "create_session_rps=1" in err.message
-    adm.admit("10.0.0.1", {}, {"api_key": "k"}, T0)  # an api_key is its own identity
+    # a key has its own bucket, but the client IP's applies beside it: a fresh key buys nothing
+    assert "client IP" in refused("ERR1006", adm.admit, "10.0.0.1", {}, {"api_key": "k"}, T0).message
+    adm.admit("10.0.0.2", {}, {"api_key": "k2"}, T0)  # the same key from another address is not affected
     adm.admit("10.0.0.1", {}, {}, T0 + 1.0)
 
 

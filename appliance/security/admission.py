@@ -138,9 +138,15 @@ class Admission:
         api_key = self.authenticator.authenticate(metadata, attributes, now)
         identity = f"key:{api_key}" if api_key else f"ip:{peer_ip}"
         wait_sec = self.create_session_limiter.allow(identity, 1.0, now)
+        if wait_sec <= 0 and api_key:
+            # The client IP's own bucket applies beside the key's: rotating made-up keys buys nothing.
+            wait_sec = self.create_session_limiter.allow(f"ip:{peer_ip}", 1.0, now)
+            identity_kind = "client IP" if wait_sec > 0 else _kind(identity)
+        else:
+            identity_kind = _kind(identity)
         if wait_sec > 0:
             raise ApplianceError(
-                "ERR1006", f"CreateSession rate limit exceeded for this {_kind(identity)} "
+                "ERR1006", f"CreateSession rate limit exceeded for this {identity_kind} "
                 f"(create_session_rps={self.server.create_session_rps:g}); retry in {wait_sec:.2f} s",
                 retry_after_sec=wait_sec)
         max_ip, max_key = self.server.max_sessions_per_ip, self.server.max_sessions_per_api_key
