@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import hmac
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -27,7 +26,7 @@ from appliance.observability.snapshot import StreamLevels
 from appliance.resources import BufferLedger, MemoryBudget
 from appliance.scheduler import DecodeScheduler
 from appliance.security import Admission, Ticket, peer_ip
-from appliance.security.tickets import TicketSigner
+from appliance.security.tickets import TicketSigner, tokens_match
 from appliance.streaming.frontend import Frontend
 from appliance.streaming.gate import StreamGate
 from appliance.streaming.listeners import StreamListeners
@@ -214,8 +213,7 @@ class SessionService:
         """ERR1001 for an unknown session, ERR1005 unless the first chunk carries the session's own ticket."""
         settings = self._sessions.peek(first.session_id)
         self._tickets.verify(first.session_token, first.session_id)
-        presented = first.session_token.encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(presented, settings.token.encode()):
+        if not tokens_match(first.session_token, settings.token):
             raise ApplianceError("ERR1005", "session_token is not the ticket issued for this session")
 
     async def drain(self, timeout_sec: float) -> bool:

@@ -17,7 +17,6 @@ The settings come from the environment (secrets never live in YAML) and `server.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import logging
 import os
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from appliance.config_schema import ServerConfig
 from appliance.errors import ApplianceError
 from appliance.security.limiter import KeyedRateLimiter
+from appliance.security.tickets import tokens_match
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class HttpAccess:
         return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
     def has_observability_token(self, authorization: str | None) -> bool:
-        return _matches(self.bearer(authorization), self.settings.observability_token)
+        return tokens_match(self.bearer(authorization), self.settings.observability_token)
 
     def require_observability(self, authorization: str | None) -> None:
         """ERR1004 unless no observability token is configured or the request carries it."""
@@ -179,14 +179,6 @@ class HttpAccess:
         expected = self.settings.admin_token
         if not expected:
             raise ApplianceError("ERR1005", "the admin plane is disabled: set STT_ADMIN_TOKEN to enable it")
-        if not _matches(self.bearer(authorization), expected):
+        if not tokens_match(self.bearer(authorization), expected):
             raise ApplianceError("ERR1004", "the admin plane needs Authorization: Bearer <STT_ADMIN_TOKEN>")
 
-
-def _matches(presented: str | None, expected: str | None) -> bool:
-    """Constant-time token check on bytes: a header may hold any character (WSGI hands them over as
-    latin-1), and hmac.compare_digest refuses non-ASCII str with a TypeError."""
-    if not presented or not expected:
-        return False
-    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"),
-                               expected.encode("utf-8", "surrogateescape"))

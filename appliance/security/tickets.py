@@ -86,5 +86,14 @@ class TicketSigner:
         return _b64(hmac.new(self._key, f"{VERSION}.{body}".encode("ascii"), hashlib.sha256).digest())
 
 
+def tokens_match(presented: str | None, expected: str | None) -> bool:
+    """Constant-time comparison of a client-sent token with ours, on bytes: a client may send any
+    character (WSGI hands headers over as latin-1), and hmac.compare_digest refuses non-ASCII str."""
+    if not presented or not expected:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"),
+                               expected.encode("utf-8", "surrogateescape"))
+
+
 def _refuse(message: str) -> ApplianceError:
     return ApplianceError("ERR1005", message)

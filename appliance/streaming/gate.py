@@ -9,12 +9,12 @@ passes the checks and carries no audio.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.audio import validate_chunk
 from appliance.errors import ApplianceError
+from appliance.security.tickets import tokens_match
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.types import AudioIn, StreamLimits
 
@@ -39,8 +39,7 @@ class StreamGate:
     def admit(self, chunk: AudioIn) -> AcceptedAudio | None:
         """The chunk's audio once every check passed; None for a chunk without audio."""
         settings = self._settings
-        if settings.require_token and not hmac.compare_digest(
-                chunk.session_token.encode("utf-8", "surrogateescape"), settings.token.encode()):
+        if settings.require_token and not tokens_match(chunk.session_token, settings.token):
             raise ApplianceError("ERR1005", "session_token does not match the ticket issued by CreateSession "
                                  "(require_token: every chunk carries it)")
         if chunk.session_id and chunk.session_id != settings.session_id:
