@@ -35,15 +35,19 @@ class ServerConfig:
     metrics_port: int = setting(8000, "HTTP metrics/health port", **PORT)
     create_session_rps: float = setting(50.0, "CreateSession requests/sec (0 disables)", ge=0)
     create_session_burst: float = setting(100.0, "CreateSession burst tokens (0 uses rps)", ge=0)
-    max_sessions_per_ip: int = setting(100, "concurrent sessions per client IP (0 disables)", ge=0)
+    # Below max_sessions, so one host on the LAN cannot hold every slot.
+    max_sessions_per_ip: int = setting(16, "concurrent sessions per client IP (0 disables)", ge=0)
     max_sessions_per_api_key: int = setting(100, "concurrent sessions per api_key (0 disables)", ge=0)
     max_audio_seconds_per_session: float = setting(3600.0, "audio seconds per session (0 disables)", ge=0)
     max_audio_bytes_per_sec: int = setting(3200000, "inbound audio bytes/sec per key (0 disables)", ge=0)
     max_audio_bytes_per_sec_burst: int = setting(6400000, "audio byte burst (0 uses bytes/sec)", ge=0)
     max_audio_bytes_per_sec_realtime: int | None = setting(None, "realtime-mode bytes/sec (null = base)", ge=0)
     max_audio_bytes_per_sec_burst_realtime: int | None = setting(None, "realtime-mode burst (null = base)", ge=0)
-    max_audio_bytes_per_sec_batch: int | None = setting(0, "batch-mode bytes/sec (null = base, 0 disables)", ge=0)
-    max_audio_bytes_per_sec_burst_batch: int | None = setting(0, "batch-mode burst (null = base)", ge=0)
+    max_audio_bytes_per_sec_batch: int | None = setting(
+        1000000, "batch-mode bytes/sec (null = base, 0 disables)", ge=0)
+    max_audio_bytes_per_sec_burst_batch: int | None = setting(
+        16000000, "batch-mode burst (null = base, 0 uses the batch rate)", ge=0)
+    max_batch_upload_bytes: int = setting(67108864, "audio bytes one batch session may send (0 disables)", ge=0)
     http_rate_limit_rps: float = setting(5.0, "HTTP requests/sec per client (0 disables)", ge=0)
     http_rate_limit_burst: float = setting(10.0, "HTTP burst tokens (0 uses rps)", ge=0)
     http_trusted_proxies: list[str] = setting(None, "trusted proxy CIDRs/hostnames for X-Forwarded-For",

@@ -64,6 +64,7 @@ def stream_limits(config: AppConfig) -> StreamLimits:
         partial_window_sec=float(s.partial_decode_window_sec),
         speech_rms_threshold=float(config.safety.speech_rms_threshold),
         max_audio_sec_per_session=s.max_audio_seconds_per_session or None,
+        max_batch_upload_bytes=s.max_batch_upload_bytes or None,
         max_pending_per_stream=int(s.max_pending_decodes_per_stream),
         partial_skip_unchanged=bool(s.partial_skip_unchanged),
     )

@@ -26,6 +26,7 @@ from clients.sdk import DEFAULT_SERVER, SttClient, SttError, TimedResult, split_
 EXIT_OK = 0
 EXIT_ERROR = 2  # usage, config, missing file and server errors alike, as argparse does
 EXIT_INTERRUPTED = 130
+BATCH_PIECE_MS = 60_000  # the batch client's chunk when the server sets no max_chunk_ms
 
 
 class CliError(Exception):
@@ -42,7 +43,7 @@ class Option:
     default: Any
     help: str
     choices: tuple[str, ...] = ()
-    streaming_only: bool = False  # meaningless for the batch client (it sends one chunk)
+    streaming_only: bool = False  # meaningless for the batch client (it sends the file unpaced)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -86,7 +87,7 @@ class ClientKind:
 
     prog: str
     description: str
-    streaming: bool  # False: the whole file goes as one chunk
+    streaming: bool  # False: the whole file goes at once, unpaced
     defaults: dict[str, Any] = field(default_factory=dict)
     forced_attributes: dict[str, str] = field(default_factory=dict)
 
@@ -334,9 +335,9 @@ def _transcribe(kind: ClientKind, settings: dict[str, Any], pcm16: bytes, sample
             results = client.stream_audio(session, pcm16, sample_rate_hz,
                                           chunk_ms=settings["chunk_ms"], realtime=settings["realtime"])
         else:
-            # One chunk, unless the server caps chunk length: then the largest it takes.
-            chunks = (split_pcm16(pcm16, sample_rate_hz, session.max_chunk_ms)
-                      if session.max_chunk_ms > 0 else [pcm16])
+            # The largest chunks the server takes: its max_chunk_ms when it caps them, else pieces
+            # small enough for a gRPC message (8 MiB by default; 60 s at 48 kHz is 5.8 MB).
+            chunks = split_pcm16(pcm16, sample_rate_hz, session.max_chunk_ms or BATCH_PIECE_MS)
             results = client.send_chunks(session, chunks, sample_rate_hz, realtime=False)
         final_latencies_sec: list[float] = []
         partials = 0

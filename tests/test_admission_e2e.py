@@ -9,7 +9,7 @@ import grpc
 
 from appliance.security.auth import auth_metadata, sign
 from clients.audio import load_pcm16
-from clients.sdk import SttClient
+from clients.sdk import SttClient, split_pcm16
 from tests.conftest import expect_error, finals_text
 
 SECRET = "kiosk-fleet-secret"
@@ -54,16 +54,35 @@ def test_create_session_rate_limit(server_with):
     assert limited.code == "ERR1006" and limited.status == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_audio_byte_rate_limit_and_the_batch_override(server_with, sentences):
-    server = server_with(server_max_audio_bytes_per_sec=32_000, server_max_audio_bytes_per_sec_burst=64_000)
+def test_audio_byte_rate_limit_refuses_realtime_and_paces_batch_uploads(server_with, sentences):
+    server = server_with(server_max_audio_bytes_per_sec=32_000, server_max_audio_bytes_per_sec_burst=64_000,
+                         server_max_audio_bytes_per_sec_batch=200_000, server_max_audio_bytes_per_sec_burst_batch=64_000)
     pcm16, rate_hz = load_pcm16(sentences.path)
     with SttClient(server.address) as client:
         session = client.create_session()
         limited = expect_error(lambda: list(client.stream_audio(session, pcm16, rate_hz, realtime=False)))
-        batch = client.create_session(attributes={"upload_mode": "batch"})  # batch rate 0 = unlimited
-        results = list(client.send_chunks(batch, [pcm16], rate_hz, realtime=False))
+        batch = client.create_session(attributes={"upload_mode": "batch"})
+        started = time.monotonic()
+        results = list(client.send_chunks(batch, split_pcm16(pcm16, rate_hz, 1000), rate_hz, realtime=False))
+        elapsed_sec = time.monotonic() - started
     assert limited.code == "ERR1006"
     assert len([r for r in results if r.is_final]) == 3 and finals_text(results)
+    # Paced, not refused: the bytes past the burst arrived at the batch rate.
+    assert elapsed_sec >= 0.8 * (len(pcm16) - 64_000 - 32_000) / 200_000, elapsed_sec
+
+
+def test_a_batch_upload_past_its_size_cap_is_err1013(server_with, sentences):
+    server = server_with(server_max_batch_upload_bytes=100_000)
+    pcm16, rate_hz = load_pcm16(sentences.path)
+    assert len(pcm16) > 100_000
+    with SttClient(server.address) as client:
+        batch = client.create_session(attributes={"upload_mode": "batch"})
+        error = expect_error(lambda: list(client.send_chunks(batch, split_pcm16(pcm16, rate_hz, 1000), rate_hz,
+                                                             realtime=False)))
+        realtime = client.create_session()  # the cap is the batch session's alone
+        results = list(client.send_chunks(realtime, split_pcm16(pcm16, rate_hz, 1000), rate_hz, realtime=False))
+    assert error.code == "ERR1013" and "max_batch_upload_bytes" in error.message
+    assert len([r for r in results if r.is_final]) == 3
 
 
 def test_realtime_client_signs_with_its_secret(server_with, alsa_prompts):

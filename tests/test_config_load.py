@@ -100,7 +100,9 @@ def test_shipped_files_load_with_design_defaults():
     assert cfg.server.port == 50051 and cfg.server.grpc_host == "0.0.0.0"
     assert cfg.server.emit_final_on_vad is True
     assert cfg.server.max_audio_bytes_per_sec_realtime is None
-    assert cfg.server.max_audio_bytes_per_sec_batch == 0
+    # Batch uploads have their own byte rate and size cap; one host cannot hold every session.
+    assert cfg.server.max_audio_bytes_per_sec_batch == 1_000_000 and cfg.server.max_batch_upload_bytes == 64 * 2**20
+    assert 0 < cfg.server.max_sessions_per_ip < cfg.server.max_sessions
     assert cfg.server.decode_timeout_sec == 30.0 and isinstance(cfg.server.decode_timeout_sec, float)
     assert cfg.logging.transcript_retention_days == 7
     assert (cfg.model.name, cfg.model.device, cfg.model.compute_type, cfg.model.pool_size) == \

@@ -91,3 +91,16 @@ def test_the_sessions_audio_cap_is_err1013():
     gate.admit(chunk(s, b"\0\0" * 1600))
     error = refused(gate, chunk(s, b"\0\0" * 1600))
     assert error.code == "ERR1013" and "max_audio_seconds_per_session" in error.message
+
+
+def test_a_batch_upload_has_a_byte_cap_and_realtime_sessions_do_not():
+    batch, realtime = settings(attributes={"upload_mode": "batch"}), settings()
+    gate = StreamGate(batch, limits(max_batch_upload_bytes=6_400))
+    assert gate.paces_byte_rate
+    gate.admit(chunk(batch, b"\0\0" * 3200))
+    error = refused(gate, chunk(batch, b"\0\0" * 2))
+    assert error.code == "ERR1013" and "max_batch_upload_bytes" in error.message
+    realtime_gate = StreamGate(realtime, limits(max_batch_upload_bytes=6_400))
+    assert not realtime_gate.paces_byte_rate
+    for _ in range(3):
+        realtime_gate.admit(chunk(realtime, b"\0\0" * 3200))

@@ -3,7 +3,7 @@
 Runs on the event loop for every chunk before any audio work: the session ticket (on every chunk
 with `require_token`; the first chunk's is checked before the stream attaches), the chunk's
 session id, the caller's byte-rate budget (ERR1006), the chunk's rate and size (ERR1003) and the
-session's audio-seconds cap (ERR1013). An empty chunk (a keep-alive or the token-only first chunk)
+session's audio caps (ERR1013: seconds, and bytes for a batch upload). An empty chunk (a keep-alive or the token-only first chunk)
 passes the checks and carries no audio.
 """
 
@@ -33,8 +33,15 @@ class StreamGate:
         self._limits = limits
         self._byte_budget = byte_budget  # raises ERR1006 past the caller's inbound byte rate
         # Batch uploads send a whole file in one chunk: max_chunk_ms does not apply to them.
-        self._max_chunk_ms = None if settings.upload_mode == "batch" else limits.max_chunk_ms
+        batch = settings.upload_mode == "batch"
+        # Over its byte rate, a batch upload waits its turn (ERR1006's retry hint) instead of ending:
+        # a file arrives as fast as the sender can push it, and pacing it is what the budget is for.
+        self.paces_byte_rate = batch
+        self._max_chunk_ms = None if batch else limits.max_chunk_ms
+        # A batch upload is decoded as fast as it arrives, not at speaking pace: its size is capped too.
+        self._max_bytes = limits.max_batch_upload_bytes if batch else None
         self.audio_sec_received = 0.0
+        self.bytes_received = 0
 
     def admit(self, chunk: AudioIn) -> AcceptedAudio | None:
         """The chunk's audio once every check passed; None for a chunk without audio."""
@@ -53,6 +60,11 @@ class StreamGate:
         rate_hz = chunk.sample_rate_hz or self._limits.default_sample_rate_hz
         duration_sec = validate_chunk(chunk.pcm16, rate_hz, self._max_chunk_ms)
         self.audio_sec_received += duration_sec
+        self.bytes_received += len(chunk.pcm16)
+        if self._max_bytes and self.bytes_received > self._max_bytes:
+            raise ApplianceError(
+                "ERR1013", f"batch upload sent {self.bytes_received} bytes of audio; "
+                f"server.max_batch_upload_bytes is {self._max_bytes}")
         cap_sec = self._limits.max_audio_sec_per_session
         if cap_sec and self.audio_sec_received > cap_sec:
             raise ApplianceError(

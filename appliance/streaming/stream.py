@@ -26,7 +26,7 @@ from appliance.errors import ApplianceError
 from appliance.observability.snapshot import StreamLevels
 from appliance.resources import BufferLedger
 from appliance.streaming.frontend import Frontend
-from appliance.streaming.gate import StreamGate
+from appliance.streaming.gate import AcceptedAudio, StreamGate
 from appliance.streaming.listeners import StreamListener
 from appliance.streaming.reader import ChunkReader
 from appliance.streaming.segmenter import Segmenter, SegmenterConfig
@@ -124,13 +124,24 @@ class Stream:
         await self._transcriber.wait_idle()  # earlier results go out before the end or the error
         self._out.put_nowait(error or StreamEnd())
 
+    async def _admit(self, chunk: AudioIn) -> AcceptedAudio | None:
+        """The gate's verdict on a chunk. A batch upload over its byte rate is paced: the chunk waits
+        (and gRPC flow control slows the sender) rather than ending the stream with ERR1006."""
+        while True:
+            try:
+                return self._gate.admit(chunk)
+            except ApplianceError as err:
+                if not (self._gate.paces_byte_rate and err.code == "ERR1006" and err.retry_after_sec):
+                    raise
+                await asyncio.sleep(err.retry_after_sec)
+
     async def _wait_for_decode_room(self) -> None:
         while self._transcriber.pending >= self._limits.max_pending_per_stream and not self._transcriber.ended:
             self._progress.clear()
             await self._progress.wait()
 
     async def _accept(self, chunk: AudioIn) -> None:
-        audio = self._gate.admit(chunk)
+        audio = await self._admit(chunk)
         if audio is None:
             return
         self._listener.audio_received(self._settings.session_id, audio.pcm16, audio.sample_rate_hz)

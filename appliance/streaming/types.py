@@ -46,6 +46,7 @@ class StreamLimits:
     partial_window_sec: float = 10.0
     speech_rms_threshold: float = 0.0
     max_audio_sec_per_session: float | None = None
+    max_batch_upload_bytes: int | None = None  # upload_mode=batch: audio bytes per session
     preroll_sec: float = 0.3  # audio kept before the first speech frame, so onsets are not clipped
     tail_sec: float = 0.25  # silence kept after the last speech frame: Whisper ends words better
     min_speech_sec: float = 0.1

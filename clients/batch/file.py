@@ -1,5 +1,6 @@
-"""`python -m clients.batch.file`: upload a whole audio file as one chunk (upload_mode=batch)
-with the accuracy-oriented decode profile by default, and print the results."""
+"""`python -m clients.batch.file`: upload a whole audio file at once (upload_mode=batch: no
+real-time pacing, chunks of up to 60 s) with the accuracy-oriented decode profile by default, and
+print the results."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from clients.cli_common import ClientKind, run
 
 BATCH_FILE = ClientKind(
     prog="clients.batch.file",
-    description="Send a whole audio file to the appliance as one chunk and print the results.",
+    description="Send a whole audio file to the appliance at once and print the results.",
     streaming=False,
     defaults={"decode_profile": "accurate"},
     forced_attributes={"upload_mode": "batch"},

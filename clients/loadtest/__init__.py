@@ -178,7 +178,10 @@ def target_server(args: argparse.Namespace) -> Iterator[Target]:
         return
     from clients.local_server import LocalAppliance
 
-    with LocalAppliance(*args.server_arg, env=dict(args.server_env),
+    # Every simulated kiosk connects from this one host: lift the per-IP session cap (default 16)
+    # unless --server-env sets it.
+    env = {"STT_SERVER_MAX_SESSIONS_PER_IP": "0", **dict(args.server_env)}
+    with LocalAppliance(*args.server_arg, env=env,
                         startup_timeout_sec=args.startup_timeout_sec) as appliance:
         yield Target(appliance.address, appliance.process.pid, _announced_budget_mb(appliance.ready_file),
                      appliance.log)
