@@ -19,10 +19,11 @@ from pathlib import Path
 
 from appliance.config import AppConfig
 from appliance.lifecycle import Lifecycle
+from appliance.observability import log_guard
 from appliance.observability.sdnotify import SystemdHealthPublisher, SystemdNotifier
 from appliance.runtime import Runtime
 from appliance.security.http_access import HttpAccess, HttpAccessSettings
-from appliance.transport.grpc.server import GrpcHealthPublisher, create_grpc_server
+from appliance.transport.grpc.server import GrpcHealthPublisher, create_grpc_server, listen_address
 from appliance.transport.http.app import create_app
 from appliance.transport.http.server import HttpServer
 
@@ -39,6 +40,7 @@ def configure_logging(config: AppConfig) -> None:
     logging.basicConfig(level=config.logging.level.upper(), handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faster_whisper").setLevel((config.logging.faster_whisper_level or "WARNING").upper())
+    log_guard.install()
 
 
 def _write_ready_file(path: Path, payload: dict) -> None:
@@ -62,10 +64,14 @@ async def serve(config: AppConfig, *, ready_file: Path | None = None,
     resolved = runtime.resolve_model()
     http = _http_server(config, runtime)
     grpc_health = GrpcHealthPublisher()
-    server, port = create_grpc_server(config, runtime.sessions, grpc_health)
+    try:
+        server, port = create_grpc_server(config, runtime.sessions, grpc_health)
+    except RuntimeError:  # grpcio >= 1.60 raises where older ones returned port 0
+        port = 0
     if port == 0:
         http.stop()
-        raise StartupError(f"cannot bind gRPC to {config.server.grpc_host}:{config.server.port}")
+        raise StartupError(f"cannot bind gRPC to {listen_address(config.server.grpc_host, config.server.port)} "
+                           "(address in use, or not an address of this host)")
     notifier = SystemdNotifier()  # a no-op outside systemd
     runtime.health.subscribe(grpc_health)
     runtime.health.subscribe(SystemdHealthPublisher(

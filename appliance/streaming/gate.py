@@ -3,8 +3,8 @@
 Runs on the event loop for every chunk before any audio work: the session ticket (on every chunk
 with `require_token`; the first chunk's is checked before the stream attaches), the chunk's
 session id, the caller's byte-rate budget (ERR1006), the chunk's rate and size (ERR1003) and the
-session's audio caps (ERR1013: seconds, and bytes for a batch upload). An empty chunk (a keep-alive or the token-only first chunk)
-passes the checks and carries no audio.
+session's audio caps (ERR1013: seconds, and bytes for a batch upload). An empty chunk (a
+keep-alive or the token-only first chunk) passes the checks and carries no audio.
 """
 
 from __future__ import annotations

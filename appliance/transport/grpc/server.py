@@ -56,6 +56,13 @@ class GrpcHealthPublisher:
             await self.servicer.set(name, status)
 
 
+def listen_address(host: str, port: int) -> str:
+    """`host:port` as gRPC parses it: an IPv6 literal ("::", "::1") goes in brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
 def create_grpc_server(config: AppConfig, sessions: SessionService, health_publisher: GrpcHealthPublisher,
                        host: str | None = None, port: int | None = None) -> tuple[grpc.aio.Server, int]:
     """Build (not start) the server; returns it with the bound port (port 0 picks a free one)."""
@@ -63,7 +70,7 @@ def create_grpc_server(config: AppConfig, sessions: SessionService, health_publi
     stt_pb2_grpc.add_SpeechToTextServicer_to_server(SpeechToTextServicer(sessions), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_publisher.servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    address = f"{host or config.server.grpc_host}:{config.server.port if port is None else port}"
+    address = listen_address(host or config.server.grpc_host, config.server.port if port is None else port)
     if config.tls.cert_file and config.tls.key_file:
         credentials = server_credentials(config.tls.cert_file, config.tls.key_file)
         bound = server.add_secure_port(address, credentials)
