@@ -1,5 +1,7 @@
 """The HTTP plane against broken or hostile requests: credentials it cannot parse and bodies too
-large to read. Each is refused with a code and the `{code, message}` body, never a 500."""
+large to read. Each is refused with a code and the `{code, message}` body, never a 500, and the
+right credentials are still served afterwards. (Every route's auth and rate limit:
+tests/test_http_routes.py.)"""
 
 from __future__ import annotations
 
