@@ -34,6 +34,7 @@ from appliance.config_schema import (
     TASKS,
     AuthConfig,
     ConfigError,
+    DecodeConfig,
     HealthConfig,
     LoggingConfig,
     MetricsConfig,
@@ -59,14 +60,15 @@ from appliance.config_sources import (
     read_file,
     unknown_key,
 )
-from appliance.decode_options import DecodeOptionError, DecodeOptions, parse_decode_options
+from appliance.decode_options import DECODE_OPTION_NAMES, DecodeOptionError, DecodeOptions, parse_decode_options
 from appliance.fields import FieldSpec, field_specs, show
 
 # This is the config's public home: the schema and the layers live in config_schema, config_sources
 # and config_cli, and their public names are re-exported here.
 __all__ = [
     "AUTH_PROFILES", "BACKENDS", "COMPUTE_TYPES", "DEPRECATED_KEYS", "DEVICES", "ENCODE_WINDOWS", "ENV_ALIASES",
-    "LOG_LEVELS", "PORT", "RATIO", "SECTIONS", "TASKS", "AppConfig", "AuthConfig", "ConfigError", "DecodeOptions",
+    "LOG_LEVELS", "PORT", "RATIO", "SECTIONS", "TASKS", "AppConfig", "AuthConfig", "ConfigError", "DecodeConfig",
+    "DecodeOptions",
     "FieldSpec", "HealthConfig", "LoggingConfig", "MetricsConfig", "ModelConfig", "ModelLoadProfile",
     "SafetyConfig", "ServerConfig", "StorageConfig", "TlsConfig", "VadConfig", "add_serve_arguments",
     "default_config_paths", "env_var_name", "load_config", "load_config_from_args", "overrides_from_args",
@@ -88,6 +90,7 @@ class AppConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
     model_load_profiles: dict[str, ModelLoadProfile] = field(default_factory=_default_load_profiles)
     decode_profiles: dict[str, DecodeOptions] = field(default_factory=_default_decode_profiles)
 
@@ -202,6 +205,11 @@ def _check_consistency(cfg: AppConfig) -> None:
         raise ConfigError("logging.transcript_file",
                           "logging.transcript_file: logging.log_transcripts is true but no transcript_file "
                           "is set (transcripts are only written to their own file, never the main log)")
+    unknown_overrides = sorted(set(cfg.decode.client_overrides) - set(DECODE_OPTION_NAMES))
+    if unknown_overrides:
+        raise ConfigError("decode.client_overrides",
+                          f"decode.client_overrides: unknown decode option(s) {unknown_overrides}; "
+                          f"allowed: {', '.join(DECODE_OPTION_NAMES)}")
     decode_names = sorted(cfg.decode_profiles)
     if model.default_decode_profile not in cfg.decode_profiles:
         raise ConfigError("model.default_decode_profile",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliance.decode_options import DecodeOptions
+from appliance.decode_options import DECODE_OPTION_NAMES, DecodeOptions
 from appliance.fields import FieldSpec, SettingError, field_specs, setting
 
 BACKENDS = ("faster_whisper", "torch_whisper")
@@ -149,6 +149,17 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class DecodeConfig:
+    """What a session may change of its decode profile (attributes `decode.<option>`)."""
+
+    client_overrides: list[str] = setting(
+        None, "decode options a session may override ([] = none)", factory=lambda: list(DECODE_OPTION_NAMES))
+    max_client_work: int = setting(
+        10, "worst-case greedy decodes one decode may cost after a session's overrides "
+        "(beam or best_of per fallback rung; a profile's own cost is always allowed)", ge=1)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = setting("tiny.en", "Whisper model name or path", nonempty=True)
     backend: str = setting("faster_whisper", "decode backend", choices=BACKENDS)
@@ -197,7 +208,7 @@ class ConfigError(SettingError):
 SECTIONS: dict[str, type] = {
     "server": ServerConfig, "vad": VadConfig, "safety": SafetyConfig, "logging": LoggingConfig,
     "tls": TlsConfig, "metrics": MetricsConfig, "auth": AuthConfig, "storage": StorageConfig,
-    "health": HealthConfig, "model": ModelConfig,
+    "health": HealthConfig, "model": ModelConfig, "decode": DecodeConfig,
 }
 PROFILE_SECTIONS = ("model_load_profiles", "decode_profiles")
 ALL_SECTIONS = (*SECTIONS, *PROFILE_SECTIONS)

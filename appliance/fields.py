@@ -36,13 +36,20 @@ def setting(default: Any, help: str, *, factory: Any = None, **rules: Any) -> An
     return field(default=default, metadata=meta)
 
 
+SHOW_MAX_CHARS = 80  # error messages go back to clients and into logs: never echo a whole value
+
+
 def show(value: Any) -> str:
-    """A value as an error message quotes it: YAML spellings for null and booleans, repr otherwise."""
+    """A value as an error message quotes it: YAML spellings for null and booleans, repr otherwise,
+    cut to SHOW_MAX_CHARS (a client's 100 KB prompt is not repeated back at it)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    return repr(value)
+    text = repr(value)
+    if len(text) > SHOW_MAX_CHARS:
+        return f"{text[:SHOW_MAX_CHARS]}... ({len(text)} characters)"
+    return text
 
 
 def _num(x: float) -> str:
@@ -71,6 +78,8 @@ class FieldSpec:
     upper: bool = False  # strings are upper-cased before the choices are checked
     nonempty: bool = False  # strings (and list items) must not be blank
     ladder: bool = False  # a number, or a non-empty list of numbers (a fallback ladder), each in range
+    max_items: int | None = None  # the longest ladder or list accepted
+    max_chars: int | None = None  # the longest string accepted
 
     @property
     def _range(self) -> str:
@@ -93,10 +102,13 @@ class FieldSpec:
             text = "a list of non-empty strings"
         elif self.base is str:
             text = "a non-empty string" if self.nonempty else "a string"
+            if self.max_chars is not None:
+                text += f" of at most {self.max_chars} characters"
         else:
             text = ("an integer" if self.base is int else "a number") + self._range
             if self.ladder:
-                text += f", or a non-empty list of numbers{self._range}"
+                most = f"at most {self.max_items} " if self.max_items is not None else ""
+                text += f", or a non-empty list of {most}numbers{self._range}"
         return text + (" or null" if self.nullable else "")
 
     def _in_range(self, value: float) -> bool:
@@ -125,9 +137,13 @@ class FieldSpec:
         if self.base is str:
             if not isinstance(value, str) or (self.nonempty and not value.strip()):
                 return False, value
+            if self.max_chars is not None and len(value) > self.max_chars:
+                return False, value
             value = value.upper() if self.upper else value
             return (self.choices is None or value in self.choices), value
         if self.ladder and isinstance(value, (list, tuple)):
+            if self.max_items is not None and len(value) > self.max_items:
+                return False, value
             steps = [self._number(v) for v in value]
             good = bool(steps) and all(ok for ok, _ in steps)
             return good, tuple(v for _, v in steps) if good else value

@@ -32,6 +32,7 @@ from appliance.streaming.gate import StreamGate
 from appliance.streaming.listeners import StreamListeners
 from appliance.streaming.session import (
     SESSION_ID_RE,
+    ModelTraits,
     SessionDefaults,
     SessionRegistry,
     SessionRequest,
@@ -125,7 +126,17 @@ class SessionService:
             default_decode_profile=cfg.model.default_decode_profile,
             language=(cfg.model.language or None), task=cfg.model.task,
             vad_silence_sec=float(cfg.vad.silence), vad_threshold=float(cfg.vad.threshold),
-            emit_final_on_vad=bool(cfg.server.emit_final_on_vad))
+            emit_final_on_vad=bool(cfg.server.emit_final_on_vad),
+            client_overrides=frozenset(cfg.decode.client_overrides), max_client_work=int(cfg.decode.max_client_work),
+            model_traits=self._model_traits)
+
+    def _model_traits(self, model_id: str) -> ModelTraits | None:
+        loaded = self._streams.models.get(model_id)
+        if loaded is None:
+            return None
+        backend = loaded.backend
+        return ModelTraits(english_only=backend.english_only, max_prompt_tokens=backend.max_prompt_tokens,
+                           count_tokens=backend.count_tokens)
 
     # --- CreateSession ------------------------------------------------------------------------
 

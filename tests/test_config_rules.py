@@ -103,7 +103,7 @@ def test_decode_profile_errors_become_config_errors(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(model_path=model, env={})
     assert info.value.key == "decode_profiles.realtime.beam_size"
-    assert "decode_profiles.realtime.beam_size: expected an integer >= 1, got 0" in str(info.value)
+    assert "decode_profiles.realtime.beam_size: expected an integer between 1 and 10, got 0" in str(info.value)
     model = write(tmp_path, "m.yaml", "decode_profiles:\n  realtime: {beem_size: 2}\n")
     with pytest.raises(ConfigError, match="did you mean 'beam_size'") as info:
         load_config(model_path=model, env={})
@@ -123,14 +123,14 @@ def test_decode_profiles_replace_defaults(tmp_path):
 
 
 @pytest.mark.parametrize("mapping,key,fragment", [
-    ({"beam_size": 0}, "beam_size", "expected an integer >= 1, got 0"),
-    ({"best_of": True}, "best_of", "expected an integer >= 1, got true"),
+    ({"beam_size": 0}, "beam_size", "expected an integer between 1 and 10, got 0"),
+    ({"best_of": True}, "best_of", "expected an integer between 1 and 10, got true"),
     ({"patience": 0}, "patience", "expected a number > 0, got 0"),
-    ({"temperature": -0.1}, "temperature", "expected a number >= 0, or a non-empty list"),
+    ({"temperature": -0.1}, "temperature", "expected a number between 0 and 1, or a non-empty list of at most 6"),
     ({"temperature": []}, "temperature", "got []"),
     ({"no_speech_threshold": 1.5}, "no_speech_threshold", "expected a number between 0 and 1 or null"),
     ({"without_timestamps": "yes"}, "without_timestamps", "expected true or false, got 'yes'"),
-    ({"initial_prompt": 3}, "initial_prompt", "expected a string or null, got 3"),
+    ({"initial_prompt": 3}, "initial_prompt", "expected a string of at most 2000 characters or null, got 3"),
     ({"vad_filter": True}, "vad_filter", "unknown decode option"),
 ])
 def test_parse_decode_options_rejects(mapping, key, fragment):
@@ -157,7 +157,7 @@ def test_apply_overrides_parses_strings():
     assert base.beam_size == 1  # frozen: base untouched
     assert apply_overrides(base, {"temperature": "[0.5, 1]"}, "a").temperature == (0.5, 1.0)
     assert apply_overrides(base, {}, "a") is not None
-    with pytest.raises(DecodeOptionError, match=r"attributes.beam_size: expected an integer >= 1, got 'zero'"):
+    with pytest.raises(DecodeOptionError, match=r"beam_size: expected an integer between 1 and 10, got .zero."):
         apply_overrides(base, {"beam_size": "zero"}, "attributes")
     with pytest.raises(DecodeOptionError, match="unknown decode option") as info:
         apply_overrides(base, {"language": "de"}, "attributes")
@@ -169,3 +169,29 @@ def test_as_kwargs_returns_every_option():
     assert set(kwargs) == set(DECODE_OPTION_NAMES)
     assert kwargs["beam_size"] == 5 and kwargs["temperature"] == (0.0, 0.2)
     assert kwargs["log_prob_threshold"] == -1.0 and kwargs["hotwords"] is None
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    ({"beam_size": "11"}, "between 1 and 10"),
+    ({"best_of": "1000000"}, "between 1 and 10"),
+    ({"temperature": ",".join(["0.1"] * 7)}, "at most 6 numbers"),
+    ({"temperature": "1.5"}, "between 0 and 1"),
+    ({"log_prob_threshold": "1"}, "between -100 and 0"),
+    ({"patience": "nan"}, "got 'nan'"),
+    ({"length_penalty": "1e400"}, "got '1e400'"),
+    ({"initial_prompt": "x" * 2001}, "at most 2000 characters"),
+    ({"temperature": "[" * 150 + "]" * 150}, "temperature"),  # nesting is never parsed
+    ({"beam_size": "&a [*a, *a]"}, "beam_size"),  # nor YAML aliases
+    ({"beam_size": "5" * 500}, "... (502 characters)"),  # the value is not echoed whole
+])
+def test_client_overrides_are_bounded_flat_values(overrides, fragment):
+    with pytest.raises(DecodeOptionError) as info:
+        apply_overrides(DecodeOptions(), overrides, "attributes decode")
+    assert fragment in str(info.value) and len(str(info.value)) < 400
+
+
+def test_work_counts_every_rung_of_the_ladder_at_its_width():
+    assert DecodeOptions().work() == 1
+    assert DecodeOptions(beam_size=5, best_of=5).work() == 5
+    assert DecodeOptions(beam_size=5, best_of=3, temperature=(0.0, 0.2, 0.4)).work() == 11
+    assert apply_overrides(DecodeOptions(), {"temperature": "[0, 0.5]", "best_of": "2"}, "a").work() == 3

@@ -7,6 +7,7 @@ import pytest
 from appliance.decode_options import DecodeOptions
 from appliance.errors import ApplianceError
 from appliance.streaming.session import (
+    ModelTraits,
     SessionDefaults,
     SessionRegistry,
     SessionRequest,
@@ -105,10 +106,10 @@ def test_decode_overrides_apply_on_top_of_the_chosen_profile():
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("decode.beam_size", "0", "an integer >= 1"),
-    ("decode.beam_size", "2.5", "an integer >= 1"),
-    ("decode.beam_size", "true", "an integer >= 1"),
-    ("decode.temperature", "-1", "a number >= 0"),
+    ("decode.beam_size", "0", "an integer between 1 and 10"),
+    ("decode.beam_size", "2.5", "an integer between 1 and 10"),
+    ("decode.beam_size", "true", "an integer between 1 and 10"),
+    ("decode.temperature", "-1", "a number between 0 and 1"),
     ("decode.no_speech_threshold", "1.5", "between 0 and 1"),
     ("decode.suppress_blank", "maybe", "true or false"),
 ])
@@ -213,6 +214,64 @@ def test_client_chosen_session_ids_are_short_and_plain():
     for bad in ("x" * 129, "-leading-dash", ".hidden", "kiosk 7", "caf\u00e9", "../../etc/passwd", "a\nb", "a/b"):
         assert "session_id" in refused("ERR1010", session_id=bad)
     assert len(resolve().session_id) == 32  # server-generated: a uuid4, unguessable
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+ENGLISH_ONLY = ModelTraits(english_only=True, max_prompt_tokens=20, count_tokens=_words)
+MULTILINGUAL = ModelTraits(english_only=False, max_prompt_tokens=20, count_tokens=_words)
+
+
+def resolve_on(traits: ModelTraits, **request):
+    return resolve_settings(SessionRequest(**request), defaults(model_traits=lambda model_id: traits))
+
+
+def test_attribute_maps_and_names_are_bounded():
+    assert "at most 32" in refused("ERR1010", attributes={f"k{i}": "v" for i in range(33)})
+    assert "attribute name" in refused("ERR1010", attributes={"k" * 65: "v"})
+    assert "attribute name" in refused("ERR1010", attributes={"a\x00b": "v"})
+    assert "2049 characters" in refused("ERR1010", attributes={"note": "v" * 2049})
+    assert "language of" in refused("ERR1010", language="e" * 65)
+    assert "model_id of" in refused("ERR1010", model_id="m\n")
+
+
+def test_language_is_checked_against_whisper_and_the_model():
+    assert "not a Whisper language" in refused("ERR1010", language="xx")
+    assert resolve_on(MULTILINGUAL, language="DE").language == "de"
+    assert resolve_on(ENGLISH_ONLY, language="en").language == "en"
+    for request in ({"language": "de"}, {"task": "translate"}):
+        with pytest.raises(ApplianceError) as info:
+            resolve_on(ENGLISH_ONLY, **request)
+        assert info.value.code == "ERR1010" and "English-only" in info.value.message
+    assert resolve_on(MULTILINGUAL, task="translate", language="de").task == "translate"
+
+
+def test_prompt_and_hotwords_must_fit_the_models_prompt_budget_together():
+    ten = " ".join(["word"] * 10)
+    assert resolve_on(MULTILINGUAL, attributes={"decode.initial_prompt": ten, "decode.hotwords": ten})
+    with pytest.raises(ApplianceError) as info:
+        resolve_on(MULTILINGUAL, attributes={"decode.initial_prompt": ten + " more", "decode.hotwords": ten})
+    assert info.value.code == "ERR1010" and "21 tokens" in info.value.message and "at most 20" in info.value.message
+
+
+def test_decode_overrides_respect_the_operators_allow_list_and_work_limit():
+    only_beam = defaults(client_overrides=frozenset({"beam_size"}))
+    allowed = resolve_settings(SessionRequest(attributes={"decode.beam_size": "3"}), only_beam)
+    assert allowed.decode_options.beam_size == 3
+    with pytest.raises(ApplianceError) as info:
+        resolve_settings(SessionRequest(attributes={"decode.hotwords": "kiosk"}), only_beam)
+    assert "hotwords may not be set" in info.value.message
+    bomb = {"decode.temperature": "0,0.2,0.4,0.6,0.8,1", "decode.best_of": "5", "decode.log_prob_threshold": "0"}
+    message = refused("ERR1010", attributes=bomb)
+    assert "26 greedy decodes" in message and "allows 10" in message
+    assert resolve(attributes={"decode.temperature": "0,0.2,0.4,0.6,0.8,1"}).decode_options.work() == 6
+    # a profile's own cost is always allowed, and overrides may go up to it
+    assert resolve(decode_profile="accurate", attributes={"decode.beam_size": "5"}).decode_options.work() == 5
+    limited = defaults(max_client_work=2)
+    assert resolve_settings(SessionRequest(decode_profile="accurate", attributes={"decode.patience": "2"}),
+                            limited).decode_options.work() == 5
 
 
 # --- SessionRegistry ------------------------------------------------------------------------

@@ -10,16 +10,23 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from appliance.decode_options import DecodeOptionError, DecodeOptions, apply_overrides
 from appliance.errors import ApplianceError
+from appliance.languages import WHISPER_LANGUAGES
 
 VAD_MODES = ("continue", "auto")
 # Client-chosen session ids reach logs, metrics hashes and file names: short and plain only.
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 TASKS = ("transcribe", "translate")
 UPLOAD_MODES = ("realtime", "batch")
+# Attributes reach tickets, logs and the decoder: a handful of short entries is all any client needs.
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_KEY_CHARS = 64
+MAX_ATTRIBUTE_VALUE_CHARS = 2048  # a 2000-character prompt fits
+MAX_NAME_CHARS = 64  # language, model_id, decode_profile
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -73,9 +80,19 @@ def parse_bool_attribute(attributes: dict[str, str], key: str, default: bool) ->
     raise ApplianceError("ERR1010", f"attribute {key}={raw!r}: expected true or false")
 
 
+@dataclass(frozen=True)
+class ModelTraits:
+    """What CreateSession checks a request against, per loaded model."""
+
+    english_only: bool
+    max_prompt_tokens: int
+    count_tokens: Callable[[str], int]
+
+
 @dataclass
 class SessionDefaults:
-    """The server-side defaults a request falls back to (from AppConfig)."""
+    """The server-side defaults a request falls back to (from AppConfig), and the policy a session's
+    own choices are held to."""
 
     default_model_id: str
     model_ids: tuple[str, ...]
@@ -86,10 +103,74 @@ class SessionDefaults:
     vad_silence_sec: float
     vad_threshold: float
     emit_final_on_vad: bool
+    client_overrides: frozenset[str] | None = None  # decode options a session may set (None: all)
+    max_client_work: int = 10  # DecodeOptions.work() allowed after a session's overrides
+    model_traits: Callable[[str], ModelTraits | None] = lambda model_id: None
+
+
+def _check_shape(request: SessionRequest) -> None:
+    """Sizes first: nothing below should spend work on a request too large to be honest."""
+    attributes = request.attributes
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise ApplianceError("ERR1010", f"{len(attributes)} attributes; at most {MAX_ATTRIBUTES} are accepted")
+    for key, value in attributes.items():
+        if not 0 < len(key) <= MAX_ATTRIBUTE_KEY_CHARS or not key.isprintable():
+            raise ApplianceError("ERR1010", f"attribute name of {len(key)} characters refused: expected 1-"
+                                 f"{MAX_ATTRIBUTE_KEY_CHARS} printable characters")
+        if len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
+            raise ApplianceError("ERR1010", f"attribute {key!r} has {len(value)} characters; at most "
+                                 f"{MAX_ATTRIBUTE_VALUE_CHARS} are accepted")
+    for name in ("language", "model_id", "decode_profile"):
+        value = getattr(request, name)
+        if len(value) > MAX_NAME_CHARS or not value.isprintable():
+            raise ApplianceError("ERR1010", f"{name} of {len(value)} characters refused: expected at most "
+                                 f"{MAX_NAME_CHARS} printable characters")
+
+
+def _decode_options(base: DecodeOptions, attributes: dict[str, str], defaults: SessionDefaults) -> DecodeOptions:
+    """The profile's options with the session's `decode.*` overrides, within the operator's policy."""
+    overrides = {k[len("decode."):]: v for k, v in attributes.items() if k.startswith("decode.")}
+    if not overrides:
+        return base
+    allowed = defaults.client_overrides
+    refused = sorted(set(overrides) - allowed) if allowed is not None else []
+    try:
+        options = apply_overrides(base, overrides, where="attributes decode")
+    except DecodeOptionError as err:
+        raise ApplianceError("ERR1010", str(err)) from err
+    if refused:
+        raise ApplianceError("ERR1010", f"decode option(s) {', '.join(refused)} may not be set by a session on "
+                             f"this server (decode.client_overrides: {', '.join(sorted(allowed or ())) or 'none'})")
+    limit = max(defaults.max_client_work, base.work())
+    if options.work() > limit:
+        raise ApplianceError(
+            "ERR1010", f"decode options would cost up to {options.work()} greedy decodes per decode "
+            f"(beam_size for a temperature of 0, best_of for each rung above 0, summed over the ladder); "
+            f"this server allows {limit} (decode.max_client_work)")
+    return options
+
+
+def _check_model_fit(settings: SessionSettings, traits: ModelTraits | None) -> None:
+    """Language, task and prompt length against the model that will serve the session."""
+    if settings.language is not None and settings.language not in WHISPER_LANGUAGES:
+        raise ApplianceError("ERR1010", f"language {settings.language!r} is not a Whisper language code "
+                             "(e.g. en, de, fr, ja; empty to detect)")
+    if traits is None:
+        return
+    if traits.english_only and (settings.language not in (None, "en") or settings.task == "translate"):
+        asked = f"language {settings.language!r}" if settings.task != "translate" else "task 'translate'"
+        raise ApplianceError("ERR1010", f"{asked} needs a multilingual model; {settings.model_id} is English-only "
+                             "(pick a multilingual model_id, see /admin/models)")
+    options = settings.decode_options
+    prompt_tokens = sum(traits.count_tokens(text) for text in (options.initial_prompt, options.hotwords) if text)
+    if prompt_tokens > traits.max_prompt_tokens:
+        raise ApplianceError("ERR1010", f"decode.initial_prompt and decode.hotwords take {prompt_tokens} tokens "
+                             f"together; {settings.model_id} accepts at most {traits.max_prompt_tokens}")
 
 
 def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> SessionSettings:
     """Validate a request against the server's defaults; every refusal names the field."""
+    _check_shape(request)
     attributes = dict(request.attributes)
     if request.session_id and not SESSION_ID_RE.fullmatch(request.session_id):
         raise ApplianceError("ERR1010", f"session_id of {len(request.session_id)} characters refused: expected 1-128 "
@@ -104,11 +185,7 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
         raise ApplianceError(
             "ERR1010", f"decode_profile {profile!r} is unknown (known: {', '.join(sorted(defaults.decode_profiles))})"
         )
-    decode_overrides = {k[len("decode."):]: v for k, v in attributes.items() if k.startswith("decode.")}
-    try:
-        options = apply_overrides(defaults.decode_profiles[profile], decode_overrides, where="attributes decode")
-    except DecodeOptionError as err:
-        raise ApplianceError("ERR1010", str(err)) from err
+    options = _decode_options(defaults.decode_profiles[profile], attributes, defaults)
     vad_mode = request.vad_mode or "continue"
     if vad_mode not in VAD_MODES:
         raise ApplianceError("ERR1010", f"vad_mode {vad_mode!r} is unknown (accepted: {', '.join(VAD_MODES)})")
@@ -125,7 +202,7 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
     if upload_mode not in UPLOAD_MODES:
         raise ApplianceError("ERR1010", f"attribute upload_mode={upload_mode!r}: expected realtime or batch")
     language = request.language.strip().lower() or defaults.language
-    return SessionSettings(
+    settings = SessionSettings(
         session_id=request.session_id or uuid.uuid4().hex,
         model_id=model_id,
         decode_profile=profile,
@@ -142,6 +219,8 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
         attributes=attributes,
         require_token=request.require_token,
     )
+    _check_model_fit(settings, defaults.model_traits(model_id))
+    return settings
 
 
 class SessionRegistry:

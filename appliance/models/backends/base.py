@@ -39,6 +39,12 @@ class Transcript:
     extra: TranscriptExtra = field(default_factory=lambda: TranscriptExtra())
 
 
+# Whisper's text context is 448 tokens; a prompt may take half of it less one (openai-whisper and
+# faster-whisper both cut it there), and a prompt and hotwords together past that make
+# faster-whisper raise "prompt length exceeds max_length" in the middle of a stream.
+WHISPER_MAX_PROMPT_TOKENS = 448 // 2 - 1
+
+
 class Backend(Protocol):
     """A loaded model. `transcribe` and `transcribe_batch` are blocking and thread-safe up to
     `max_concurrency` callers; the scheduler never batches more than `max_batch_size` utterances."""
@@ -48,6 +54,11 @@ class Backend(Protocol):
     max_concurrency: int
     max_batch_size: int  # 1: the backend gains nothing from batching
     english_only: bool
+    max_prompt_tokens: int  # initial_prompt + hotwords must fit: half of Whisper's 448-token text context
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in a prompt (as the decoder will see it, with its leading space)."""
+        ...
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
                    task: str, provisional: bool = False) -> Transcript:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from appliance.decode_options import DecodeOptions
-from appliance.models.backends.base import Segment, Transcript
+from appliance.models.backends.base import WHISPER_MAX_PROMPT_TOKENS, Segment, Transcript
 from appliance.models.backends.window_check import window_suspect
 
 FRAMES_PER_SEC = 100  # Whisper's mel hop: 10 ms
@@ -108,6 +108,7 @@ class FasterWhisperBackend:
         self.max_concurrency = max(1, pool_size)
         self.max_batch_size = MAX_BATCH_SIZE
         self.english_only = english_only
+        self.max_prompt_tokens = WHISPER_MAX_PROMPT_TOKENS
         self.encode_window = encode_window
         limit_numpy_blas_threads()
         # num_workers = pool size: CTranslate2 keeps that many model replicas, so that many
@@ -118,6 +119,9 @@ class FasterWhisperBackend:
         )
         self._is_word = functools.lru_cache(maxsize=None)(self._token_is_word)
         self._eot = self._model.hf_tokenizer.token_to_id("<|endoftext|>")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._model.hf_tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids)
 
     def _bucketed(self, provisional: bool) -> bool:
         return self.encode_window == "bucketed" or (self.encode_window == "partials" and provisional)

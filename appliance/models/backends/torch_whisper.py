@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from appliance.decode_options import DecodeOptions
-from appliance.models.backends.base import Segment, Transcript
+from appliance.models.backends.base import WHISPER_MAX_PROMPT_TOKENS, Segment, Transcript
 from appliance.models.store import ModelStoreError
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ class TorchWhisperBackend:
         self.max_concurrency = max(1, pool_size)
         self.max_batch_size = 1  # whisper.transcribe decodes one utterance per call
         self.english_only = english_only
+        self.max_prompt_tokens = WHISPER_MAX_PROMPT_TOKENS
         self.fp16 = self.device != "cpu" and compute_type in HALF_PRECISION
         if compute_type not in ("float32", "default") and not self.fp16:
             log.info("torch_whisper runs %s in float32 (compute_type %s is a CTranslate2 precision)",
@@ -119,10 +120,14 @@ class TorchWhisperBackend:
             model.eval()
             self._idle.put(model)
         preload_tokenizer(model)
+        self._tokenizer = whisper.tokenizer.get_tokenizer(model.is_multilingual, num_languages=model.num_languages)
         log.info("torch_whisper: %d instance(s) of %s on %s in %s", self.max_concurrency, checkpoint, self.device,
                  "float16" if self.fp16 else "float32")
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(" " + text.strip()))
 
     def _warn_unsupported(self, options: DecodeOptions) -> None:
         unsupported = {"repetition_penalty": options.repetition_penalty != 1.0,
