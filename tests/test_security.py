@@ -271,9 +271,13 @@ def test_audio_rate_limit_and_batch_override():
     err = refused("ERR1006", check, 3200, now=0.0)
     assert err.retry_after_sec == pytest.approx(0.1) and "max_audio_bytes_per_sec=32000" in err.message
     check(3200, now=0.1)
-    batch = audio.for_session("ip:1.2.3.4", "batch")  # default batch override 0 = unlimited
-    for _ in range(100):
+    batch = audio.for_session("ip:1.2.3.4", "batch")  # its own budget: 1 MB/s with a 16 MB burst
+    for _ in range(16):
         batch(1_000_000, now=0.0)
+    assert refused("ERR1006", batch, 1_000_000, now=0.0).retry_after_sec == pytest.approx(1.0)
+    unlimited = AudioRateLimiter(server(max_audio_bytes_per_sec_batch=0)).for_session("ip:1.2.3.4", "batch")
+    for _ in range(100):
+        unlimited(1_000_000, now=0.0)  # 0 disables
 
 
 def test_audio_rate_override_semantics():
