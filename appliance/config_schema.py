@@ -54,7 +54,12 @@ class ServerConfig:
                                            factory=list, nonempty=True)
     decode_timeout_sec: float = setting(30.0, "wait for pending decodes while draining (<= 0 waits forever)")
     log_metrics: bool = setting(False, "log decode latency and real-time factor per decode")
-    session_timeout_sec: float = setting(60.0, "seconds of inactivity before a session is aborted", gt=0)
+    session_timeout_sec: float = setting(
+        60.0, "seconds without speech (or without any chunk) before a stream is ended", gt=0)
+    first_chunk_timeout_sec: float = setting(10.0, "seconds a new stream may take to send its first chunk", gt=0)
+    max_open_streams: int | None = setting(
+        None, "open StreamingRecognize calls, attached or not (null = 2 x max_sessions)", ge=1)
+    max_chunks_per_sec: float = setting(100.0, "audio chunks per second per stream, 2 s burst (0 disables)", ge=0)
     max_buffer_sec: float | None = setting(20.0, "per-session buffered audio seconds (null disables)", gt=0)
     max_buffer_bytes: int | None = setting(None, "per-session buffered audio bytes (null disables)", ge=1)
     max_chunk_ms: int | None = setting(2000, "longest single audio chunk in ms (null disables)", ge=1)
@@ -65,6 +70,8 @@ class ServerConfig:
     max_pending_decodes_global: int = setting(512, "queued decodes in total before backpressure", ge=1)
     max_total_buffer_bytes: int = setting(268435456, "buffered audio bytes across all sessions", ge=1)
     decode_queue_timeout_sec: float = setting(5.0, "seconds a final waits for a decode slot (0 = no limit)", ge=0)
+    max_decode_sec: float = setting(
+        10.0, "one decode with session-chosen options may take this long before its stream ends (0 = no limit)", ge=0)
     decode_batch_window_ms: float = setting(0.0, "decode batching window in ms (0 disables)", ge=0)
     max_decode_batch_size: int = setting(8, "decode tasks per batch (1 disables)", ge=1)
     buffer_overlap_sec: float = setting(
@@ -135,6 +142,7 @@ class StorageConfig:
     persist_audio: bool = setting(False, "save session audio to directory")
     directory: str = setting("data/audio", "where persisted audio goes", nonempty=True)
     queue_max_chunks: int = setting(256, "queued PCM chunks before the oldest is dropped", ge=1)
+    queue_max_bytes: int = setting(16777216, "queued PCM bytes before the oldest chunk is dropped", ge=1)
     max_bytes: int | None = setting(None, "byte cap of the directory (null = none)", ge=1)
     max_files: int | None = setting(None, "file-count cap (null = none)", ge=1)
     max_age_days: float | None = setting(None, "retention in days (null = forever)", gt=0)

@@ -65,6 +65,7 @@ def stream_limits(config: AppConfig) -> StreamLimits:
         speech_rms_threshold=float(config.safety.speech_rms_threshold),
         max_audio_sec_per_session=s.max_audio_seconds_per_session or None,
         max_batch_upload_bytes=s.max_batch_upload_bytes or None,
+        max_chunks_per_sec=float(s.max_chunks_per_sec),
         max_pending_per_stream=int(s.max_pending_decodes_per_stream),
         partial_skip_unchanged=bool(s.partial_skip_unchanged),
     )
@@ -83,6 +84,8 @@ class _DecodeOutcomes(DecodeObserver):
 
     def decode_failed(self, *, is_final: bool, outcome: str) -> None:
         self._metrics.decode_failed(is_final=is_final, outcome=outcome)
+        if outcome == "client":
+            return  # the session's own decode options failed or overran: not the appliance's health
         self._health.record(Outcome.TIMEOUT if outcome == "timeout" else Outcome.FAILURE)
 
     def partials_dropped(self, count: int) -> None:
@@ -104,7 +107,7 @@ class Runtime:
             max_in_flight=config.model.pool_size, max_pending_global=s.max_pending_decodes_global,
             queue_timeout_sec=float(s.decode_queue_timeout_sec), batch_window_ms=float(s.decode_batch_window_ms),
             max_batch_size=s.max_decode_batch_size, log_metrics=bool(s.log_metrics),
-            observer=_DecodeOutcomes(self.metrics, self.health))
+            observer=_DecodeOutcomes(self.metrics, self.health), max_decode_sec=float(s.max_decode_sec))
         self.vad_pool: VadPool | None = None
         self._vad_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="vad")
         self.buffer_ledger = BufferLedger(s.max_total_buffer_bytes)
@@ -114,7 +117,8 @@ class Runtime:
                 and not config.auth.allowed_api_keys_file:
             log.warning("auth: api_key profile without auth.allowed_api_keys: any well-formed key is accepted")
         st = config.storage
-        self.audio_store = (AudioStore(st.directory, st.queue_max_chunks, st.max_bytes, st.max_files, st.max_age_days)
+        self.audio_store = (AudioStore(st.directory, st.queue_max_chunks, st.max_bytes, st.max_files, st.max_age_days,
+                                       queue_max_bytes=st.queue_max_bytes)
                             if st.persist_audio else None)
         self.transcripts = TranscriptSink.from_config(config.logging)
         streams = StreamBuilder(stream_limits(config), self.models, self._leased_vad_pool, self.scheduler,

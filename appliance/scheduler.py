@@ -29,10 +29,12 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from appliance.decode_options import DecodeOptions
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, decode_timeout
 from appliance.models.backends import Backend, Transcript
+from appliance.observability.log_guard import ThrottledLog
 
 log = logging.getLogger(__name__)
+client_failures = ThrottledLog(log)  # a session's own options failing: a few lines a minute, no traceback
 
 P = TypeVar("P")
 
@@ -85,11 +87,15 @@ class StreamQueue(Generic[P]):
 
     def __init__(self, scheduler: DecodeScheduler, stream_id: str, backend: Backend, *, language: str | None,
                  task: str, on_done: Callable[[P, Transcript | None, ApplianceError | None], None],
-                 prepare: Callable[[P], DecodeOptions] | None = None, max_pending: int = 0):
+                 prepare: Callable[[P], DecodeOptions] | None = None, max_pending: int = 0,
+                 client_tuned: bool = False):
         self.stream_id = stream_id
         self.backend = backend
         self.language = language
         self.task = task
+        # The client chose decode options: its failures and overruns are its own (ERR1009/1016 for
+        # this stream, never counted against health) and its decodes are held to max_decode_sec.
+        self.client_tuned = client_tuned
         self._scheduler = scheduler
         self._on_done = on_done
         self._prepare = prepare
@@ -99,7 +105,7 @@ class StreamQueue(Generic[P]):
         self._running: _Request[P] | None = None
         self._eligible = False
         self._closed = False
-        self.queued_audio_bytes = 0  # as 16-bit PCM, what the buffer ledger counts
+        self.queued_audio_bytes = 0  # the float32 audio held by queued decodes, as the buffer ledger counts
 
     @property
     def pending(self) -> int:
@@ -125,7 +131,7 @@ class StreamQueue(Generic[P]):
             return
         self._waiting.append(_Request(self, audio, is_final, payload, options))
         self._waiting_partials += not is_final
-        self.queued_audio_bytes += audio.size * 2
+        self.queued_audio_bytes += audio.nbytes
         self._scheduler.promote(self)
 
     def drop_queued_partials(self) -> int:
@@ -159,7 +165,7 @@ class StreamQueue(Generic[P]):
             self._eligible = False
         self._waiting.remove(request)
         self._waiting_partials -= not request.is_final
-        self.queued_audio_bytes -= request.audio.size * 2
+        self.queued_audio_bytes -= request.audio.nbytes
 
     def _start(self, request: _Request[P]) -> None:
         self._waiting.popleft()
@@ -195,8 +201,9 @@ def _resolve(outcome: asyncio.Future, transcript: Transcript | None, error: Appl
 class DecodeScheduler:
     def __init__(self, max_in_flight: int, *, max_pending_global: int = 512, queue_timeout_sec: float = 1.0,
                  batch_window_ms: float = 0.0, max_batch_size: int = 1, log_metrics: bool = False,
-                 observer: DecodeObserver | None = None):
+                 observer: DecodeObserver | None = None, max_decode_sec: float = 0.0):
         self._observer = observer or DecodeObserver()
+        self.max_decode_sec = max_decode_sec  # 0: no budget
         self.max_in_flight = max(1, max_in_flight)
         self.max_pending_global = max(1, max_pending_global)
         self.queue_timeout_sec = queue_timeout_sec
@@ -228,9 +235,10 @@ class DecodeScheduler:
 
     def open_stream(self, stream_id: str, backend: Backend, *, language: str | None, task: str,
                     on_done: Callable[[P, Transcript | None, ApplianceError | None], None],
-                    prepare: Callable[[P], DecodeOptions] | None = None, max_pending: int = 0) -> StreamQueue[P]:
+                    prepare: Callable[[P], DecodeOptions] | None = None, max_pending: int = 0,
+                    client_tuned: bool = False) -> StreamQueue[P]:
         return StreamQueue(self, stream_id, backend, language=language, task=task, on_done=on_done,
-                           prepare=prepare, max_pending=max_pending)
+                           prepare=prepare, max_pending=max_pending, client_tuned=client_tuned)
 
     async def decode(self, backend: Backend, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
                      task: str, is_final: bool, stream_id: str = "") -> Transcript | None:
@@ -366,31 +374,57 @@ class DecodeScheduler:
         except Exception as err:  # third-party code: any failure maps to one code
             self.stats.failures += len(batch)
             for request in batch:
-                self._observer.decode_failed(is_final=request.is_final, outcome="failure")
-            log.exception("decode failed in %s", backend.model_id)
+                self._observer.decode_failed(is_final=request.is_final, outcome=_failure_kind(request, "failure"))
+            if all(r.queue.client_tuned for r in batch):
+                client_failures.info(type(err).__name__, "decode with client-chosen options failed in %s: %s",
+                                     backend.model_id, type(err).__name__)
+            else:
+                log.exception("decode failed in %s", backend.model_id)
             failure = ApplianceError("ERR1016", f"decode failed in {backend.model_id}: {type(err).__name__}")
             outcomes: list[tuple[Transcript | None, ApplianceError | None]] = [(None, failure)] * len(batch)
         else:
-            self._account(batch, transcripts, time.perf_counter() - started)
-            outcomes = [(t, None) for t in transcripts]
+            elapsed_sec = time.perf_counter() - started
+            outcomes = [self._within_budget(request, transcript, elapsed_sec)
+                        for request, transcript in zip(batch, transcripts, strict=True)]
+            self._account(batch, transcripts, elapsed_sec, [error is None for _, error in outcomes])
         finally:
             self._in_flight -= 1
             self._wake()
         for request, (transcript, error) in zip(batch, outcomes, strict=True):
             request.queue._finish(request, transcript, error)
 
-    def _account(self, batch: list[_Request], transcripts: list[Transcript], elapsed_sec: float) -> None:
+    def _within_budget(self, request: _Request, transcript: Transcript, elapsed_sec: float
+                       ) -> tuple[Transcript | None, ApplianceError | None]:
+        """A decode with client-chosen options that ran past max_decode_sec is cut: its stream gets
+        ERR1009 instead of the result, so a session cannot keep the model busy with costly options."""
+        if not (request.queue.client_tuned and 0 < self.max_decode_sec < elapsed_sec):
+            return transcript, None
+        self._observer.decode_failed(is_final=request.is_final, outcome="client")
+        return None, decode_timeout(
+            f"one decode took {elapsed_sec:.1f} s with this session's decode options, over "
+            f"server.max_decode_sec={self.max_decode_sec:g}: lower decode.beam_size, decode.best_of or the "
+            "temperature ladder")
+
+    def _account(self, batch: list[_Request], transcripts: list[Transcript], elapsed_sec: float,
+                 delivered: list[bool]) -> None:
         self.stats.batches += 1
         self.stats.decodes += len(batch)
         self.stats.decode_sec_total += elapsed_sec
         audio_sec = sum(t.audio_sec for t in transcripts)
         self.stats.audio_sec_total += audio_sec
         now = time.monotonic()
-        for request, transcript in zip(batch, transcripts, strict=True):
+        for request, transcript, ok in zip(batch, transcripts, delivered, strict=True):
+            if not ok:
+                continue  # reported as a failure by _within_budget
             self._observer.decode_done(is_final=request.is_final, decode_sec=elapsed_sec,
                                        audio_sec=transcript.audio_sec, wait_sec=now - request.enqueued_at - elapsed_sec)
         if self._log_metrics:
             _log_batch(batch, transcripts, elapsed_sec, audio_sec, now)
+
+
+def _failure_kind(request: _Request, kind: str) -> str:
+    """"client" for a stream whose client chose its decode options: not the server's health."""
+    return "client" if request.queue.client_tuned else kind
 
 
 def _log_batch(batch: list[_Request], transcripts: list[Transcript], elapsed_sec: float, audio_sec: float,

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ from appliance.observability.snapshot import StreamLevels
 from appliance.resources import BufferLedger, MemoryBudget
 from appliance.scheduler import DecodeScheduler
 from appliance.security import Admission, Ticket, peer_ip
+from appliance.security.open_calls import OpenCalls
 from appliance.security.tickets import TicketSigner, tokens_match
 from appliance.streaming.frontend import Frontend
 from appliance.streaming.gate import StreamGate
@@ -97,7 +98,10 @@ class SessionService:
         # A ticket only has to outlive the wait between CreateSession and the stream's first chunk.
         self._ticket_ttl_sec = float(config.server.session_timeout_sec or 60)
         self._live: set[Stream] = set()
-        self._open_calls = 0  # StreamingRecognize calls attached to a session, built or not yet
+        s = config.server
+        self._open_call_caps = OpenCalls(max_total=s.max_open_streams or 2 * s.max_sessions,
+                                         max_per_ip=s.max_sessions_per_ip)
+        self._attached_calls = 0  # StreamingRecognize calls attached to a session, built or not yet
         self._all_ended = asyncio.Event()
         self._all_ended.set()
 
@@ -111,7 +115,7 @@ class SessionService:
 
     @property
     def active_streams(self) -> int:
-        return self._open_calls
+        return self._attached_calls
 
     def stream_levels(self) -> list[StreamLevels]:
         """Each live stream's figures, keyed by a hash of its session id: visible load, no usable ids."""
@@ -179,26 +183,44 @@ class SessionService:
 
     # --- StreamingRecognize -------------------------------------------------------------------
 
-    async def stream(self, chunks: AsyncIterable[AudioIn]) -> AsyncIterator[RecognitionResult]:
-        """Run one StreamingRecognize call; the first chunk names the session."""
-        iterator = chunks.__aiter__()
+    async def stream(self, chunks: AsyncIterable[AudioIn], peer: str = "") -> AsyncGenerator[RecognitionResult, None]:
+        """Run one StreamingRecognize call; the first chunk names the session. Counted from the
+        moment it opens (ERR1007 past server.max_open_streams or the client IP's share)."""
         try:
-            first = await iterator.__anext__()
+            release = self._open_call_caps.acquire(peer_ip(peer))
+        except ApplianceError as err:
+            self._metrics.error(err.code, "stream")
+            raise
+        try:
+            async for result in self._stream(chunks.__aiter__()):
+                yield result
+        finally:
+            release()
+
+    async def _first_chunk(self, iterator: AsyncIterator[AudioIn]) -> AudioIn | None:
+        """The call's first chunk (None when it half-closes without one); ERR1012 when it takes longer
+        than server.first_chunk_timeout_sec, so a call that never speaks holds nothing for long."""
+        timeout_sec = self._config.server.first_chunk_timeout_sec
+        try:
+            return await asyncio.wait_for(iterator.__anext__(), timeout=timeout_sec)
         except StopAsyncIteration:
-            return
-        if not first.session_id:
-            raise ApplianceError("ERR1001", "the first chunk must carry the session_id returned by CreateSession")
-        if not SESSION_ID_RE.fullmatch(first.session_id):
-            raise ApplianceError("ERR1001", "the first chunk's session_id is not one CreateSession returns")
+            return None
+        except TimeoutError:
+            raise ApplianceError("ERR1012", f"no chunk within {timeout_sec:g} s of opening the stream "
+                                 "(server.first_chunk_timeout_sec)") from None
+
+    async def _stream(self, iterator: AsyncIterator[AudioIn]) -> AsyncIterator[RecognitionResult]:
         try:
-            self._check_ticket(first)  # before attaching: a refusal leaves the real session as it was
-            settings = self._sessions.start_stream(first.session_id)
+            first = await self._first_chunk(iterator)
+            if first is None:
+                return
+            settings = self._attach(first)
         except ApplianceError as err:
             self._metrics.error(err.code, "stream")
             raise
         listeners = self._streams.listeners
         error: ApplianceError | None = None
-        self._open_calls += 1
+        self._attached_calls += 1
         self._all_ended.clear()
         try:
             async with self._streams.build(settings, self._sessions.ticket(settings.session_id)) as stream:
@@ -216,9 +238,21 @@ class SessionService:
         finally:
             listeners.stream_ended(settings.session_id, error)
             self._sessions.end(settings.session_id)
-            self._open_calls -= 1
-            if self._open_calls == 0:
+            self._attached_calls -= 1
+            if self._attached_calls == 0:
                 self._all_ended.set()
+
+    def _attach(self, first: AudioIn) -> SessionSettings:
+        """The session the first chunk names, now streaming; every refusal leaves it as it was."""
+        if self._health.state in (Lifecycle.DRAINING, Lifecycle.STOPPED):
+            raise ApplianceError("ERR1015", "the server is draining and starts no new streams; open a session "
+                                 "on another replica", retry_after_sec=5.0)
+        if not first.session_id:
+            raise ApplianceError("ERR1001", "the first chunk must carry the session_id returned by CreateSession")
+        if not SESSION_ID_RE.fullmatch(first.session_id):
+            raise ApplianceError("ERR1001", "the first chunk's session_id is not one CreateSession returns")
+        self._check_ticket(first)  # before attaching: a refusal leaves the real session as it was
+        return self._sessions.start_stream(first.session_id)
 
     def _check_ticket(self, first: AudioIn) -> None:
         """ERR1001 for an unknown session, ERR1005 unless the first chunk carries the session's own ticket."""

@@ -66,6 +66,7 @@ class StatusView:
 
     def snapshot(self) -> StatusSnapshot:
         cfg = self._config
+        active = self._sessions.active_sessions  # first: counting expires unused sessions, freeing their slots
         per_ip, per_key = self._admission.active_sessions()
         by_key = ({hash_api_key(key)[:12]: n for key, n in per_key.items()}
                   if cfg.metrics.expose_api_key_sessions else None)
@@ -73,7 +74,7 @@ class StatusView:
         pool = self._vad_pool()
         return StatusSnapshot(
             state=self._health.state.value, health=self._health.report().status, uptime_sec=self.uptime_sec(),
-            sessions=SessionLevels(active=self._sessions.active_sessions, streaming=self._sessions.active_streams,
+            sessions=SessionLevels(active=active, streaming=self._sessions.active_streams,
                                    max=cfg.server.max_sessions, client_ips=len(per_ip), by_api_key=by_key),
             decode=DecodeLevels(
                 queue_depth=self._scheduler.pending, in_flight=self._scheduler.in_flight,

@@ -106,15 +106,18 @@ class AudioStore:
 
     def __init__(self, directory: str | os.PathLike[str], queue_max_chunks: int, max_bytes: int | None = None,
                  max_files: int | None = None, max_age_days: float | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, queue_max_bytes: int = 16 * 1024 * 1024) -> None:
         if queue_max_chunks < 1:
             raise ValueError(f"queue_max_chunks must be >= 1, got {queue_max_chunks!r}")
         self.directory = Path(directory)
         self.queue_max_chunks = queue_max_chunks
+        # Chunks range from 20 ms to a whole batch upload: the queue is bounded in bytes as well.
+        self.queue_max_bytes = queue_max_bytes
         self.retention = Retention(max_bytes, max_files, max_age_days)
         self._clock = clock
         self._queue: deque[_Chunk | _End] = deque()
         self._queued_chunks = 0
+        self._queued_bytes = 0
         self._cond = threading.Condition()
         self._paused = False
         self._stopping = False
@@ -143,10 +146,12 @@ class AudioStore:
                 if self._stopping:
                     self.dropped_chunks += 1
                     return
-                if self._queued_chunks >= self.queue_max_chunks:
+                while self._queued_chunks and (self._queued_chunks >= self.queue_max_chunks
+                                               or self._queued_bytes + len(chunk.pcm16) > self.queue_max_bytes):
                     self._drop_oldest_chunk()
                 self._queue.append(chunk)
                 self._queued_chunks += 1
+                self._queued_bytes += len(chunk.pcm16)
                 self._cond.notify()
         except Exception:  # the hot path must survive anything storage does
             log.exception("audio store: put failed; chunk dropped")
@@ -191,6 +196,7 @@ class AudioStore:
             item = self._queue.popleft()
             if isinstance(item, _Chunk):
                 self._queued_chunks -= 1
+                self._queued_bytes -= len(item.pcm16)
                 self.dropped_chunks += 1
                 break
             markers.append(item)
@@ -209,6 +215,7 @@ class AudioStore:
                 item = self._queue.popleft()
                 if isinstance(item, _Chunk):
                     self._queued_chunks -= 1
+                    self._queued_bytes -= len(item.pcm16)
             if isinstance(item, _Chunk):
                 self._guarded(self._write_chunk, item)
             else:

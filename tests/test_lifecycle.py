@@ -57,3 +57,20 @@ def test_no_model_loaded_is_degraded():
     state, seen = health_state(models=0)
     state.set_state(Lifecycle.SERVING)
     assert seen[-1] == ("serving", "degraded") and "no model is loaded" in state.report().reasons
+
+
+def test_decodes_that_failed_on_a_sessions_own_options_do_not_degrade_health():
+    from prometheus_client import CollectorRegistry
+
+    from appliance.observability.metrics import ApplianceMetrics
+    from appliance.runtime import _DecodeOutcomes
+
+    state, seen = health_state()
+    state.set_state(Lifecycle.SERVING)
+    outcomes = _DecodeOutcomes(ApplianceMetrics(CollectorRegistry()), state)
+    for _ in range(20):
+        outcomes.decode_failed(is_final=True, outcome="client")
+    assert seen[-1] == ("serving", "ok")
+    for _ in range(6):
+        outcomes.decode_failed(is_final=True, outcome="failure")
+    assert seen[-1] == ("serving", "degraded")

@@ -11,7 +11,7 @@ from appliance.config import default_config_paths, load_config
 from appliance.errors import ApplianceError
 from appliance.models.backends.faster_whisper import FasterWhisperBackend
 from appliance.models.store import resolve_model
-from appliance.scheduler import DecodeScheduler
+from appliance.scheduler import DecodeObserver, DecodeScheduler
 
 OPTIONS = load_config(*default_config_paths()).decode_profiles["realtime"]
 
@@ -128,3 +128,42 @@ def test_a_failing_decode_is_err1016_and_the_scheduler_keeps_serving(backend, au
     error, transcript, stats = run(scenario())
     assert error.code == "ERR1016" and error.grpc_status == "INTERNAL"
     assert "center" in transcript.segments[0].text.lower() and stats.failures == 1
+
+
+class RecordingObserver(DecodeObserver):
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.done = 0
+
+    def decode_done(self, **_) -> None:
+        self.done += 1
+
+    def decode_failed(self, *, is_final: bool, outcome: str) -> None:
+        self.failed.append(outcome)
+
+
+def test_a_decode_with_client_chosen_options_past_its_budget_is_cut_and_not_the_servers_failure(backend, audio):
+    async def scenario():
+        observer = RecordingObserver()
+        scheduler = DecodeScheduler(max_in_flight=1, queue_timeout_sec=0, max_decode_sec=0.001, observer=observer)
+        outcomes: dict[str, object] = {}
+
+        def on_done(label, transcript, error):
+            outcomes[label] = error or transcript
+
+        tuned = scheduler.open_stream("tuned", backend, language=None, task="transcribe", on_done=on_done,
+                                      client_tuned=True)
+        plain = scheduler.open_stream("plain", backend, language=None, task="transcribe", on_done=on_done)
+        tuned.submit(audio, is_final=True, payload="tuned", options=OPTIONS)
+        plain.submit(audio, is_final=True, payload="plain", options=OPTIONS)
+        while len(outcomes) < 2:
+            await asyncio.sleep(0.05)
+        scheduler.shutdown()
+        return outcomes, observer
+
+    outcomes, observer = run(scenario())
+    cut = outcomes["tuned"]
+    assert isinstance(cut, ApplianceError) and cut.code == "ERR1009" and cut.grpc_status == "DEADLINE_EXCEEDED"
+    assert "max_decode_sec" in cut.message
+    assert not isinstance(outcomes["plain"], ApplianceError), "the server's own options are never cut"
+    assert observer.failed == ["client"] and observer.done == 1

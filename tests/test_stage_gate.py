@@ -104,3 +104,13 @@ def test_a_batch_upload_has_a_byte_cap_and_realtime_sessions_do_not():
     assert not realtime_gate.paces_byte_rate
     for _ in range(3):
         realtime_gate.admit(chunk(realtime, b"\0\0" * 3200))
+
+
+def test_chunk_messages_are_paced_per_stream_whatever_they_hold():
+    now = [0.0]
+    gate = StreamGate(settings(), limits(max_chunks_per_sec=10), clock=lambda: now[0])
+    assert [gate.chunk_wait_sec() for _ in range(20)] == [0.0] * 20  # the 2 s burst
+    assert gate.chunk_wait_sec() == pytest.approx(0.1)
+    now[0] += 0.1  # one message's worth of refill
+    assert gate.chunk_wait_sec() == 0.0
+    assert StreamGate(settings(), limits(max_chunks_per_sec=0)).chunk_wait_sec() == 0.0

@@ -9,11 +9,13 @@ keep-alive or the token-only first chunk) passes the checks and carries no audio
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.audio import validate_chunk
 from appliance.errors import ApplianceError
+from appliance.security.limiter import TokenBucket
 from appliance.security.tickets import tokens_match
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.types import AudioIn, StreamLimits
@@ -28,10 +30,15 @@ class AcceptedAudio:
 
 class StreamGate:
     def __init__(self, settings: SessionSettings, limits: StreamLimits,
-                 byte_budget: Callable[[int], None] | None = None):
+                 byte_budget: Callable[[int], None] | None = None, clock: Callable[[], float] = time.monotonic):
         self._settings = settings
         self._limits = limits
         self._byte_budget = byte_budget  # raises ERR1006 past the caller's inbound byte rate
+        self._clock = clock
+        # Every message costs an event-loop turn and a frontend pass whatever it carries, so messages
+        # are paced per stream (`chunk_wait_sec`), however few bytes they hold.
+        rate = limits.max_chunks_per_sec
+        self._chunk_bucket = TokenBucket(rate, 2 * rate, clock()) if rate > 0 else None
         # Batch uploads send a whole file in one chunk: max_chunk_ms does not apply to them.
         batch = settings.upload_mode == "batch"
         # Over its byte rate, a batch upload waits its turn (ERR1006's retry hint) instead of ending:
@@ -42,6 +49,14 @@ class StreamGate:
         self._max_bytes = limits.max_batch_upload_bytes if batch else None
         self.audio_sec_received = 0.0
         self.bytes_received = 0
+
+    def chunk_wait_sec(self) -> float:
+        """0 when the next chunk may be read now (and its message is counted), else the seconds until
+        it may: the stream's shell waits that long before reading, and gRPC flow control slows the
+        sender (server.max_chunks_per_sec)."""
+        if self._chunk_bucket is None:
+            return 0.0
+        return self._chunk_bucket.take(1, self._clock())
 
     def admit(self, chunk: AudioIn) -> AcceptedAudio | None:
         """The chunk's audio once every check passed; None for a chunk without audio."""

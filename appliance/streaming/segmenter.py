@@ -83,6 +83,7 @@ class Segmenter:
         self._tail_samples = int(config.tail_sec * MODEL_SAMPLE_RATE_HZ)
         self._timeline_samples = 0
         self.utterance_index = 0  # of the open (or next) utterance
+        self.speech_frames_total = 0  # every speech frame so far: the stream's idle timer watches it
         self._speech_frames = 0  # in the open utterance, across cuts
         self._samples_at_last_partial = 0
         self._speech_frames_at_last_partial = -1
@@ -92,6 +93,10 @@ class Segmenter:
     @property
     def buffered_samples(self) -> int:
         return self._buffer.samples
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._buffer.samples * np.dtype(np.float32).itemsize  # frames are float32
 
     def push(self, frame: np.ndarray, probability: float, level: float) -> DecodeDue | None:
         """Take one frame; the decode it makes due, if any."""
@@ -109,6 +114,7 @@ class Segmenter:
         buffer.append(frame, probability)
         if self._endpointer.in_speech and self._endpointer.trailing_silence_frames == 0:
             self._speech_frames += 1
+            self.speech_frames_total += 1
             buffer.last_speech_end_sample = self._timeline_samples
         if event is FrameEvent.SPEECH_END and self._config.emit_final_on_vad:
             return self.finish()

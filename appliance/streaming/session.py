@@ -67,6 +67,11 @@ class SessionSettings:
     attributes: dict[str, str]
     require_token: bool = False  # every chunk carries the ticket, not only the first
 
+    @property
+    def decode_overridden(self) -> bool:
+        """The session set decode options of its own (attributes decode.*)."""
+        return any(key.startswith("decode.") for key in self.attributes)
+
 
 def parse_bool_attribute(attributes: dict[str, str], key: str, default: bool) -> bool:
     raw = attributes.get(key)

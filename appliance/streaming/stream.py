@@ -6,10 +6,12 @@
 
 One task reads chunks (`_ingest`); results come back from the scheduler as callbacks into the
 transcriber and wait in `_out` for the transport. Backpressure: while the stream has
-`max_pending_per_stream` decodes outstanding, chunks are not read (gRPC flow control then slows
-the sender). Every utterance that received speech ends in one final or in the error that ended the
-stream; when the input ends (half-close, or `close_input` on drain), the open utterance's final is
-still decoded and sent.
+`max_pending_per_stream` decodes outstanding, MAX_UNSENT_RESULTS results its client has not read,
+or is over its chunk-message rate, chunks are not read (gRPC flow control then slows the sender).
+A stream without speech for `session_timeout_sec` (time spent waiting on the server not counted)
+ends with ERR1012, however many chunks it sends. Every utterance that received speech ends in one
+final or in the error that ended the stream; when the input ends (half-close, or `close_input` on
+drain), the open utterance's final is still decoded and sent.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from appliance.streaming.types import AudioIn, RecognitionResult, StreamLimits
 
 log = logging.getLogger(__name__)
 
+MAX_UNSENT_RESULTS = 32  # results a slow reader may leave waiting before the stream stops reading audio
+
 
 class Stream:
     def __init__(self, settings: SessionSettings, limits: StreamLimits, *, gate: StreamGate, frontend: Frontend,
@@ -58,6 +62,8 @@ class Stream:
         self._reader: ChunkReader | None = None
         self._input_closed = False
         self._started_at = time.monotonic()
+        self._silent_since = self._started_at  # moved on by speech, and by time spent waiting on us
+        self._speech_frames_seen = 0
 
     @property
     def session_id(self) -> str:
@@ -84,6 +90,7 @@ class Stream:
         try:
             while True:
                 item = await self._out.get()
+                self._progress.set()  # room for more results: reading may resume
                 if isinstance(item, StreamEnd):
                     return
                 if isinstance(item, ApplianceError):
@@ -106,12 +113,13 @@ class Stream:
             reader.close()
         try:
             while not self._transcriber.ended:
-                await self._wait_for_decode_room()
+                await self._wait_for_room()
                 try:
                     chunk = await reader.next()
                 except StopAsyncIteration:
                     break
                 await self._accept(chunk)
+                self._check_silence()
             await self._feed(self._frontend.flush())
         except ApplianceError as err:
             error = err
@@ -134,11 +142,28 @@ class Stream:
                 if not (self._gate.paces_byte_rate and err.code == "ERR1006" and err.retry_after_sec):
                     raise
                 await asyncio.sleep(err.retry_after_sec)
+                self._silent_since += err.retry_after_sec
 
-    async def _wait_for_decode_room(self) -> None:
-        while self._transcriber.pending >= self._limits.max_pending_per_stream and not self._transcriber.ended:
+    async def _wait_for_room(self) -> None:
+        """Hold off reading while this stream's decodes are backed up or its chunk rate is spent."""
+        started = time.monotonic()
+        while not self._transcriber.ended and (self._transcriber.pending >= self._limits.max_pending_per_stream
+                                               or self._out.qsize() >= MAX_UNSENT_RESULTS):
             self._progress.clear()
             await self._progress.wait()
+        while (wait_sec := self._gate.chunk_wait_sec()) > 0:
+            await asyncio.sleep(wait_sec)
+        self._silent_since += time.monotonic() - started  # our wait is not the client's silence
+
+    def _check_silence(self) -> None:
+        now = time.monotonic()
+        if self._segmenter.speech_frames_total != self._speech_frames_seen:
+            self._speech_frames_seen = self._segmenter.speech_frames_total
+            self._silent_since = now
+        timeout_sec = self._limits.session_timeout_sec
+        if timeout_sec and now - self._silent_since > timeout_sec:
+            raise ApplianceError("ERR1012", f"no speech for {timeout_sec:g} s (server.session_timeout_sec); "
+                                 "open a new session when there is something to say")
 
     async def _accept(self, chunk: AudioIn) -> None:
         audio = await self._admit(chunk)
@@ -146,7 +171,7 @@ class Stream:
             return
         self._listener.audio_received(self._settings.session_id, audio.pcm16, audio.sample_rate_hz)
         samples = self._frontend.to_model_rate(audio.pcm16, audio.sample_rate_hz)
-        self._ledger.admit(samples.size * 2)
+        self._ledger.admit(samples.nbytes)
         await self._feed(samples)
         self._sync_ledger()
 
@@ -170,6 +195,6 @@ class Stream:
 
     def _sync_ledger(self) -> None:
         """Keep this stream's share of the global buffer ledger equal to what it holds."""
-        held = self._segmenter.buffered_samples * 2 + self._transcriber.queued_audio_bytes
+        held = self._segmenter.buffered_bytes + self._transcriber.queued_audio_bytes
         self._ledger.apply(held - self._accounted_bytes)
         self._accounted_bytes = held

@@ -57,7 +57,7 @@ class Transcriber:
         self._on_progress = on_progress
         self._queue = scheduler.open_stream(settings.session_id, backend, language=settings.language,
                                             task=settings.task, on_done=self._decoded, prepare=self._options_for,
-                                            max_pending=max_pending)
+                                            max_pending=max_pending, client_tuned=settings.decode_overridden)
         self._commit = CommitPolicy()
         self._partials_dropped: dict[int, int] = {}  # per utterance, until its final reports them
         self._last_final_text = ""

@@ -47,6 +47,7 @@ class StreamLimits:
     speech_rms_threshold: float = 0.0
     max_audio_sec_per_session: float | None = None
     max_batch_upload_bytes: int | None = None  # upload_mode=batch: audio bytes per session
+    max_chunks_per_sec: float = 0.0  # chunk messages per stream, 2 s burst (0: no limit)
     preroll_sec: float = 0.3  # audio kept before the first speech frame, so onsets are not clipped
     tail_sec: float = 0.25  # silence kept after the last speech frame: Whisper ends words better
     min_speech_sec: float = 0.1

@@ -8,12 +8,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from appliance.api import stt_pb2, stt_pb2_grpc
+from appliance.api import stt_pb2
 from appliance.config import AppConfig
 from appliance.lifecycle import Lifecycle
 from appliance.observability.health import HealthReport
 from appliance.sessions import SessionService
-from appliance.transport.grpc.servicer import SpeechToTextServicer
+from appliance.transport.grpc.servicer import SpeechToTextServicer, register
 from appliance.transport.grpc.tls import server_credentials
 
 SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
@@ -67,7 +67,7 @@ def create_grpc_server(config: AppConfig, sessions: SessionService, health_publi
                        host: str | None = None, port: int | None = None) -> tuple[grpc.aio.Server, int]:
     """Build (not start) the server; returns it with the bound port (port 0 picks a free one)."""
     server = grpc.aio.server(options=server_options(config))
-    stt_pb2_grpc.add_SpeechToTextServicer_to_server(SpeechToTextServicer(sessions), server)
+    register(SpeechToTextServicer(sessions), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_publisher.servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = listen_address(host or config.server.grpc_host, config.server.port if port is None else port)

@@ -1,18 +1,52 @@
-"""stt.v1.SpeechToText servicer: translates messages and errors, nothing else."""
+"""stt.v1.SpeechToText servicer: translates messages and errors, nothing else.
+
+Requests are parsed by `register`'s deserializers, which turn bytes that are not a valid message
+(invalid UTF-8 in a string field, truncated fields) into `Unparseable` instead of letting grpcio
+answer UNKNOWN with a traceback; the handlers refuse those with ERR1010.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError, Message
 
 from appliance.api import stt_pb2, stt_pb2_grpc
 from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.errors import ApplianceError
+from appliance.observability.log_guard import ThrottledLog
 from appliance.sessions import SessionService
 from appliance.streaming.session import SessionRequest, SessionSettings
 from appliance.streaming.types import AudioIn, RecognitionResult
 from appliance.transport.grpc.status import abort
 
 log = logging.getLogger(__name__)
+refusals = ThrottledLog(log)
+SERVICE = "stt.v1.SpeechToText"
+
+
+@dataclass(frozen=True)
+class Unparseable:
+    """A request message that could not be parsed; `reason` is the parser's message, cut short."""
+
+    what: str
+    reason: str
+
+    def error(self) -> ApplianceError:
+        return ApplianceError("ERR1010", f"{self.what} could not be parsed as a protobuf message: {self.reason}")
+
+
+def _tolerant(message_type: type[Message]) -> Callable[[bytes], Message | Unparseable]:
+    def parse(data: bytes) -> Message | Unparseable:
+        try:
+            return message_type.FromString(data)
+        except (DecodeError, ValueError) as err:
+            return Unparseable(message_type.__name__, str(err)[:120])
+    return parse
 
 _VAD_MODE_IN = {stt_pb2.VAD_MODE_UNSPECIFIED: "", stt_pb2.VAD_MODE_CONTINUE: "continue",
                 stt_pb2.VAD_MODE_AUTO_END: "auto"}
@@ -49,6 +83,8 @@ def result_to_proto(r: RecognitionResult) -> stt_pb2.STTResult:
 
 async def _chunks(request_iterator):
     async for msg in request_iterator:
+        if isinstance(msg, Unparseable):
+            raise msg.error()
         yield AudioIn(session_id=msg.session_id, pcm16=msg.pcm16, sample_rate_hz=msg.sample_rate_hz,
                       session_token=msg.session_token)
 
@@ -59,12 +95,14 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
 
     async def CreateSession(self, request, context):
         try:
+            if isinstance(request, Unparseable):
+                raise request.error()
             metadata = {key.lower(): value for key, value in (context.invocation_metadata() or ())
                         if isinstance(value, str)}
             settings = self._sessions.create_session(session_request_from_proto(request), peer=context.peer(),
                                                     metadata=metadata)
         except ApplianceError as err:
-            log.info("CreateSession refused: %s", err.code)
+            refusals.info(err.code, "CreateSession refused: %s", err.code)
             await abort(context, err)
         # Batch uploads are exempt from max_chunk_ms (one chunk holds the whole file).
         max_chunk_ms = None if settings.upload_mode == "batch" else self._sessions.max_chunk_ms
@@ -72,8 +110,25 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
 
     async def StreamingRecognize(self, request_iterator, context):
         try:
-            async for result in self._sessions.stream(_chunks(request_iterator)):
-                yield result_to_proto(result)
+            # aclosing: a cancel while this handler waits at `yield` closes the stream's generator (and
+            # releases its session, VAD slot, buffers and caps) right here, not whenever it is collected.
+            async with aclosing(self._sessions.stream(_chunks(request_iterator), peer=context.peer())) as results:
+                async for result in results:
+                    yield result_to_proto(result)
         except ApplianceError as err:
-            log.info("stream ended with %s", err.code)
+            refusals.info(err.code, "stream ended with %s", err.code)
             await abort(context, err)
+
+
+def register(servicer: SpeechToTextServicer, server: grpc.aio.Server) -> None:
+    """Serve `servicer` on `server`, as the generated add_SpeechToTextServicer_to_server does, but
+    with deserializers that hand malformed requests to the handlers as `Unparseable`."""
+    handlers = {
+        "CreateSession": grpc.unary_unary_rpc_method_handler(
+            servicer.CreateSession, request_deserializer=_tolerant(stt_pb2.SessionRequest),
+            response_serializer=stt_pb2.SessionResponse.SerializeToString),
+        "StreamingRecognize": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamingRecognize, request_deserializer=_tolerant(stt_pb2.AudioChunk),
+            response_serializer=stt_pb2.STTResult.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
