@@ -1,0 +1,539 @@
+"""`python -m clients.realtime.mic`: stream a live microphone to the appliance and print partial and
+final results as they arrive, with a level meter on stderr.
+
+Owns what a live source adds to the file clients: choosing the input device, capturing mono int16
+blocks (sounddevice/PortAudio), stopping on Ctrl-C or `--duration`, and the terminal display. Session
+options, the `-c` YAML, result formats and exit codes come from clients/cli_common.py; the options a
+microphone has and a file does not are declared here (`LiveSourceKind`), and so are the two functions
+cli_common cannot serve yet (`load_live_config`, `resolve_live_settings`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import queue
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TextIO
+
+import numpy as np
+import yaml
+
+from clients.cli_common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    OPTIONS,
+    ClientKind,
+    CliError,
+    Option,
+    _config_value,
+    build_parser,
+    format_result,
+    format_summary,
+    latency_summary,
+    result_record,
+)
+from clients.sdk import SttClient, SttError, TimedResult
+
+# The appliance refuses chunks outside 8-48 kHz (ERR1003, appliance/audio.py); it resamples the rest.
+SERVER_MIN_RATE_HZ = 8_000
+SERVER_MAX_RATE_HZ = 48_000
+FALLBACK_RATE_HZ = 16_000
+# The server takes at most 100 chunks/s (max_chunks_per_sec); long blocks make the meter and partials lag.
+MIN_BLOCK_MS, MAX_BLOCK_MS = 10.0, 1000.0
+MAX_QUEUED_BLOCKS = 50  # ~5 s at 100 ms: the sender thread only falls that far behind when gRPC stalls
+NO_AUDIO_TIMEOUT_SEC = 5.0  # a device that opens but delivers nothing (a stalled sound server)
+SILENCE_DBFS = -90.0  # one LSB of int16 is -90.3 dBFS: quieter than that is digital silence
+METER_FLOOR_DBFS = -60.0  # the bar's left end; room noise of a real microphone sits around -60..-50
+METER_WIDTH = 30
+METER_INTERVAL_SEC = 0.1  # redraw rate of the in-place meter on a terminal
+PLAIN_LEVEL_INTERVAL_SEC = 1.0  # one "level" line per second when stderr is a log, not a terminal
+CLEAR_LINE = "\r\x1b[K"  # carriage return + erase to end of line
+
+
+@dataclass(frozen=True)
+class LiveSourceKind(ClientKind):
+    """A ClientKind whose audio comes from a live device: file-only options dropped, its own added."""
+
+    dropped_keys: tuple[str, ...] = ()
+    extra_options: tuple[Option, ...] = ()
+
+    def options(self) -> tuple[Option, ...]:
+        kept = tuple(opt for opt in super().options() if opt.key not in self.dropped_keys)
+        return kept + self.extra_options
+
+
+MIC_OPTIONS = (
+    Option("device", ("--device",), "str", None,
+           "input device: its index or part of its name (see --list-devices; default: the system's input)"),
+    Option("sample_rate", ("--sample-rate",), "float", None,
+           "capture rate in Hz, 8000-48000 (default: the device's own rate, else 16000; the server resamples)"),
+    Option("duration", ("--duration",), "float", None,
+           "stop by itself after this many seconds of audio (default: run until Ctrl-C)"),
+)
+
+MIC = LiveSourceKind(
+    prog="clients.realtime.mic",
+    description="Stream a microphone to the appliance and print the results; Ctrl-C stops and flushes "
+                "the last utterance.",
+    streaming=True,
+    defaults={"attributes": {"partial": "true"}},  # live speech: show the hypothesis while it grows
+    # audio_path has no meaning here, and a live source cannot be sent faster than it is spoken.
+    dropped_keys=("audio_path", "realtime"),
+    extra_options=MIC_OPTIONS,
+)
+
+
+# --- settings: cli_common's precedence, with the live source's own keys -------------------------
+
+def load_live_config(path: str | Path, kind: LiveSourceKind) -> dict[str, Any]:
+    """cli_common.load_config_file, knowing `kind.extra_options` too. Keys of the file clients
+    (audio_path, realtime) are accepted and ignored, so clients/config/file.yaml works here."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"config file not found: {path}") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise CliError(f"cannot read config {path}: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CliError(f"config {path}: expected a mapping of option names, got {type(data).__name__}")
+    known = kind.options()
+    by_key = {opt.key: opt for opt in (*OPTIONS, *known)}
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        opt = by_key.get(key)
+        if opt is None:
+            allowed = ", ".join(o.key for o in known)
+            raise CliError(f"config {path}: unknown key {key!r} (allowed: {allowed})")
+        if opt in known and value is not None:
+            settings[key] = _config_value(path, opt, value)
+    return settings
+
+
+def resolve_live_settings(kind: LiveSourceKind, args: argparse.Namespace) -> dict[str, Any]:
+    """defaults < kind defaults < YAML < CLI flags, as cli_common.resolve_settings, minus the audio file."""
+    settings = {opt.key: opt.default for opt in kind.options()}
+    settings.update(kind.defaults)
+    from_cli = vars(args).copy()
+    config_path = from_cli.pop("config", None)
+    from_file = load_live_config(config_path, kind) if config_path else {}
+    cli_attributes = dict(from_cli.pop("attributes", []))
+    attributes = {**settings["attributes"], **from_file.pop("attributes", {}), **cli_attributes}
+    settings.update(from_file)
+    settings.update(from_cli)
+    settings["attributes"] = {**attributes, **kind.forced_attributes}
+    if settings["tls_ca_file"] and not Path(settings["tls_ca_file"]).is_file():
+        raise CliError(f"tls_ca_file not found: {settings['tls_ca_file']}")
+    if not MIN_BLOCK_MS <= settings["chunk_ms"] <= MAX_BLOCK_MS:
+        raise CliError(f"chunk_ms must be {MIN_BLOCK_MS:g}-{MAX_BLOCK_MS:g} for a microphone, "
+                       f"got {settings['chunk_ms']:g}")
+    rate = settings["sample_rate"]
+    if rate is not None and (rate != int(rate) or not SERVER_MIN_RATE_HZ <= rate <= SERVER_MAX_RATE_HZ):
+        raise CliError(f"sample_rate must be a whole number of Hz in {SERVER_MIN_RATE_HZ}-{SERVER_MAX_RATE_HZ} "
+                       f"(the server's range), got {rate:g}")
+    if settings["duration"] is not None and settings["duration"] <= 0:
+        raise CliError(f"duration must be > 0 seconds, got {settings['duration']:g}")
+    return settings
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+def import_sounddevice() -> ModuleType:
+    """sounddevice, imported only when a device is needed; missing pieces become CliErrors."""
+    try:
+        import sounddevice
+    except ImportError:
+        raise CliError("the microphone client needs sounddevice: pip install sounddevice") from None
+    except OSError as err:  # sounddevice raises OSError when the PortAudio library itself is missing
+        raise CliError(f"sounddevice cannot load PortAudio ({err}): install it "
+                       "(Debian/Ubuntu: apt-get install libportaudio2)") from err
+    return sounddevice
+
+
+def input_devices(sd: ModuleType) -> tuple[list[dict[str, Any]], int | None]:
+    """(every device with input channels, each with its `index`; the default input's index or None)."""
+    devices = [{**dict(info), "index": index} for index, info in enumerate(sd.query_devices())
+               if info["max_input_channels"] > 0]
+    default = sd.default.device[0]  # PortAudio's default input; -1 (paNoDevice) when there is none
+    return devices, (default if isinstance(default, int) and default >= 0 else None)
+
+
+def describe_device(device: Mapping[str, Any]) -> str:
+    return (f"{device['index']:>3}  {device['name']}  ({device['default_samplerate']:g} Hz, "
+            f"{device['max_input_channels']} ch)")
+
+
+def choose_input_device(devices: Sequence[Mapping[str, Any]], wanted: str | None,
+                        default_index: int | None) -> Mapping[str, Any]:
+    """The device `wanted` names (an index, or part of a name, case-insensitive; an exact name wins
+    over partial matches); without `wanted`, the default input, else the first one."""
+    if not devices:
+        raise CliError("no input device found: PortAudio sees no microphone (no sound card, or no "
+                       "PulseAudio/PipeWire server reachable); see --list-devices")
+    listing = "; ".join(f"{d['index']}: {d['name']}" for d in devices)
+    if wanted is None:
+        return next((d for d in devices if d["index"] == default_index), devices[0])
+    text = str(wanted).strip()
+    if text.isdigit():
+        match = next((d for d in devices if d["index"] == int(text)), None)
+        if match is None:
+            raise CliError(f"no input device with index {text} (input devices: {listing})")
+        return match
+    matches = [d for d in devices if text.lower() in str(d["name"]).lower()]
+    exact = [d for d in matches if str(d["name"]).lower() == text.lower()]
+    if len(exact) == 1 or len(matches) == 1:
+        return (exact or matches)[0]
+    if not matches:
+        raise CliError(f"no input device matches {text!r} (input devices: {listing})")
+    names = ", ".join(f"{d['index']}: {d['name']}" for d in matches)
+    raise CliError(f"device {text!r} matches several inputs ({names}); pass its index")
+
+
+def capture_rate_hz(requested_hz: float | None, device_default_hz: float | None) -> int:
+    """The rate asked for; else the device's own (no resampling in PortAudio or the sound server)
+    when the server accepts it; else 16 kHz, the model's rate."""
+    if requested_hz is not None:
+        return int(requested_hz)
+    native = round(device_default_hz or 0)
+    return native if SERVER_MIN_RATE_HZ <= native <= SERVER_MAX_RATE_HZ else FALLBACK_RATE_HZ
+
+
+def list_devices(sd: ModuleType, out: TextIO, err: TextIO) -> int:
+    devices, default_index = input_devices(sd)
+    if not devices:
+        print("no input devices (PortAudio sees none: no sound card, or no PulseAudio/PipeWire "
+              "server reachable)", file=err)
+        return EXIT_OK
+    print("input devices (* = default):", file=out)
+    for device in devices:
+        print(("*" if device["index"] == default_index else " ") + describe_device(device), file=out)
+    return EXIT_OK
+
+
+# --- capture -----------------------------------------------------------------------------------
+
+class MicCapture:
+    """A PortAudio input stream (mono int16, fixed blocks) feeding a bounded queue.
+
+    PortAudio calls `_on_block` on its own realtime thread, which must never wait (a late callback
+    loses audio at the device), so a full queue drops the block and counts it instead.
+    """
+
+    def __init__(self, sd: ModuleType, device_index: int, rate_hz: int, block_samples: int,
+                 max_queued_blocks: int = MAX_QUEUED_BLOCKS):
+        self._blocks: queue.Queue[bytes] = queue.Queue(maxsize=max_queued_blocks)
+        self._lock = threading.Lock()  # stop() runs on the sender thread, close() on the main one
+        self._closed = False
+        self.dropped_blocks = 0
+        self.input_overflows = 0
+        self.samples_read = 0
+        try:
+            # Opening here, before any session exists, reports a bad device before the server is contacted.
+            self._stream = sd.InputStream(device=device_index, samplerate=rate_hz, blocksize=block_samples,
+                                          channels=1, dtype="int16", callback=self._on_block)
+        except (sd.PortAudioError, ValueError) as err:
+            raise CliError(f"cannot open input device {device_index} for mono 16-bit audio at {rate_hz} Hz: "
+                           f"{err} (try another --sample-rate, or see --list-devices)") from err
+
+    def _on_block(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status.input_overflow:
+            self.input_overflows += 1
+        try:
+            self._blocks.put_nowait(np.asarray(indata[:, 0], dtype="<i2").tobytes())  # a copy: PortAudio reuses indata
+        except queue.Full:
+            self.dropped_blocks += 1
+
+    def start(self) -> None:
+        self._stream.start()
+
+    def next_block(self, timeout_sec: float) -> bytes | None:
+        try:
+            block = self._blocks.get(timeout=timeout_sec)
+        except queue.Empty:
+            return None
+        self.samples_read += len(block) // 2
+        return block
+
+    def stop_and_drain(self) -> Iterator[bytes]:
+        """Stop capturing; yield what was captured but not yet read (speech right before Ctrl-C)."""
+        self.stop()
+        while (block := self.next_block(timeout_sec=0)) is not None:
+            yield block
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._stream.stop()  # waits for a callback in progress, so nothing lands after it
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._stream.close()
+
+
+def level_dbfs(pcm16: bytes) -> float:
+    """RMS level of int16 samples in dB relative to full scale (a full-scale square wave is 0)."""
+    samples = np.frombuffer(pcm16, dtype="<i2").astype(np.float64)
+    if samples.size == 0:
+        return SILENCE_DBFS
+    rms = math.sqrt(float(np.mean(samples * samples)))
+    return max(SILENCE_DBFS, 20 * math.log10(rms / 32768.0)) if rms > 0 else SILENCE_DBFS
+
+
+def meter_bar(dbfs: float) -> str:
+    filled = round(METER_WIDTH * (min(0.0, max(METER_FLOOR_DBFS, dbfs)) - METER_FLOOR_DBFS) / -METER_FLOOR_DBFS)
+    return f"mic {dbfs:6.1f} dBFS [{'#' * filled}{'-' * (METER_WIDTH - filled)}]"
+
+
+# --- display -----------------------------------------------------------------------------------
+
+class LiveDisplay:
+    """Results on `out`, the level meter and messages on `err`.
+
+    On a terminal the meter and the growing partial share one status line, redrawn in place; finals,
+    JSON lines and messages are printed above it on lines of their own. A stream that is not a
+    terminal gets plain lines only: partials and finals as the file client prints them, and the
+    loudest level of each second. Thread-safe: the meter is fed by the sender thread.
+    """
+
+    def __init__(self, out: TextIO, err: TextIO, *, json_lines: bool, out_is_tty: bool, err_is_tty: bool,
+                 clock: Callable[[], float] = time.monotonic,
+                 columns: Callable[[], int] = lambda: shutil.get_terminal_size().columns):
+        self._out, self._err = out, err
+        self._json = json_lines
+        self._partials_in_place = out_is_tty and not json_lines
+        self._meter_in_place = err_is_tty
+        self._clock = clock
+        self._columns = columns
+        self._lock = threading.Lock()
+        self._partial = ""
+        self._meter = ""
+        self._loudest_dbfs = SILENCE_DBFS  # since the level was last shown
+        self._level_shown_sec = -math.inf
+
+    def level(self, dbfs: float) -> None:
+        with self._lock:
+            self._loudest_dbfs = max(self._loudest_dbfs, dbfs)
+            now = self._clock()
+            interval = METER_INTERVAL_SEC if self._meter_in_place else PLAIN_LEVEL_INTERVAL_SEC
+            if now - self._level_shown_sec < interval:
+                return
+            self._level_shown_sec = now
+            if self._meter_in_place:
+                self._meter = meter_bar(self._loudest_dbfs)
+                self._redraw()
+            else:
+                self._print_line(self._err, f"level {self._loudest_dbfs:.1f} dBFS")
+            self._loudest_dbfs = SILENCE_DBFS
+
+    def result(self, result: TimedResult) -> None:
+        with self._lock:
+            if self._json:
+                self._print_line(self._out, json.dumps(result_record(result), ensure_ascii=False))
+            elif result.is_final or not self._partials_in_place:
+                self._partial = ""
+                self._print_line(self._out, format_result(result))
+            else:
+                self._partial = format_result(result)
+                self._redraw()
+
+    def message(self, text: str) -> None:
+        with self._lock:
+            self._print_line(self._err, text)
+
+    def close(self) -> None:
+        """Leave the terminal on a clean line (the shell prompt follows)."""
+        with self._lock:
+            self._partial = self._meter = ""
+            self._clear()
+
+    def _print_line(self, stream: TextIO, text: str) -> None:
+        self._clear()
+        stream.write(text + "\n")
+        stream.flush()
+        self._redraw()
+
+    def _clear(self) -> None:
+        for stream, in_place in ((self._err, self._meter_in_place), (self._out, self._partials_in_place)):
+            if in_place:
+                stream.write(CLEAR_LINE)
+                stream.flush()
+
+    def _redraw(self) -> None:
+        # Both streams usually are the same terminal: the meter, then the partial, on one line. It must
+        # stay shorter than the terminal: a wrapped line cannot be taken back with a carriage return.
+        self._clear()
+        room = self._columns() - 1
+        if self._meter:
+            self._err.write(self._meter)
+            self._err.flush()
+            room -= len(self._meter) + 2
+        if self._partial and room > 10:
+            text = self._partial if len(self._partial) <= room else "..." + self._partial[-(room - 3):]
+            self._out.write(("  " if self._meter else "") + text)
+            self._out.flush()
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+def live_chunks(capture: MicCapture, stop: threading.Event, display: LiveDisplay,
+                max_samples: int | None) -> Iterator[bytes]:
+    """What send_chunks streams: blocks until `stop` is set or max_samples were read, then what was
+    still queued. Returning half-closes the stream, so the server flushes the last utterance."""
+    last_block_sec = time.monotonic()
+    while not stop.is_set():
+        block = capture.next_block(timeout_sec=0.1)
+        if block is None:
+            if time.monotonic() - last_block_sec > NO_AUDIO_TIMEOUT_SEC:
+                raise CliError(f"the input device delivered no audio for {NO_AUDIO_TIMEOUT_SEC:g} s")
+            continue
+        last_block_sec = time.monotonic()
+        display.level(level_dbfs(block))
+        yield block
+        if max_samples is not None and capture.samples_read >= max_samples:
+            break
+    display.message("stopping: waiting for the last final (Ctrl-C again to quit at once)")
+    yield from capture.stop_and_drain()
+
+
+@contextmanager
+def sigint_stops(stop: threading.Event) -> Iterator[None]:
+    """The first Ctrl-C only sets `stop` (capture ends, the stream half-closes, the last final still
+    arrives); a second one raises KeyboardInterrupt as usual. The handler does nothing else: it runs
+    between any two bytecodes of the main thread, which may hold the display's lock."""
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def open_session(client: SttClient, settings: dict[str, Any]) -> Any:
+    return client.create_session(
+        settings["session_id"], vad_mode=settings["vad_mode"], vad_silence_sec=settings["vad_silence"],
+        vad_threshold=settings["vad_threshold"], language=settings["language"], task=settings["task"],
+        decode_profile=settings["decode_profile"], model_id=settings["model_id"],
+        require_token=settings["require_token"], attributes=settings["attributes"])
+
+
+def connect(settings: dict[str, Any]) -> SttClient:
+    metadata: Sequence[tuple[str, str]] = ()
+    if settings["signed_token_secret"]:
+        from appliance.security.auth import auth_metadata
+
+        metadata = auth_metadata(settings["signed_token_secret"], api_key=settings["attributes"].get("api_key"))
+    return SttClient(settings["server"], tls=settings["tls"], tls_ca_file=settings["tls_ca_file"],
+                     metadata=metadata)
+
+
+def transcribe_microphone(settings: dict[str, Any], capture: MicCapture, device_name: str, rate_hz: int,
+                          display: LiveDisplay) -> dict[str, Any]:
+    """Create the session, stream the microphone until stopped, show every result; return the summary."""
+    stop = threading.Event()
+    max_samples = None if settings["duration"] is None else math.ceil(settings["duration"] * rate_hz)
+    final_latencies_sec: list[float] = []
+    partials = 0
+    with connect(settings) as client:
+        session = open_session(client, settings)
+        start_sec = time.monotonic()
+        with sigint_stops(stop):
+            try:
+                capture.start()
+                # Tests wait for this line before they play audio: nothing said earlier is heard.
+                display.message(f"listening: {device_name!r} at {rate_hz} Hz, session {session.session_id} "
+                                "(Ctrl-C to stop)")
+                chunks = live_chunks(capture, stop, display, max_samples)
+                for result in client.send_chunks(session, chunks, rate_hz, realtime=False):
+                    display.result(result)
+                    if result.is_final:
+                        final_latencies_sec.append(result.latency_sec)
+                    else:
+                        partials += 1
+            finally:
+                stop.set()  # ends live_chunks too when the stream failed first
+                display.close()
+        wall_sec = time.monotonic() - start_sec
+    if capture.dropped_blocks or capture.input_overflows:
+        display.message(f"warning: audio lost: {capture.dropped_blocks} blocks dropped (client too slow), "
+                        f"{capture.input_overflows} input overflows (device)")
+    audio_sec = capture.samples_read / rate_hz
+    return {
+        "summary": True,
+        "session_id": session.session_id,
+        "model_id": session.model_id,
+        "decode_profile": session.decode_profile,
+        "vad_silence_sec": round(session.vad_silence_sec, 4),
+        "audio_sec": round(audio_sec, 3),
+        "wall_sec": round(wall_sec, 3),
+        "finals": len(final_latencies_sec),
+        "partials": partials,
+        **{k: None if v is None else round(v, 4) for k, v in latency_summary(final_latencies_sec).items()},
+        "realtime_factor": round(wall_sec / audio_sec, 4) if audio_sec > 0 else None,
+        "dropped_blocks": capture.dropped_blocks,
+        "input_overflows": capture.input_overflows,
+    }
+
+
+def run_live(kind: LiveSourceKind, argv: Sequence[str] | None = None, *, out: TextIO | None = None,
+             err: TextIO | None = None) -> int:
+    """cli_common.run for a live microphone: parse argv, pick the device, stream it; the exit code."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser(kind)
+    parser.add_argument("--list-devices", action="store_true",
+                        help="list input devices with their default rate and channels, then exit")
+    args = parser.parse_args(argv)
+    try:
+        if vars(args).pop("list_devices", False):
+            return list_devices(import_sounddevice(), out, err)
+        settings = resolve_live_settings(kind, args)
+        sd = import_sounddevice()
+        devices, default_index = input_devices(sd)
+        device = choose_input_device(devices, settings["device"], default_index)
+        rate_hz = capture_rate_hz(settings["sample_rate"], device["default_samplerate"])
+        block_samples = max(1, round(rate_hz * settings["chunk_ms"] / 1000))
+        capture = MicCapture(sd, device["index"], rate_hz, block_samples)
+        display = LiveDisplay(out, err, json_lines=settings["json"], out_is_tty=out.isatty(),
+                              err_is_tty=err.isatty())
+        try:
+            summary = transcribe_microphone(settings, capture, str(device["name"]), rate_hz, display)
+        finally:
+            capture.close()
+        if settings["metrics"]:
+            print(json.dumps(summary, ensure_ascii=False) if settings["json"] else format_summary(summary),
+                  file=out, flush=True)
+        return EXIT_OK
+    except (CliError, SttError) as error:
+        print(f"error: {error}", file=err)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=err)
+        return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_live(MIC, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
