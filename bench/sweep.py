@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `clients` and `appliance`
 
 from clients.loadtest import UsageError, add_load_arguments, add_target_arguments, load_config, target_server
 from clients.loadtest.report import ProgressLine, compute_figures
+from clients.loadtest.report import step_failure as verdict  # shared with hwtests/sweep.py
 from clients.loadtest.runner import run_load
 
 DEFAULT_COUNTS = (1, 2, 4, 8, 12, 16, 20, 24, 32, 40, 48, 64)
@@ -43,20 +44,6 @@ def parse_counts(text: str) -> list[int]:
     if not counts or any(n < 1 for n in counts) or counts != sorted(set(counts)):
         raise argparse.ArgumentTypeError(f"counts must be increasing and >= 1, got {text!r}")
     return counts
-
-
-def verdict(figures: dict, p95_limit_sec: float) -> str | None:
-    """None when the step held, else why not."""
-    p95 = figures["final_latency_p95_sec"]
-    if p95 is None:
-        return "no final received"
-    if figures["finals_lost"]:
-        return f"{figures['finals_lost']} finals lost"
-    if figures["errors"]:
-        return "errors " + ", ".join(f"{code} x{n}" for code, n in figures["errors"].items())
-    if p95 > p95_limit_sec:
-        return f"p95 {p95:.3f} s > {p95_limit_sec:g} s"
-    return None
 
 
 def table_row(figures: dict) -> str:

@@ -73,6 +73,21 @@ def compute_figures(result: LoadResult) -> dict[str, Any]:
     }
 
 
+def step_failure(figures: dict[str, Any], p95_limit_sec: float) -> str | None:
+    """Whether a capacity step held: None when it did, else why not (bench/sweep.py and hwtests).
+    A step holds when it got finals, lost none, counted no error and kept p95 within the limit."""
+    p95 = figures["final_latency_p95_sec"]
+    if p95 is None:
+        return "no final received"
+    if figures["finals_lost"]:
+        return f"{figures['finals_lost']} finals lost"
+    if figures["errors"]:
+        return "errors " + ", ".join(f"{code} x{n}" for code, n in figures["errors"].items())
+    if p95 > p95_limit_sec:
+        return f"p95 {p95:.3f} s > {p95_limit_sec:g} s"
+    return None
+
+
 def final_records(result: LoadResult) -> list[dict[str, Any]]:
     return [{"channel": u.channel, "stream": u.stream, "file": u.file,
              "utterance_index": u.index, "latency_sec": u.latency_sec, "received_at_sec": u.received_at_sec,

@@ -1,0 +1,162 @@
+"""python -m hwtests --quick|--full|--tiny --out DIR [--profile P] [--server-arg=...]: qualify this box.
+
+Starts its own appliance on free loopback ports (the profile `auto` picks, or --profile), runs the
+steps in order, each timed with a progress line on stderr, and writes report.json, report.md and
+report.html into DIR. Exit 0 when every step ran, 1 when one failed (the report is still written,
+that step's figures None), 2 for bad arguments. --quick fits ~10 minutes on a 2-core CPU box;
+--tiny (two small steps) is for the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import socket
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hwtests import html_report, report, steps, verdict
+from hwtests.speech import speech_set
+from hwtests.sweep import run_sweep
+
+# (stream counts, seconds of audio each step keeps starting). Quick stops early at the knee anyway;
+# full reaches past the 50-session default (max_sessions is raised to match, below).
+MODES = {
+    "tiny": ((1, 2), 4.0),
+    "quick": ((1, 2, 4, 8, 12, 16, 20, 24, 32), 20.0),
+    "full": ((1, 2, 4, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128), 40.0),
+}
+STEP_NAMES = ("inventory", "cold start", "single stream", "noise", "accuracy", "sweep: finals only",
+              "sweep: with partials")
+T = TypeVar("T")
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--steps: expected comma-separated stream counts, got {text!r}") from None
+    if not counts or any(n < 1 for n in counts) or list(counts) != sorted(set(counts)):
+        raise argparse.ArgumentTypeError(f"--steps: counts must be increasing and >= 1, got {text!r}")
+    return counts
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m hwtests", description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    for name, (counts, step_sec) in MODES.items():
+        mode.add_argument(f"--{name}", dest="mode", action="store_const", const=name,
+                          help=f"sweep steps {','.join(map(str, counts))}, {step_sec:g} s each")
+    parser.add_argument("--out", type=Path, required=True, help="folder for report.json, report.md, report.html")
+    parser.add_argument("--profile", help="model load profile for the server (default: auto)")
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="extra `serve` argument, repeatable; write flags as --server-arg=--compute-type=int8")
+    parser.add_argument("--steps", type=parse_counts, help="stream counts for both sweeps (overrides the mode's)")
+    parser.add_argument("--step-sec", type=float, help="seconds each sweep step keeps starting audio")
+    parser.add_argument("--quiet", action="store_true", help="no per-second sweep progress")
+    args = parser.parse_args(argv)
+    counts, step_sec = MODES[args.mode]
+    args.counts = args.steps or counts
+    args.step_sec = args.step_sec or step_sec
+    if args.step_sec <= 0:
+        parser.error("--step-sec must be > 0")
+    return args
+
+
+def server_arguments(args: argparse.Namespace) -> list[str]:
+    extra = list(args.server_arg)
+    if args.profile:
+        extra += ["--profile", args.profile]
+    # The largest step must not be refused by the session cap: that would read as a knee.
+    if not any(a.startswith("--max-sessions") for a in extra):
+        extra.append(f"--max-sessions={max(args.counts) + 4}")
+    return extra
+
+
+def attempt(clock: steps.StepClock, name: str, fn: Callable[[], T], failed: T) -> T:
+    """Run one step; a failed step is reported (figures None) and the others still run, since one
+    broken measurement should not cost the operator the other nine minutes."""
+    try:
+        with clock.step(name):
+            return fn()
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        return failed
+
+
+def _empty_sweep(partials: bool) -> dict[str, Any]:
+    return {"partials": partials, "p95_limit_sec": verdict.SWEEP_P95_LIMIT_SEC, "max_streams": None,
+            "stopped_by": "step failed", "steps": []}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    clock = steps.StepClock(len(STEP_NAMES))
+    server_args = server_arguments(args)
+    recordings = speech_set()
+    # Every stream comes from this one host: lift the per-IP cap (default 16), as the load tester does.
+    env = {"STT_SERVER_MAX_SESSIONS_PER_IP": "0"}
+    inventory = attempt(clock, "inventory", lambda: steps.inventory(server_args), {})
+    with clock.step("cold start"):
+        appliance, cold_start_sec = steps.cold_start(server_args, env)
+    try:
+        address, pid = appliance.address, appliance.process.pid
+        single = attempt(clock, "single stream", lambda: steps.single_stream(address, recordings),
+                         {"final_p50_s": None, "final_p95_s": None, "files": []})
+        noise = attempt(clock, "noise", lambda: steps.noise_words(address), {"noise_words": None, "noise": {}})
+        accuracy = attempt(clock, "accuracy", lambda: steps.accuracy(single, recordings),
+                           {"stream_wer": None, "offline_wer": None, "files": single["files"]})
+        from clients.loadtest import load_clips
+
+        clips, _ = load_clips([r.path for r in recordings])
+        capacity = {}
+        for key, partials in (("finals_only", False), ("partials", True)):
+            capacity[key] = attempt(
+                clock, STEP_NAMES[5 if not partials else 6],
+                lambda partials=partials: run_sweep(address, pid, clips, args.counts, duration_sec=args.step_sec,
+                                                    partials=partials, p95_limit_sec=verdict.SWEEP_P95_LIMIT_SEC,
+                                                    quiet=args.quiet),
+                _empty_sweep(partials))
+    finally:
+        appliance.stop()
+    judged = verdict.judge(capacity, noise["noise_words"])
+    return {
+        "host": socket.gethostname(),
+        "mode": args.mode,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "profile": inventory.get("profile"),
+        "model": inventory.get("model"),
+        "cold_start_s": cold_start_sec,
+        "latency": {"final_p50_s": single["final_p50_s"], "final_p95_s": single["final_p95_s"]},
+        "capacity": capacity,
+        "accuracy": {"stream_wer": accuracy["stream_wer"], "offline_wer": accuracy["offline_wer"],
+                     "noise_words": noise["noise_words"], "files": accuracy["files"], "noise": noise["noise"]},
+        "verdict": judged["verdict"],
+        "classes": judged["classes"],
+        "warnings": judged["warnings"],
+        "recommended_config": verdict.recommended_config(capacity, inventory),
+        "server_args": server_args,
+        "sweep_step_sec": args.step_sec,
+        "steps": clock.timings,
+        "inventory": inventory,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run(args)
+    except (RuntimeError, TimeoutError) as err:
+        print(f"hwtests: the appliance did not start: {err}", file=sys.stderr)
+        return 1
+    paths = [report.write_json(result, args.out), report.write_markdown(result, args.out),
+             html_report.write_html(result, args.out)]
+    print(f"verdict: {result['verdict']}; report: {', '.join(str(p) for p in paths)}")
+    return 1 if any(t["error"] for t in result["steps"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

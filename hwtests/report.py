@@ -1,0 +1,94 @@
+"""report.json (the stable keys of DESIGN.md section 11, nested: `capacity.finals_only.max_streams`
+is report["capacity"]["finals_only"]["max_streams"]) and report.md, the same figures for people."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# The keys other tools may read; tests check each is present (values may be None when a step failed).
+STABLE_KEYS = ("profile", "model", "cold_start_s", "capacity.finals_only.max_streams",
+               "capacity.partials.max_streams", "latency.final_p50_s", "latency.final_p95_s",
+               "accuracy.stream_wer", "accuracy.offline_wer", "accuracy.noise_words", "verdict")
+
+
+def lookup(report: dict[str, Any], dotted: str) -> Any:
+    """report["a"]["b"] for "a.b"; KeyError naming the key when a level is missing."""
+    value: Any = report
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(dotted)
+        value = value[part]
+    return value
+
+
+def write_json(report: dict[str, Any], out_dir: Path) -> Path:
+    path = out_dir / "report.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}{unit}"
+    return f"{value}{unit}"
+
+
+def sweep_rows(sweep: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for s in sweep["steps"]:
+        server = s.get("server") or {}
+        rows.append([str(s["channels"]), _fmt(s["final_latency_p50_sec"]), _fmt(s["final_latency_p95_sec"]),
+                     str(s["finals"]), str(s["finals_lost"]), str(sum(s["errors"].values())),
+                     _fmt(server.get("cpu_mean_pct")), _fmt(server.get("rss_peak_mb")),
+                     _fmt(s.get("gpu_util_mean_pct")), _fmt(s.get("gpu_mem_peak_mib")),
+                     "held" if s["held"] else "did not hold"])
+    return rows
+
+
+SWEEP_COLUMNS = ["streams", "p50 s", "p95 s", "finals", "lost", "errors", "server CPU %", "RSS peak MB",
+                 "GPU %", "VRAM MiB", "step"]
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def markdown(report: dict[str, Any]) -> str:
+    acc, lat, cap = report["accuracy"], report["latency"], report["capacity"]
+    parts = [f"# hwtests report: {report['host']} ({report['mode']})", "",
+             f"**Verdict: {report['verdict']}** (profile `{report['profile']}`, model `{report['model']}`)", ""]
+    parts += [f"- {c['description']}: {'met' if c['met'] else 'not met'} "
+              f"(held {_fmt(c['streams_held'])} streams)" for c in report["classes"]]
+    parts += [f"- warning: {w}" for w in report["warnings"]]
+    parts += ["", "## Figures", "",
+              _table(["figure", "value"], [
+                  ["cold start to SERVING", _fmt(report["cold_start_s"], " s")],
+                  ["one stream: final latency p50", _fmt(lat["final_p50_s"], " s")],
+                  ["one stream: final latency p95", _fmt(lat["final_p95_s"], " s")],
+                  ["capacity, finals only (streams)", _fmt(cap["finals_only"]["max_streams"])],
+                  ["capacity, with partials (streams)", _fmt(cap["partials"]["max_streams"])],
+                  ["streamed WER", _fmt(acc["stream_wer"])],
+                  ["offline WER", _fmt(acc["offline_wer"])],
+                  ["words from noise alone (must be 0)", _fmt(acc["noise_words"])]])]
+    for name in ("finals_only", "partials"):
+        sweep = cap[name]
+        parts += ["", f"## Capacity sweep: {name.replace('_', ' ')}", "",
+                  f"Stopped by: {sweep['stopped_by'] or 'nothing (every step held)'}; "
+                  f"p95 limit {sweep['p95_limit_sec']:g} s.", "", _table(SWEEP_COLUMNS, sweep_rows(sweep))]
+    parts += ["", "## Recommended config", "", "```yaml", report["recommended_config"].rstrip(), "```",
+              "", "## Steps", "",
+              _table(["step", "wall s", "error"], [[name, _fmt(t["wall_sec"]), t["error"] or ""]
+                                                  for name, t in report["steps"].items()]),
+              "", "Figures differ per box, per load on the box and per run; see docs/hwtests.md.", ""]
+    return "\n".join(parts)
+
+
+def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
+    path = out_dir / "report.md"
+    path.write_text(markdown(report), encoding="utf-8")
+    return path
