@@ -1,8 +1,9 @@
-"""What the file CLIs share: one option table feeding argparse and the `-c` YAML,
-settings resolution (CLI > YAML > defaults), the run itself, and result printing.
+"""What the CLIs share: one option table feeding argparse and the `-c` YAML, settings
+resolution (CLI > YAML > defaults), the session, result printing and exit codes.
 
-The CLIs (clients/realtime/file.py, clients/batch/file.py) only describe how they
-differ, as a `ClientKind`.
+Each CLI describes how it differs as a `ClientKind`: the file clients
+(clients/realtime/file.py, clients/batch/file.py) only that, and run through `run`;
+the microphone client (clients/realtime/mic.py) adds its own options and its run.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
+from appliance.api import stt_pb2
 from clients.audio import load_pcm16, pcm16_duration_sec
 from clients.sdk import DEFAULT_SERVER, SttClient, SttError, TimedResult, split_pcm16
 
@@ -81,18 +83,29 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+def check_file_settings(settings: dict[str, Any]) -> None:
+    """The file clients' own check: chunk_ms (the streaming one's option) is > 0."""
+    if "chunk_ms" in settings and settings["chunk_ms"] <= 0:
+        raise CliError(f"chunk_ms must be > 0, got {settings['chunk_ms']}")
+
+
 @dataclass(frozen=True)
 class ClientKind:
-    """How one file CLI differs from the other."""
+    """How one CLI differs from the others."""
 
     prog: str
     description: str
     streaming: bool  # False: the whole file goes at once, unpaced
     defaults: dict[str, Any] = field(default_factory=dict)
     forced_attributes: dict[str, str] = field(default_factory=dict)
+    dropped_keys: tuple[str, ...] = ()  # shared options that mean nothing to this client
+    extra_options: tuple[Option, ...] = ()  # options of this client alone
+    check_settings: Callable[[dict[str, Any]], None] = check_file_settings  # raises CliError
 
     def options(self) -> tuple[Option, ...]:
-        return tuple(opt for opt in OPTIONS if self.streaming or not opt.streaming_only)
+        shared = tuple(opt for opt in OPTIONS if (self.streaming or not opt.streaming_only)
+                       and opt.key not in self.dropped_keys)
+        return shared + self.extra_options
 
 
 # --- argparse ---------------------------------------------------------------------------
@@ -156,8 +169,8 @@ def load_config_file(path: str | Path, kind: ClientKind) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise CliError(f"config {path}: expected a mapping of option names, got {type(data).__name__}")
-    by_key = {opt.key: opt for opt in OPTIONS}
     known = kind.options()
+    by_key = {opt.key: opt for opt in (*OPTIONS, *known)}
     settings: dict[str, Any] = {}
     for key, value in data.items():
         opt = by_key.get(key)
@@ -198,7 +211,8 @@ def _config_value(path: Path, opt: Option, value: Any) -> Any:
 
 
 def resolve_settings(kind: ClientKind, args: argparse.Namespace) -> dict[str, Any]:
-    """defaults < kind defaults < YAML < CLI flags; attributes merge key by key."""
+    """defaults < kind defaults < YAML < CLI flags; attributes merge key by key. Then checked:
+    an audio file where the client takes one, the CA file, and the kind's own checks."""
     settings = {opt.key: opt.default for opt in kind.options()}
     settings.update(kind.defaults)
     from_cli = vars(args).copy()
@@ -209,13 +223,33 @@ def resolve_settings(kind: ClientKind, args: argparse.Namespace) -> dict[str, An
     settings.update(from_file)
     settings.update(from_cli)
     settings["attributes"] = {**attributes, **kind.forced_attributes}
-    if not settings["audio_path"]:
+    if "audio_path" in settings and not settings["audio_path"]:
         raise CliError("no audio file: pass AUDIO or set audio_path in the -c config")
     if settings["tls_ca_file"] and not Path(settings["tls_ca_file"]).is_file():
         raise CliError(f"tls_ca_file not found: {settings['tls_ca_file']}")
-    if kind.streaming and settings["chunk_ms"] <= 0:
-        raise CliError(f"chunk_ms must be > 0, got {settings['chunk_ms']}")
+    kind.check_settings(settings)
     return settings
+
+
+# --- the session ------------------------------------------------------------------------
+
+def connect(settings: dict[str, Any]) -> SttClient:
+    """A client for the settings' server, TLS and auth (close it, or use `with`)."""
+    metadata: Sequence[tuple[str, str]] = ()
+    if settings["signed_token_secret"]:
+        from appliance.security.auth import auth_metadata
+
+        metadata = auth_metadata(settings["signed_token_secret"], api_key=settings["attributes"].get("api_key"))
+    return SttClient(settings["server"], tls=settings["tls"], tls_ca_file=settings["tls_ca_file"],
+                     metadata=metadata)
+
+
+def open_session(client: SttClient, settings: dict[str, Any]) -> stt_pb2.SessionResponse:
+    return client.create_session(
+        settings["session_id"], vad_mode=settings["vad_mode"], vad_silence_sec=settings["vad_silence"],
+        vad_threshold=settings["vad_threshold"], language=settings["language"], task=settings["task"],
+        decode_profile=settings["decode_profile"], model_id=settings["model_id"],
+        require_token=settings["require_token"], attributes=settings["attributes"])
 
 
 # --- statistics and printing ------------------------------------------------------------
@@ -268,6 +302,39 @@ def format_result(result: TimedResult) -> str:
     return f"[partial #{result.utterance_index}] {hypothesis}"
 
 
+def result_line(result: TimedResult, json_lines: bool) -> str:
+    return json.dumps(result_record(result), ensure_ascii=False) if json_lines else format_result(result)
+
+
+@dataclass
+class ResultTally:
+    """What the --metrics summary counts of the results, as they arrive."""
+
+    final_latencies_sec: list[float] = field(default_factory=list)
+    partials: int = 0
+
+    def add(self, result: TimedResult) -> None:
+        if result.is_final:
+            self.final_latencies_sec.append(result.latency_sec)
+        else:
+            self.partials += 1
+
+    def summary(self, session: stt_pb2.SessionResponse, audio_sec: float, wall_sec: float) -> dict[str, Any]:
+        return {
+            "summary": True,
+            "session_id": session.session_id,
+            "model_id": session.model_id,
+            "decode_profile": session.decode_profile,
+            "vad_silence_sec": _round(session.vad_silence_sec),
+            "audio_sec": round(audio_sec, 3),
+            "wall_sec": round(wall_sec, 3),
+            "finals": len(self.final_latencies_sec),
+            "partials": self.partials,
+            **{k: _round(v) for k, v in latency_summary(self.final_latencies_sec).items()},
+            "realtime_factor": _round(wall_sec / audio_sec) if audio_sec > 0 else None,
+        }
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     def sec(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f} s"
@@ -281,6 +348,17 @@ def format_summary(summary: dict[str, Any]) -> str:
     ))
 
 
+def _print_line(line: str, out: TextIO) -> None:
+    print(line, file=out, flush=True)  # flushed: a watcher sees each result as it lands
+
+
+def print_summary(summary: dict[str, Any], settings: dict[str, Any], out: TextIO) -> None:
+    """The summary, where --metrics asks for it, in the results' format."""
+    if settings["metrics"]:
+        text = json.dumps(summary, ensure_ascii=False) if settings["json"] else format_summary(summary)
+        _print_line(text, out)
+
+
 # --- the run ----------------------------------------------------------------------------
 
 def run(kind: ClientKind, argv: Sequence[str] | None = None, *, out: TextIO | None = None,
@@ -289,10 +367,20 @@ def run(kind: ClientKind, argv: Sequence[str] | None = None, *, out: TextIO | No
     out = out or sys.stdout
     err = err or sys.stderr
     args = build_parser(kind).parse_args(argv)
-    try:
+
+    def transcribe_file() -> int:
         settings = resolve_settings(kind, args)
         pcm16, sample_rate_hz = _load_audio(settings["audio_path"])
         return _transcribe(kind, settings, pcm16, sample_rate_hz, out)
+
+    return exit_code(transcribe_file, err)
+
+
+def exit_code(work: Callable[[], int], err: TextIO) -> int:
+    """Run a CLI's `work`, return its exit code: a CliError or SttError prints `error: ...` and exits
+    2, Ctrl-C prints `interrupted` and exits 130, neither with a traceback."""
+    try:
+        return work()
     except (CliError, SttError) as error:
         print(f"error: {error}", file=err)
         return EXIT_ERROR
@@ -313,23 +401,9 @@ def _load_audio(path: str) -> tuple[bytes, int]:
 
 def _transcribe(kind: ClientKind, settings: dict[str, Any], pcm16: bytes, sample_rate_hz: int,
                 out: TextIO) -> int:
-    def emit(line: str) -> None:
-        print(line, file=out, flush=True)  # flushed: a watcher sees each result as it lands
-
-    audio_sec = pcm16_duration_sec(pcm16, sample_rate_hz)
-    metadata = ()
-    if settings["signed_token_secret"]:
-        from appliance.security.auth import auth_metadata
-
-        metadata = auth_metadata(settings["signed_token_secret"], api_key=settings["attributes"].get("api_key"))
-    with SttClient(settings["server"], tls=settings["tls"], tls_ca_file=settings["tls_ca_file"],
-                   metadata=metadata) as client:
-        session = client.create_session(
-            settings["session_id"], vad_mode=settings["vad_mode"],
-            vad_silence_sec=settings["vad_silence"], vad_threshold=settings["vad_threshold"],
-            language=settings["language"], task=settings["task"],
-            decode_profile=settings["decode_profile"], model_id=settings["model_id"],
-            require_token=settings["require_token"], attributes=settings["attributes"])
+    tally = ResultTally()
+    with connect(settings) as client:
+        session = open_session(client, settings)
         start_sec = time.monotonic()
         if kind.streaming:
             results = client.stream_audio(session, pcm16, sample_rate_hz,
@@ -339,30 +413,10 @@ def _transcribe(kind: ClientKind, settings: dict[str, Any], pcm16: bytes, sample
             # small enough for a gRPC message (8 MiB by default; 60 s at 48 kHz is 5.8 MB).
             chunks = split_pcm16(pcm16, sample_rate_hz, session.max_chunk_ms or BATCH_PIECE_MS)
             results = client.send_chunks(session, chunks, sample_rate_hz, realtime=False)
-        final_latencies_sec: list[float] = []
-        partials = 0
         for result in results:
-            if result.is_final:
-                final_latencies_sec.append(result.latency_sec)
-            else:
-                partials += 1
-            emit(json.dumps(result_record(result), ensure_ascii=False) if settings["json"]
-                 else format_result(result))
+            tally.add(result)
+            _print_line(result_line(result, settings["json"]), out)
         wall_sec = time.monotonic() - start_sec
-    if settings["metrics"]:
-        summary = {
-            "summary": True,
-            "session_id": session.session_id,
-            "model_id": session.model_id,
-            "decode_profile": session.decode_profile,
-            "vad_silence_sec": _round(session.vad_silence_sec),
-            "audio_sec": round(audio_sec, 3),
-            "wall_sec": round(wall_sec, 3),
-            "finals": len(final_latencies_sec),
-            "partials": partials,
-            **{k: _round(v) for k, v in latency_summary(final_latencies_sec).items()},
-            "realtime_factor": _round(wall_sec / audio_sec) if audio_sec > 0 else None,
-        }
-        emit(json.dumps(summary, ensure_ascii=False) if settings["json"] else format_summary(summary))
+    audio_sec = pcm16_duration_sec(pcm16, sample_rate_hz)
+    print_summary(tally.summary(session, audio_sec, wall_sec), settings, out)
     return EXIT_OK
-

@@ -77,16 +77,18 @@ def wer(reference: str, hypothesis: str) -> float:
 
 
 @lru_cache(maxsize=2)
-def _offline_model(compute_type: str):
+def _offline_model(model: str, model_dir: str | None, device: str, compute_type: str):
     from faster_whisper import WhisperModel
 
     from appliance.models.store import resolve_model
 
-    return WhisperModel(str(resolve_model("tiny.en").path), device="cpu", compute_type=compute_type)
+    return WhisperModel(str(resolve_model(model, model_dir).path), device=device, compute_type=compute_type)
 
 
-def offline_transcribe(path: Path, profile: str = "realtime", compute_type: str = "float32") -> str:
-    """Plain offline faster-whisper on the whole file with the same model and decode profile."""
+def offline_transcribe(path: Path, profile: str = "realtime", compute_type: str = "float32", *,
+                       model: str = "tiny.en", model_dir: str | None = None, device: str = "cpu",
+                       language: str | None = "en") -> str:
+    """Plain offline faster-whisper on the whole file with the given model and decode profile."""
     import numpy as np
     import soundfile as sf
 
@@ -99,6 +101,6 @@ def offline_transcribe(path: Path, profile: str = "realtime", compute_type: str 
         import soxr
 
         audio = soxr.resample(audio, rate_hz, 16_000).astype(np.float32)
-    segments, _ = _offline_model(compute_type).transcribe(audio, language="en", vad_filter=False,
-                                                           **options.as_kwargs())
+    segments, _ = _offline_model(model, model_dir, device, compute_type).transcribe(
+        audio, language=language, vad_filter=False, **options.as_kwargs())
     return " ".join(s.text.strip() for s in segments)

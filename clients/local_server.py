@@ -39,6 +39,12 @@ class LocalAppliance:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("the appliance has not been started")
+        return self.process.pid
+
+    @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 

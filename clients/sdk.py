@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -166,7 +167,7 @@ def split_pcm16(pcm16: bytes, sample_rate_hz: int, chunk_ms: float) -> list[byte
     return [pcm16[offset:offset + chunk_bytes] for offset in range(0, len(pcm16), chunk_bytes)]
 
 
-def _enum_value(table: Mapping[str, int], value: str | None, field: str) -> int:
+def _enum_value(table: Mapping[str, int], value: str | None, field: str) -> Any:  # the stubs' enum ValueType
     key = (value or "").strip().lower()
     if key not in table:
         allowed = ", ".join(repr(name) for name in table if name)

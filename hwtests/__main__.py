@@ -1,9 +1,10 @@
-"""python -m hwtests --quick|--full|--tiny --out DIR [--profile P] [--server-arg=...]: qualify this box.
+"""python -m hwtests --quick|--full|--tiny --out DIR [--profile P] [--mic]: qualify this box.
 
 Starts its own appliance on free loopback ports (the profile `auto` picks, or --profile), runs the
 steps in order, each timed with a progress line on stderr, and writes report.json, report.md and
 report.html into DIR. Exit 0 when every step ran, 1 when one failed (the report is still written,
-that step's figures None), 2 for bad arguments. --quick fits ~10 minutes on a 2-core CPU box;
+that step's figures None), 2 for bad arguments. --mic adds the audio input step (list inputs,
+record 3 s, level and clipping). --quick fits ~10 minutes on a 2-core CPU box;
 --tiny (two small steps) is for the test suite.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hwtests import html_report, report, steps, verdict
+from hwtests import html_report, mic, report, steps, verdict
 from hwtests.speech import speech_set
 from hwtests.sweep import run_sweep
 
@@ -57,12 +58,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=parse_counts, help="stream counts for both sweeps (overrides the mode's)")
     parser.add_argument("--step-sec", type=float, help="seconds each sweep step keeps starting audio")
     parser.add_argument("--quiet", action="store_true", help="no per-second sweep progress")
+    parser.add_argument("--mic", action="store_true",
+                        help=f"also check audio input: list inputs, record {mic.RECORD_SEC:g} s, report level/clipping")
+    parser.add_argument("--mic-device", metavar="DEVICE",
+                        help="the input to record (index or part of its name, as the mic client's --device)")
     args = parser.parse_args(argv)
     counts, step_sec = MODES[args.mode]
     args.counts = args.steps or counts
     args.step_sec = args.step_sec or step_sec
     if args.step_sec <= 0:
         parser.error("--step-sec must be > 0")
+    if args.mic_device is not None and not args.mic:
+        parser.error("--mic-device needs --mic")
     return args
 
 
@@ -93,35 +100,39 @@ def _empty_sweep(partials: bool) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    clock = steps.StepClock(len(STEP_NAMES))
+    clock = steps.StepClock(len(STEP_NAMES) + (1 if args.mic else 0))
     server_args = server_arguments(args)
     recordings = speech_set()
     # Every stream comes from this one host: lift the per-IP cap (default 16), as the load tester does.
     env = {"STT_SERVER_MAX_SESSIONS_PER_IP": "0"}
-    inventory = attempt(clock, "inventory", lambda: steps.inventory(server_args), {})
+    inventory: dict[str, Any] = attempt(clock, "inventory", lambda: steps.inventory(server_args), {})
+    # Before the server starts: nothing else is using the CPU or the sound device yet.
+    audio_input = None
+    if args.mic:
+        audio_input = attempt(clock, "audio input", lambda: mic.check_microphone(args.mic_device), None) or {
+            "assessment": f"not checked: {clock.timings['audio input']['error']}"}
     with clock.step("cold start"):
         appliance, cold_start_sec = steps.cold_start(server_args, env)
     try:
-        address, pid = appliance.address, appliance.process.pid
-        single = attempt(clock, "single stream", lambda: steps.single_stream(address, recordings),
-                         {"final_p50_s": None, "final_p95_s": None, "files": []})
-        noise = attempt(clock, "noise", lambda: steps.noise_words(address), {"noise_words": None, "noise": {}})
-        accuracy = attempt(clock, "accuracy", lambda: steps.accuracy(single, recordings),
+        address, pid = appliance.address, appliance.pid
+        single: dict[str, Any] = attempt(clock, "single stream", lambda: steps.single_stream(address, recordings),
+                                         {"final_p50_s": None, "final_p95_s": None, "files": []})
+        noise: dict[str, Any] = attempt(clock, "noise", lambda: steps.noise_words(address),
+                                        {"noise_words": None, "noise": {}})
+        accuracy = attempt(clock, "accuracy", lambda: steps.accuracy(single, recordings, inventory),
                            {"stream_wer": None, "offline_wer": None, "files": single["files"]})
         from clients.loadtest import load_clips
 
         clips, _ = load_clips([r.path for r in recordings])
-        capacity = {}
+        capacity: dict[str, dict[str, Any]] = {}
         for key, partials in (("finals_only", False), ("partials", True)):
-            capacity[key] = attempt(
-                clock, STEP_NAMES[5 if not partials else 6],
-                lambda partials=partials: run_sweep(address, pid, clips, args.counts, duration_sec=args.step_sec,
-                                                    partials=partials, p95_limit_sec=verdict.SWEEP_P95_LIMIT_SEC,
-                                                    quiet=args.quiet),
-                _empty_sweep(partials))
+            def sweep(partials: bool = partials) -> dict[str, Any]:
+                return run_sweep(address, pid, clips, args.counts, duration_sec=args.step_sec, partials=partials,
+                                 p95_limit_sec=verdict.SWEEP_P95_LIMIT_SEC, quiet=args.quiet)
+            capacity[key] = attempt(clock, STEP_NAMES[5 if not partials else 6], sweep, _empty_sweep(partials))
     finally:
         appliance.stop()
-    judged = verdict.judge(capacity, noise["noise_words"])
+    judged = verdict.judge(capacity, noise["noise_words"], audio_input)
     return {
         "host": socket.gethostname(),
         "mode": args.mode,
@@ -132,7 +143,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency": {"final_p50_s": single["final_p50_s"], "final_p95_s": single["final_p95_s"]},
         "capacity": capacity,
         "accuracy": {"stream_wer": accuracy["stream_wer"], "offline_wer": accuracy["offline_wer"],
-                     "noise_words": noise["noise_words"], "files": accuracy["files"], "noise": noise["noise"]},
+                     "noise_words": noise["noise_words"], "offline_baseline": accuracy.get("offline_baseline"),
+                     "files": accuracy["files"], "noise": noise["noise"]},
+        "audio_input": audio_input,
         "verdict": judged["verdict"],
         "classes": judged["classes"],
         "warnings": judged["warnings"],

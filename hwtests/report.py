@@ -58,6 +58,27 @@ def _table(columns: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def _baseline_note(baseline: dict[str, Any] | None) -> str:
+    if not baseline:
+        return ""
+    return f" ({baseline['model']}, {baseline['device']}, {baseline['compute_type']})"
+
+
+def _audio_input_section(audio: dict[str, Any] | None) -> list[str]:
+    """The --mic step; nothing when it was not asked for."""
+    if audio is None:
+        return []
+    if "device" not in audio:
+        return ["", "## Audio input", "", f"Assessment: {audio['assessment']} (see Steps)."]
+    rates = ", ".join(str(r) for r in audio["supported_rates_hz"]) or "none of the usual rates"
+    inputs = [[str(d["index"]), d["name"], str(d["channels"]), _fmt(d["default_rate_hz"])] for d in audio["devices"]]
+    return ["", "## Audio input", "",
+            f"**{audio['device']}**: {audio['assessment']}. Recorded {audio['record_sec']:g} s at "
+            f"{audio['rate_hz']} Hz: RMS {audio['rms_dbfs']:.1f} dBFS, peak {audio['peak_dbfs']:.1f} dBFS, "
+            f"{audio['clipped_fraction']:.2%} of samples clipped. Opens at: {rates} Hz.", "",
+            _table(["index", "input device", "channels", "default Hz"], inputs)]
+
+
 def markdown(report: dict[str, Any]) -> str:
     acc, lat, cap = report["accuracy"], report["latency"], report["capacity"]
     parts = [f"# hwtests report: {report['host']} ({report['mode']})", "",
@@ -73,8 +94,9 @@ def markdown(report: dict[str, Any]) -> str:
                   ["capacity, finals only (streams)", _fmt(cap["finals_only"]["max_streams"])],
                   ["capacity, with partials (streams)", _fmt(cap["partials"]["max_streams"])],
                   ["streamed WER", _fmt(acc["stream_wer"])],
-                  ["offline WER", _fmt(acc["offline_wer"])],
+                  ["offline WER" + _baseline_note(acc.get("offline_baseline")), _fmt(acc["offline_wer"])],
                   ["words from noise alone (must be 0)", _fmt(acc["noise_words"])]])]
+    parts += _audio_input_section(report.get("audio_input"))
     for name in ("finals_only", "partials"):
         sweep = cap[name]
         parts += ["", f"## Capacity sweep: {name.replace('_', ' ')}", "",

@@ -99,15 +99,32 @@ def pooled_wer(pairs: Sequence[tuple[str, str]]) -> float | None:
     return sum(e for e, _ in counts) / words if words else None
 
 
-def accuracy(single: dict[str, Any], recordings: Sequence[Recording]) -> dict[str, Any]:
-    """Streamed WER (from the single-stream pass) against plain offline faster-whisper on the
-    same files; the gap is what streaming (endpointing, windows) costs."""
-    offline = {rec.path.name: offline_transcribe(rec.path) for rec in recordings}
+def offline_baseline(inventory: dict[str, Any]) -> dict[str, Any]:
+    """The served model, device and compute type for plain offline faster-whisper, so the WER gap
+    measures streaming alone. An accelerator CTranslate2 cannot drive (Apple's MPS) falls back to
+    the CPU, and a compute type the CPU lacks to float32."""
+    device = "cuda" if str(inventory.get("device", "")).startswith("cuda") else "cpu"
+    compute_type = inventory.get("compute_type") or "float32"
+    cpu_types = inventory.get("machine", {}).get("cpu", {}).get("ct2_compute_types") or ["float32"]
+    if device == "cpu" and compute_type not in cpu_types:
+        compute_type = "float32"
+    return {"model": inventory.get("model") or "tiny.en", "model_dir": inventory.get("model_dir"),
+            "device": device, "compute_type": compute_type}
+
+
+def accuracy(single: dict[str, Any], recordings: Sequence[Recording], inventory: dict[str, Any]) -> dict[str, Any]:
+    """Streamed WER (from the single-stream pass) against plain offline faster-whisper with the
+    same model on the same files; the gap is what streaming (endpointing, windows) costs."""
+    baseline = offline_baseline(inventory)
+    offline = {rec.path.name: offline_transcribe(rec.path, compute_type=baseline["compute_type"],
+                                                 model=baseline["model"], model_dir=baseline["model_dir"],
+                                                 device=baseline["device"])
+               for rec in recordings}
     for entry in single["files"]:
         entry["offline"] = offline[entry["file"]]
     return {"stream_wer": pooled_wer([(f["reference"], f["streamed"]) for f in single["files"]]),
             "offline_wer": pooled_wer([(f["reference"], f["offline"]) for f in single["files"]]),
-            "files": single["files"]}
+            "offline_baseline": baseline, "files": single["files"]}
 
 
 def noise_words(address: str) -> dict[str, Any]:

@@ -36,7 +36,8 @@ PARTIAL_CADENCE_DEFAULT_SEC = 1.5  # config/server.yaml's server.partial_decode_
 PARTIAL_CADENCE_SLOW_SEC = 3.0  # half the partial decodes: what a box that loses capacity to them gets
 
 
-def judge(capacity: dict[str, Any], noise_words: int | None) -> dict[str, Any]:
+def judge(capacity: dict[str, Any], noise_words: int | None,
+          audio_input: dict[str, Any] | None = None) -> dict[str, Any]:
     """{"verdict": "room, kiosk" | "none", "classes": [...with met/streams], "warnings": [...]}."""
     classes = []
     for cls in CLASSES:
@@ -48,6 +49,8 @@ def judge(capacity: dict[str, Any], noise_words: int | None) -> dict[str, Any]:
     warnings = []
     if noise_words:
         warnings.append(f"{noise_words} words transcribed from noise alone: check the VAD threshold")
+    if audio_input is not None and audio_input.get("assessment") != "ok":
+        warnings.append(f"audio input ({audio_input.get('device', 'no device')}): {audio_input.get('assessment')}")
     for name, sweep in capacity.items():
         if sweep["stopped_by"] is None and sweep["steps"]:
             warnings.append(f"{name}: every step held; the knee lies beyond {sweep['steps'][-1]['channels']} "

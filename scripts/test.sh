@@ -10,6 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=test,torch APT_PACKAGES="espeak-ng alsa-utils chromium systemd docker.io debootstrap umockdev pulseaudio pulseaudio-utils libasound2-plugins libportaudio2" scripts/setup.sh
 scripts/lint-deploy.sh
-.venv/bin/ruff check appliance clients bench tools tests   # [tool.ruff] in pyproject.toml
-.venv/bin/mypy                                              # [tool.mypy]: the appliance package
+.venv/bin/ruff check appliance clients hwtests bench tools tests   # [tool.ruff] in pyproject.toml
+.venv/bin/mypy                                              # [tool.mypy]: the appliance and hwtests packages
 exec .venv/bin/python -m pytest "$@"

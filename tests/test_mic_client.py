@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from clients.cli_common import CliError, build_parser
+from clients.cli_common import CliError, build_parser, load_config_file, resolve_settings
 from clients.corpus import wer
 from clients.realtime.mic import (
     MIC,
@@ -36,9 +36,7 @@ from clients.realtime.mic import (
     capture_rate_hz,
     choose_input_device,
     level_dbfs,
-    load_live_config,
     meter_bar,
-    resolve_live_settings,
     run_live,
 )
 from clients.sdk import TimedResult
@@ -201,7 +199,7 @@ def test_json_lines_stay_whole_beside_a_live_meter():
 # --- pure: settings ---------------------------------------------------------------------
 
 def settings_for(*argv: str) -> dict:
-    return resolve_live_settings(MIC, build_parser(MIC).parse_args(list(argv)))
+    return resolve_settings(MIC, build_parser(MIC).parse_args(list(argv)))
 
 
 def test_shipped_mic_yaml_loads_and_flags_override_it():
@@ -213,10 +211,10 @@ def test_shipped_mic_yaml_loads_and_flags_override_it():
 
 
 def test_file_client_yaml_works_too(tmp_path):
-    assert load_live_config(REPO_ROOT / "clients" / "config" / "file.yaml", MIC)["vad_mode"] == "continue"
+    assert load_config_file(REPO_ROOT / "clients" / "config" / "file.yaml", MIC)["vad_mode"] == "continue"
     config = tmp_path / "mic.yaml"
     config.write_text("audio_path: x.wav\nrealtime: false\ndevice: 2\nsample_rate: 16000\n")
-    assert load_live_config(config, MIC) == {"device": "2", "sample_rate": 16000.0}
+    assert load_config_file(config, MIC) == {"device": "2", "sample_rate": 16000.0}
 
 
 def test_partials_are_on_by_default_and_can_be_turned_off():

@@ -183,7 +183,7 @@ def target_server(args: argparse.Namespace) -> Iterator[Target]:
     env = {"STT_SERVER_MAX_SESSIONS_PER_IP": "0", **dict(args.server_env)}
     with LocalAppliance(*args.server_arg, env=env,
                         startup_timeout_sec=args.startup_timeout_sec) as appliance:
-        yield Target(appliance.address, appliance.process.pid, _announced_budget_mb(appliance.ready_file),
+        yield Target(appliance.address, appliance.pid, _announced_budget_mb(appliance.ready_file),
                      appliance.log)
 
 

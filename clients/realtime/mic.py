@@ -3,15 +3,14 @@ final results as they arrive, with a level meter on stderr.
 
 Owns what a live source adds to the file clients: choosing the input device, capturing mono int16
 blocks (sounddevice/PortAudio), stopping on Ctrl-C or `--duration`, and the terminal display. Session
-options, the `-c` YAML, result formats and exit codes come from clients/cli_common.py; the options a
-microphone has and a file does not are declared here (`LiveSourceKind`), and so are the two functions
-cli_common cannot serve yet (`load_live_config`, `resolve_live_settings`).
+options, the `-c` YAML, settings resolution, the session, result formats and exit codes come from
+clients/cli_common.py; the options a microphone has and a file does not, and their checks, are
+declared here (`MIC`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import queue
 import shutil
@@ -21,30 +20,27 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
 import numpy as np
-import yaml
 
 from clients.cli_common import (
-    EXIT_ERROR,
-    EXIT_INTERRUPTED,
     EXIT_OK,
-    OPTIONS,
     ClientKind,
     CliError,
     Option,
-    _config_value,
+    ResultTally,
     build_parser,
+    connect,
+    exit_code,
     format_result,
-    format_summary,
-    latency_summary,
-    result_record,
+    open_session,
+    print_summary,
+    resolve_settings,
+    result_line,
 )
-from clients.sdk import SttClient, SttError, TimedResult
+from clients.sdk import TimedResult
 
 # The appliance refuses chunks outside 8-48 kHz (ERR1003, appliance/audio.py); it resamples the rest.
 SERVER_MIN_RATE_HZ = 8_000
@@ -62,18 +58,6 @@ PLAIN_LEVEL_INTERVAL_SEC = 1.0  # one "level" line per second when stderr is a l
 CLEAR_LINE = "\r\x1b[K"  # carriage return + erase to end of line
 
 
-@dataclass(frozen=True)
-class LiveSourceKind(ClientKind):
-    """A ClientKind whose audio comes from a live device: file-only options dropped, its own added."""
-
-    dropped_keys: tuple[str, ...] = ()
-    extra_options: tuple[Option, ...] = ()
-
-    def options(self) -> tuple[Option, ...]:
-        kept = tuple(opt for opt in super().options() if opt.key not in self.dropped_keys)
-        return kept + self.extra_options
-
-
 MIC_OPTIONS = (
     Option("device", ("--device",), "str", None,
            "input device: its index or part of its name (see --list-devices; default: the system's input)"),
@@ -83,61 +67,9 @@ MIC_OPTIONS = (
            "stop by itself after this many seconds of audio (default: run until Ctrl-C)"),
 )
 
-MIC = LiveSourceKind(
-    prog="clients.realtime.mic",
-    description="Stream a microphone to the appliance and print the results; Ctrl-C stops and flushes "
-                "the last utterance.",
-    streaming=True,
-    defaults={"attributes": {"partial": "true"}},  # live speech: show the hypothesis while it grows
-    # audio_path has no meaning here, and a live source cannot be sent faster than it is spoken.
-    dropped_keys=("audio_path", "realtime"),
-    extra_options=MIC_OPTIONS,
-)
 
-
-# --- settings: cli_common's precedence, with the live source's own keys -------------------------
-
-def load_live_config(path: str | Path, kind: LiveSourceKind) -> dict[str, Any]:
-    """cli_common.load_config_file, knowing `kind.extra_options` too. Keys of the file clients
-    (audio_path, realtime) are accepted and ignored, so clients/config/file.yaml works here."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CliError(f"config file not found: {path}") from None
-    except (OSError, yaml.YAMLError) as err:
-        raise CliError(f"cannot read config {path}: {err}") from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CliError(f"config {path}: expected a mapping of option names, got {type(data).__name__}")
-    known = kind.options()
-    by_key = {opt.key: opt for opt in (*OPTIONS, *known)}
-    settings: dict[str, Any] = {}
-    for key, value in data.items():
-        opt = by_key.get(key)
-        if opt is None:
-            allowed = ", ".join(o.key for o in known)
-            raise CliError(f"config {path}: unknown key {key!r} (allowed: {allowed})")
-        if opt in known and value is not None:
-            settings[key] = _config_value(path, opt, value)
-    return settings
-
-
-def resolve_live_settings(kind: LiveSourceKind, args: argparse.Namespace) -> dict[str, Any]:
-    """defaults < kind defaults < YAML < CLI flags, as cli_common.resolve_settings, minus the audio file."""
-    settings = {opt.key: opt.default for opt in kind.options()}
-    settings.update(kind.defaults)
-    from_cli = vars(args).copy()
-    config_path = from_cli.pop("config", None)
-    from_file = load_live_config(config_path, kind) if config_path else {}
-    cli_attributes = dict(from_cli.pop("attributes", []))
-    attributes = {**settings["attributes"], **from_file.pop("attributes", {}), **cli_attributes}
-    settings.update(from_file)
-    settings.update(from_cli)
-    settings["attributes"] = {**attributes, **kind.forced_attributes}
-    if settings["tls_ca_file"] and not Path(settings["tls_ca_file"]).is_file():
-        raise CliError(f"tls_ca_file not found: {settings['tls_ca_file']}")
+def check_mic_settings(settings: dict[str, Any]) -> None:
+    """The microphone's own checks, run by cli_common.resolve_settings."""
     if not MIN_BLOCK_MS <= settings["chunk_ms"] <= MAX_BLOCK_MS:
         raise CliError(f"chunk_ms must be {MIN_BLOCK_MS:g}-{MAX_BLOCK_MS:g} for a microphone, "
                        f"got {settings['chunk_ms']:g}")
@@ -147,7 +79,20 @@ def resolve_live_settings(kind: LiveSourceKind, args: argparse.Namespace) -> dic
                        f"(the server's range), got {rate:g}")
     if settings["duration"] is not None and settings["duration"] <= 0:
         raise CliError(f"duration must be > 0 seconds, got {settings['duration']:g}")
-    return settings
+
+
+MIC = ClientKind(
+    prog="clients.realtime.mic",
+    description="Stream a microphone to the appliance and print the results; Ctrl-C stops and flushes "
+                "the last utterance.",
+    streaming=True,
+    defaults={"attributes": {"partial": "true"}},  # live speech: show the hypothesis while it grows
+    # audio_path has no meaning here, and a live source cannot be sent faster than it is spoken. The
+    # -c YAML still accepts both keys and ignores them, so clients/config/file.yaml works here too.
+    dropped_keys=("audio_path", "realtime"),
+    extra_options=MIC_OPTIONS,
+    check_settings=check_mic_settings,
+)
 
 
 # --- devices -----------------------------------------------------------------------------------
@@ -343,11 +288,9 @@ class LiveDisplay:
 
     def result(self, result: TimedResult) -> None:
         with self._lock:
-            if self._json:
-                self._print_line(self._out, json.dumps(result_record(result), ensure_ascii=False))
-            elif result.is_final or not self._partials_in_place:
+            if result.is_final or not self._partials_in_place:
                 self._partial = ""
-                self._print_line(self._out, format_result(result))
+                self._print_line(self._out, result_line(result, self._json))
             else:
                 self._partial = format_result(result)
                 self._redraw()
@@ -428,31 +371,12 @@ def sigint_stops(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def open_session(client: SttClient, settings: dict[str, Any]) -> Any:
-    return client.create_session(
-        settings["session_id"], vad_mode=settings["vad_mode"], vad_silence_sec=settings["vad_silence"],
-        vad_threshold=settings["vad_threshold"], language=settings["language"], task=settings["task"],
-        decode_profile=settings["decode_profile"], model_id=settings["model_id"],
-        require_token=settings["require_token"], attributes=settings["attributes"])
-
-
-def connect(settings: dict[str, Any]) -> SttClient:
-    metadata: Sequence[tuple[str, str]] = ()
-    if settings["signed_token_secret"]:
-        from appliance.security.auth import auth_metadata
-
-        metadata = auth_metadata(settings["signed_token_secret"], api_key=settings["attributes"].get("api_key"))
-    return SttClient(settings["server"], tls=settings["tls"], tls_ca_file=settings["tls_ca_file"],
-                     metadata=metadata)
-
-
 def transcribe_microphone(settings: dict[str, Any], capture: MicCapture, device_name: str, rate_hz: int,
                           display: LiveDisplay) -> dict[str, Any]:
     """Create the session, stream the microphone until stopped, show every result; return the summary."""
     stop = threading.Event()
     max_samples = None if settings["duration"] is None else math.ceil(settings["duration"] * rate_hz)
-    final_latencies_sec: list[float] = []
-    partials = 0
+    tally = ResultTally()
     with connect(settings) as client:
         session = open_session(client, settings)
         start_sec = time.monotonic()
@@ -465,10 +389,7 @@ def transcribe_microphone(settings: dict[str, Any], capture: MicCapture, device_
                 chunks = live_chunks(capture, stop, display, max_samples)
                 for result in client.send_chunks(session, chunks, rate_hz, realtime=False):
                     display.result(result)
-                    if result.is_final:
-                        final_latencies_sec.append(result.latency_sec)
-                    else:
-                        partials += 1
+                    tally.add(result)
             finally:
                 stop.set()  # ends live_chunks too when the stream failed first
                 display.close()
@@ -476,25 +397,14 @@ def transcribe_microphone(settings: dict[str, Any], capture: MicCapture, device_
     if capture.dropped_blocks or capture.input_overflows:
         display.message(f"warning: audio lost: {capture.dropped_blocks} blocks dropped (client too slow), "
                         f"{capture.input_overflows} input overflows (device)")
-    audio_sec = capture.samples_read / rate_hz
     return {
-        "summary": True,
-        "session_id": session.session_id,
-        "model_id": session.model_id,
-        "decode_profile": session.decode_profile,
-        "vad_silence_sec": round(session.vad_silence_sec, 4),
-        "audio_sec": round(audio_sec, 3),
-        "wall_sec": round(wall_sec, 3),
-        "finals": len(final_latencies_sec),
-        "partials": partials,
-        **{k: None if v is None else round(v, 4) for k, v in latency_summary(final_latencies_sec).items()},
-        "realtime_factor": round(wall_sec / audio_sec, 4) if audio_sec > 0 else None,
+        **tally.summary(session, capture.samples_read / rate_hz, wall_sec),
         "dropped_blocks": capture.dropped_blocks,
         "input_overflows": capture.input_overflows,
     }
 
 
-def run_live(kind: LiveSourceKind, argv: Sequence[str] | None = None, *, out: TextIO | None = None,
+def run_live(kind: ClientKind, argv: Sequence[str] | None = None, *, out: TextIO | None = None,
              err: TextIO | None = None) -> int:
     """cli_common.run for a live microphone: parse argv, pick the device, stream it; the exit code."""
     out = out or sys.stdout
@@ -503,32 +413,27 @@ def run_live(kind: LiveSourceKind, argv: Sequence[str] | None = None, *, out: Te
     parser.add_argument("--list-devices", action="store_true",
                         help="list input devices with their default rate and channels, then exit")
     args = parser.parse_args(argv)
+    if vars(args).pop("list_devices", False):
+        return exit_code(lambda: list_devices(import_sounddevice(), out, err), err)
+    return exit_code(lambda: stream_microphone(kind, args, out, err), err)
+
+
+def stream_microphone(kind: ClientKind, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    settings = resolve_settings(kind, args)
+    sd = import_sounddevice()
+    devices, default_index = input_devices(sd)
+    device = choose_input_device(devices, settings["device"], default_index)
+    rate_hz = capture_rate_hz(settings["sample_rate"], device["default_samplerate"])
+    block_samples = max(1, round(rate_hz * settings["chunk_ms"] / 1000))
+    capture = MicCapture(sd, device["index"], rate_hz, block_samples)
+    display = LiveDisplay(out, err, json_lines=settings["json"], out_is_tty=out.isatty(),
+                          err_is_tty=err.isatty())
     try:
-        if vars(args).pop("list_devices", False):
-            return list_devices(import_sounddevice(), out, err)
-        settings = resolve_live_settings(kind, args)
-        sd = import_sounddevice()
-        devices, default_index = input_devices(sd)
-        device = choose_input_device(devices, settings["device"], default_index)
-        rate_hz = capture_rate_hz(settings["sample_rate"], device["default_samplerate"])
-        block_samples = max(1, round(rate_hz * settings["chunk_ms"] / 1000))
-        capture = MicCapture(sd, device["index"], rate_hz, block_samples)
-        display = LiveDisplay(out, err, json_lines=settings["json"], out_is_tty=out.isatty(),
-                              err_is_tty=err.isatty())
-        try:
-            summary = transcribe_microphone(settings, capture, str(device["name"]), rate_hz, display)
-        finally:
-            capture.close()
-        if settings["metrics"]:
-            print(json.dumps(summary, ensure_ascii=False) if settings["json"] else format_summary(summary),
-                  file=out, flush=True)
-        return EXIT_OK
-    except (CliError, SttError) as error:
-        print(f"error: {error}", file=err)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=err)
-        return EXIT_INTERRUPTED
+        summary = transcribe_microphone(settings, capture, str(device["name"]), rate_hz, display)
+    finally:
+        capture.close()
+    print_summary(summary, settings, out)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,7 +52,7 @@ PYTHON=${PYTHON:-python3}
 mkdir -p "$prefix/config" "$prefix/data/cache" "$prefix/logs" "$(dirname "$plist_path")"
 [ -x "$prefix/venv/bin/python" ] || "$PYTHON" -m venv "$prefix/venv"
 "$prefix/venv/bin/python" -m pip install --quiet --upgrade pip
-"$prefix/venv/bin/python" -m pip install --quiet "$repo[torch]"   # torch Whisper: the only MPS backend
+"$prefix/venv/bin/python" -m pip install --quiet "$repo[torch,hwtests]"   # torch Whisper: the only MPS backend; hwtests qualifies the Mac
 # openai-whisper's metadata pins triton (Linux only, useless here): the torch extra lists its real needs
 "$prefix/venv/bin/python" -m pip install --quiet --no-deps "openai-whisper==20250625"
 "$prefix/venv/bin/stt-appliance" models verify tiny.en

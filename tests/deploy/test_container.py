@@ -160,3 +160,22 @@ def test_compose_up_serves_the_cpu_service_and_stops_cleanly(docker_engine: Dock
     elapsed, exit_code = stop_and_time(docker_engine, lambda: run("stop", "stt", timeout=120), container)
     assert exit_code == 0, docker_engine.run("logs", container).stderr.decode(errors="replace")[-3000:]
     assert elapsed < DRAIN_TIMEOUT_SEC, f"docker compose stop took {elapsed:.1f} s"
+
+
+@pytest.mark.timeout(1200)  # includes the session's stand-in + image build
+def test_hwtests_runs_inside_the_image_as_docs_hwtests_says(appliance_image: str, compose):
+    run, _ = compose
+    # docs/hwtests.md's command, with --tiny for the suite; the report lands in the data volume.
+    done = run("run", "--rm", "--entrypoint", "python", "stt", "-m", "hwtests", "--tiny", "--quiet",
+               "--out", "/var/lib/stt-appliance/hwtests",
+               "--server-arg=--config=/etc/stt-appliance/server.yaml",
+               "--server-arg=--model-config=/etc/stt-appliance/model.yaml", timeout=900, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    report = json.loads(run("run", "--rm", "--entrypoint", "cat", "stt",
+                            "/var/lib/stt-appliance/hwtests/report.json").stdout)
+    # The image carries the hwtests extra: accuracy and the HTML plots work there too.
+    assert report["accuracy"]["stream_wer"] is not None and report["accuracy"]["offline_wer"] is not None
+    assert report["steps"].get("report.html", {}).get("error") is None
+    assert report["latency"]["final_p50_s"] > 0
+    html = run("run", "--rm", "--entrypoint", "cat", "stt", "/var/lib/stt-appliance/hwtests/report.html").stdout
+    assert html.count(b"<svg") >= 2
