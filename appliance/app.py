@@ -26,6 +26,7 @@ from appliance.security.http_access import HttpAccess, HttpAccessSettings
 from appliance.transport.grpc.server import GrpcHealthPublisher, create_grpc_server, listen_address
 from appliance.transport.http.app import create_app
 from appliance.transport.http.server import HttpServer
+from appliance.transport.wyoming.server import WyomingServer
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,15 @@ async def serve(config: AppConfig, *, ready_file: Path | None = None,
         notifier, loading_status=f"loading model {config.model.name}",
         serving_status=f"serving {runtime.boot_model_id} on gRPC port {port}"))
     await asyncio.sleep(0)  # the NOT_SERVING publication lands before the port opens
+    try:
+        wyoming = await _wyoming_server(config, runtime)
+    except StartupError:
+        http.stop()
+        raise
     await server.start()
     http.start()
-    log.info("gRPC listening on %s:%d, HTTP on %s:%d (loading model)", config.server.grpc_host, port,
-             http.host, http.port)
+    log.info("gRPC listening on %s:%d, HTTP on %s:%d%s (loading model)", config.server.grpc_host, port,
+             http.host, http.port, f", Wyoming on {config.wyoming.host}:{config.wyoming.port}" if wyoming else "")
     watchdog = None
     try:
         await asyncio.to_thread(runtime.load, resolved)
@@ -91,21 +97,38 @@ async def serve(config: AppConfig, *, ready_file: Path | None = None,
         watchdog = asyncio.create_task(notifier.run_watchdog(
             lambda: runtime.state in (Lifecycle.SERVING, Lifecycle.DRAINING)))
         if ready_file:
-            _write_ready_file(ready_file, {"grpc_port": port, "http_port": http.port, "pid": os.getpid(),
+            _write_ready_file(ready_file, {"grpc_port": port, "http_port": http.port,
+                                           "wyoming_port": config.wyoming.port if wyoming else None, "pid": os.getpid(),
                                            "model_id": runtime.model_id,
                                            "memory_budget_bytes": runtime.memory_budget.budget_bytes})
         await stop.wait()
         log.info("stop requested: draining")
+        if wyoming:
+            wyoming.stop_accepting()
         drained = await runtime.drain(float(config.server.decode_timeout_sec))
         await server.stop(grace=1.0 if drained else 0)
         return 0
     finally:
+        if wyoming:
+            await wyoming.stop()
         if watchdog is not None:
             watchdog.cancel()
         runtime.close()
         await asyncio.sleep(0)  # let the last health publication run
         notifier.close()
         http.stop()
+
+
+async def _wyoming_server(config: AppConfig, runtime: Runtime) -> WyomingServer | None:
+    """The Wyoming port, when wyoming.port is set."""
+    if not config.wyoming.port:
+        return None
+    try:
+        wyoming = WyomingServer(config.wyoming, runtime.sessions)
+        await wyoming.start()
+    except (OSError, ValueError) as err:
+        raise StartupError(f"cannot serve Wyoming on {config.wyoming.host}:{config.wyoming.port}: {err}") from None
+    return wyoming
 
 
 def _http_server(config: AppConfig, runtime: Runtime) -> HttpServer:

@@ -45,6 +45,7 @@ from appliance.config_schema import (
     StorageConfig,
     TlsConfig,
     VadConfig,
+    WyomingConfig,
     _default_decode_profiles,
     _default_load_profiles,
     section_fields,
@@ -70,7 +71,7 @@ __all__ = [
     "LOG_LEVELS", "PORT", "RATIO", "SECTIONS", "TASKS", "AppConfig", "AuthConfig", "ConfigError", "DecodeConfig",
     "DecodeOptions",
     "FieldSpec", "HealthConfig", "LoggingConfig", "MetricsConfig", "ModelConfig", "ModelLoadProfile",
-    "SafetyConfig", "ServerConfig", "StorageConfig", "TlsConfig", "VadConfig", "add_serve_arguments",
+    "SafetyConfig", "ServerConfig", "StorageConfig", "TlsConfig", "VadConfig", "WyomingConfig", "add_serve_arguments",
     "default_config_paths", "env_var_name", "load_config", "load_config_from_args", "overrides_from_args",
     "section_fields",
 ]
@@ -91,6 +92,7 @@ class AppConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     model_load_profiles: dict[str, ModelLoadProfile] = field(default_factory=_default_load_profiles)
     decode_profiles: dict[str, DecodeOptions] = field(default_factory=_default_decode_profiles)
 
@@ -100,9 +102,10 @@ class AppConfig:
         for profile in data["decode_profiles"].values():
             if isinstance(profile["temperature"], tuple):
                 profile["temperature"] = list(profile["temperature"])
-        for secret in ("create_session_auth_secret", "session_ticket_secret"):
-            if redact and data["auth"][secret]:
-                data["auth"][secret] = "***"
+        for section, secret in (("auth", "create_session_auth_secret"), ("auth", "session_ticket_secret"),
+                                ("wyoming", "api_key")):
+            if redact and data[section][secret]:
+                data[section][secret] = "***"
         return data
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> AppConfig:
@@ -183,6 +186,22 @@ def _check_deprecated(cfg: AppConfig, deprecated: Mapping[str, tuple[str, Any]])
                     DEPRECATED_KEYS[dotted])
 
 
+def _check_wyoming(cfg: AppConfig) -> None:
+    """Wyoming carries no credentials: where CreateSession needs some, the operator names the api_key
+    its sessions act as (and should fence the port with allow_networks); a per-request signature
+    cannot be made up for it at all."""
+    wyoming, auth = cfg.wyoming, cfg.auth
+    if not wyoming.port:
+        return
+    if auth.create_session_auth_profile == "signed_token":
+        raise ConfigError("wyoming.port", "wyoming.port: the Wyoming protocol cannot carry the signed tokens that "
+                                          "auth.create_session_auth_profile 'signed_token' requires; set "
+                                          "wyoming.port to 0 or use the api_key profile")
+    if (auth.require_api_key or auth.create_session_auth_profile == "api_key") and not wyoming.api_key:
+        raise ConfigError("wyoming.api_key", "wyoming.api_key: expected the api_key Wyoming sessions act as, "
+                                             "since this server requires one on every session, got ''")
+
+
 def _check_consistency(cfg: AppConfig) -> None:
     """Settings that are valid alone but contradict each other."""
     tls, model = cfg.tls, cfg.model
@@ -193,6 +212,7 @@ def _check_consistency(cfg: AppConfig) -> None:
         have, missing = ("cert_file", "key_file") if tls.cert_file else ("key_file", "cert_file")
         raise ConfigError(f"tls.{missing}", f"tls.{missing}: tls.{have} is set but tls.{missing} is not; "
                                             "gRPC TLS needs both")
+    _check_wyoming(cfg)
     if cfg.auth.create_session_auth_profile == "signed_token" and not cfg.auth.create_session_auth_secret:
         raise ConfigError("auth.create_session_auth_secret",
                           "auth.create_session_auth_secret: expected a non-empty secret when "

@@ -45,6 +45,7 @@ SERVE_FLAGS: tuple[CliFlag, ...] = (
     CliFlag("--decode-timeout", "server.decode_timeout_sec",
             "seconds to wait for outstanding decodes while draining (<= 0 waits indefinitely)"),
     CliFlag("--metrics-port", "server.metrics_port", "HTTP metrics/health port"),
+    CliFlag("--wyoming-port", "wyoming.port", "Wyoming (Home Assistant) TCP port (0 = off)"),
     CliFlag("--log-level", "logging.level", "log level"),
     CliFlag("--log-file", "logging.file", "log file path"),
     CliFlag("--faster-whisper-log-level", "logging.faster_whisper_level",

@@ -168,6 +168,20 @@ class DecodeConfig:
 
 
 @dataclass(frozen=True)
+class WyomingConfig:
+    """The Wyoming (Home Assistant) front door. Wyoming carries no credentials: keep it on a trusted
+    segment and name that segment in allow_networks."""
+
+    port: int = setting(0, "Wyoming TCP port (0 = off)", **PORT)
+    host: str = setting("0.0.0.0", "Wyoming bind address ('*' = all, IPv4 and IPv6)", nonempty=True)
+    allow_networks: list[str] = setting(None, "client CIDRs/addresses allowed ([] = any)", factory=list)
+    api_key: str = setting("", "api_key the Wyoming sessions carry when auth requires one")
+    max_connections: int = setting(64, "open Wyoming connections", ge=1)
+    idle_timeout_sec: float = setting(30.0, "seconds a connection may wait between events", gt=0)
+    max_event_bytes: int = setting(1048576, "largest event data + payload (bytes)", ge=1024)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = setting("tiny.en", "Whisper model name or path", nonempty=True)
     backend: str = setting("faster_whisper", "decode backend", choices=BACKENDS)
@@ -216,7 +230,7 @@ class ConfigError(SettingError):
 SECTIONS: dict[str, type] = {
     "server": ServerConfig, "vad": VadConfig, "safety": SafetyConfig, "logging": LoggingConfig,
     "tls": TlsConfig, "metrics": MetricsConfig, "auth": AuthConfig, "storage": StorageConfig,
-    "health": HealthConfig, "model": ModelConfig, "decode": DecodeConfig,
+    "health": HealthConfig, "model": ModelConfig, "decode": DecodeConfig, "wyoming": WyomingConfig,
 }
 PROFILE_SECTIONS = ("model_load_profiles", "decode_profiles")
 ALL_SECTIONS = (*SECTIONS, *PROFILE_SECTIONS)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from appliance.config import AppConfig
 from appliance.errors import ApplianceError
+from appliance.languages import WHISPER_LANGUAGES
 from appliance.lifecycle import HealthState, Lifecycle
 from appliance.models.registry import ModelRegistry
 from appliance.observability.metrics import ApplianceMetrics
@@ -134,6 +135,15 @@ class SessionService:
             client_overrides=frozenset(cfg.decode.client_overrides), max_client_work=int(cfg.decode.max_client_work),
             model_traits=self._model_traits)
 
+    def model_languages(self) -> dict[str, list[str]]:
+        """Each loaded model id with the language codes it transcribes, for protocols that list them."""
+        languages = {}
+        for model_id in self._streams.models.ids():
+            traits = self._model_traits(model_id)
+            english_only = traits is None or traits.english_only
+            languages[model_id] = ["en"] if english_only else sorted(WHISPER_LANGUAGES)
+        return languages
+
     def _model_traits(self, model_id: str) -> ModelTraits | None:
         loaded = self._streams.models.get(model_id)
         if loaded is None:
@@ -173,6 +183,11 @@ class SessionService:
             self._admission.release(admitted)
             raise
         return settings
+
+    def discard_unused(self, session_id: str) -> None:
+        """A transport that created a session and will not stream it (its client sent no audio, or
+        left) gives it back at once, so its caps are not held until the unused-session expiry."""
+        self._sessions.discard_unused(session_id)
 
     def _require_serving(self) -> None:
         state = self._health.state

@@ -42,6 +42,20 @@ def test_signed_token_needs_a_secret(tmp_path):
     assert cfg.as_dict(redact=False)["auth"]["create_session_auth_secret"] == "s3cret"
 
 
+def test_wyoming_cannot_carry_signed_tokens_and_names_its_api_key_when_one_is_required(tmp_path):
+    signed = "auth: {create_session_auth_profile: signed_token, create_session_auth_secret: s}\n"
+    with pytest.raises(ConfigError, match="cannot carry the signed tokens") as info:
+        load_server(tmp_path, signed + "wyoming: {port: 10300}\n")
+    assert info.value.key == "wyoming.port"
+    assert load_server(tmp_path, signed).wyoming.port == 0  # off: no conflict
+    with pytest.raises(ConfigError, match="expected the api_key Wyoming sessions act as") as info:
+        load_server(tmp_path, "auth: {require_api_key: true}\nwyoming: {port: 10300}\n")
+    assert info.value.key == "wyoming.api_key"
+    cfg = load_server(tmp_path, "auth: {require_api_key: true}\n",
+                      env={"STT_WYOMING_PORT": "10300", "STT_WYOMING_API_KEY": "ha-kitchen"})
+    assert (cfg.wyoming.port, cfg.wyoming.api_key) == (10300, "ha-kitchen")
+
+
 def test_transcript_logging_needs_its_own_file(tmp_path):
     with pytest.raises(ConfigError, match=re.escape("logging.transcript_file: logging.log_transcripts is true")):
         load_server(tmp_path, "logging: {log_transcripts: true}\n")

@@ -285,6 +285,14 @@ class SessionRegistry:
             entry = self._streaming.get(session_id)
             return entry[1] if entry else None
 
+    def discard_unused(self, session_id: str) -> None:
+        """End a session no stream attached to (its creator gave up on it) and release its ticket
+        now rather than at expiry; a streaming session is left to its stream."""
+        with self._lock:
+            entry = self._created.pop(session_id, None)
+        if entry is not None:
+            self._release(entry[-1])
+
     def end(self, session_id: str) -> None:
         with self._lock:
             streaming = self._streaming.pop(session_id, None)
