@@ -104,7 +104,7 @@ async def serve(config: AppConfig, *, ready_file: Path | None = None,
         await stop.wait()
         log.info("stop requested: draining")
         if wyoming:
-            wyoming.stop_accepting()
+            await wyoming.stop_accepting()
         drained = await runtime.drain(float(config.server.decode_timeout_sec))
         await server.stop(grace=1.0 if drained else 0)
         return 0

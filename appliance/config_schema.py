@@ -179,6 +179,9 @@ class WyomingConfig:
     max_connections: int = setting(64, "open Wyoming connections", ge=1)
     idle_timeout_sec: float = setting(30.0, "seconds a connection may wait between events", gt=0)
     max_event_bytes: int = setting(1048576, "largest event data + payload (bytes)", ge=1024)
+    zeroconf: bool = setting(False, "announce _wyoming._tcp by mDNS for Home Assistant (the discovery extra)")
+    zeroconf_name: str = setting("", "the announced name (empty: stt-appliance-<hostname>)")
+    zeroconf_address: str = setting("", "the address announced, on its interface (empty: the LAN address)")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +284,46 @@ def test_the_wyoming_load_benchmark_runs_and_reports_each_step(wyoming_server, t
     assert step["clients"] == 1 and step["requests"] >= 1 and step["errors"] == 0
     assert 0 < step["wait_p50_sec"] <= step["wait_p95_sec"]
     assert step["cpu_mean_pct"] is None  # --port: not this script's server, so no /proc figures
+
+
+def test_zeroconf_announces_the_port_for_home_assistant_and_withdraws_it_on_stop():
+    """What Home Assistant's zeroconf discovery sees, on loopback: a browser started before the
+    appliance sees it added (and resolves it to the Wyoming port), then removed by its goodbye."""
+    pytest.importorskip("zeroconf", reason="the discovery extra (zeroconf) is not installed")
+    from zeroconf import ServiceStateChange
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
+
+    port, name = free_port(), f"stt-test-{uuid.uuid4().hex[:8]}"
+    service = f"{name}._wyoming._tcp.local."
+    server = LocalAppliance("--wyoming-port", str(port), env={
+        "STT_WYOMING_HOST": "127.0.0.1", "STT_WYOMING_ZEROCONF": "true", "STT_WYOMING_ZEROCONF_NAME": name,
+        "STT_WYOMING_ZEROCONF_ADDRESS": "127.0.0.1"})
+
+    async def watch():
+        seen: list[ServiceStateChange] = []
+
+        def on_change(zeroconf, service_type, name, state_change):
+            if name == service:
+                seen.append(state_change)
+
+        async def wait_for(change: ServiceStateChange, timeout_sec: float = 30.0) -> None:
+            deadline = time.monotonic() + timeout_sec
+            while change not in seen:
+                assert time.monotonic() < deadline, f"no {change} for {service} in {timeout_sec:g} s: {seen}"
+                await asyncio.sleep(0.1)
+
+        zeroconf = AsyncZeroconf(interfaces=["127.0.0.1"])
+        browser = AsyncServiceBrowser(zeroconf.zeroconf, "_wyoming._tcp.local.", handlers=[on_change])
+        try:
+            await asyncio.to_thread(server.start)
+            await wait_for(ServiceStateChange.Added)
+            info = await zeroconf.async_get_service_info("_wyoming._tcp.local.", service, timeout=5000)
+            assert info is not None and (info.port, info.parsed_addresses()) == (port, ["127.0.0.1"])
+            assert await asyncio.to_thread(server.stop) == 0
+            await wait_for(ServiceStateChange.Removed)
+        finally:
+            await browser.async_cancel()
+            await zeroconf.async_close()
+            server.__exit__(None, None, None)
+
+    asyncio.run(watch())

@@ -11,8 +11,10 @@ IP as identity. Draining closes the port to new connections; open streams finish
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import ipaddress
 import logging
+import socket
 
 from wyoming.error import Error
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info
@@ -22,6 +24,7 @@ from appliance import __version__
 from appliance.config import WyomingConfig
 from appliance.security.http_access import IpNetwork, parse_networks
 from appliance.sessions import SessionService
+from appliance.transport.wyoming.discovery import Announcement, lan_address
 from appliance.transport.wyoming.handler import WyomingHandler, send_error_and_close
 
 log = logging.getLogger(__name__)
@@ -79,9 +82,33 @@ class WyomingServer:
         self._server = AsyncTcpServer("" if config.host == "*" else config.host, config.port)
         self._open = 0
         self._accepting = True
+        self._announcement: Announcement | None = None
 
     async def start(self) -> None:
         await self._server.start(self._handler)
+        if self._config.zeroconf:
+            await self._announce()
+
+    async def _announce(self) -> None:
+        """Announce the port by mDNS; a box that cannot (no zeroconf package, no usable address)
+        says why instead of running undiscoverable."""
+        if importlib.util.find_spec("zeroconf") is None:
+            raise ValueError("wyoming.zeroconf needs the zeroconf package: pip install 'stt-appliance[discovery]'")
+        config = self._config
+        try:
+            address = config.zeroconf_address or lan_address()
+        except OSError as err:
+            raise ValueError(f"no LAN address to announce ({err}); set wyoming.zeroconf_address") from None
+        name = config.zeroconf_name or f"stt-appliance-{socket.gethostname()}"
+        announcement = Announcement(name, address, config.port)
+        try:
+            await announcement.register()
+        except Exception as err:  # zeroconf's: NonUniqueNameException (the name is taken), interface errors
+            await announcement.unregister()
+            raise ValueError(f"zeroconf announcement of {name!r} at {address} failed: {type(err).__name__} {err}; "
+                             "set wyoming.zeroconf_name / wyoming.zeroconf_address") from None
+        self._announcement = announcement
+        log.info("Wyoming announced by zeroconf as %r at %s:%d", name, address, config.port)
 
     def _handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> AsyncEventHandler:
         address = writer.get_extra_info("peername") or ("unknown", 0)
@@ -109,9 +136,13 @@ class WyomingServer:
             return "ERR1007", f"wyoming.max_connections={self._config.max_connections} connections are open"
         return None
 
-    def stop_accepting(self) -> None:
-        """Draining: new connections are told ERR1015; open ones finish their transcription."""
+    async def stop_accepting(self) -> None:
+        """Draining: no longer announced, new connections are told ERR1015, open ones finish."""
         self._accepting = False
+        if self._announcement is not None:
+            await self._announcement.unregister()
 
     async def stop(self) -> None:
+        if self._announcement is not None:
+            await self._announcement.unregister()
         await self._server.stop()
