@@ -44,7 +44,10 @@ class HttpServer:
         self._server.task_dispatcher.shutdown(timeout=timeout_sec)
         if self._thread.is_alive():
             # Close the sockets on the loop's own thread (the map is not thread-safe); run() then returns.
-            self._server.trigger.pull_trigger(lambda: close_all(self._server._map))
+            try:
+                self._server.trigger.pull_trigger(lambda: close_all(self._server._map))
+            except OSError:
+                pass  # the trigger is already closed: the loop is closing its map and on its way out
             self._thread.join(timeout=timeout_sec)
-        else:
-            close_all(self._server._map)
+        if not self._thread.is_alive():
+            close_all(self._server._map)  # idempotent: whatever the loop did not close
