@@ -34,6 +34,9 @@ class StartupError(RuntimeError):
     """The appliance cannot start as configured (a port is taken, a bad HTTP access setting)."""
 
 
+WYOMING_CLOSE_GRACE_SEC = 2.0  # Wyoming clients send a chunk every 20-100 ms: enough to hear ERR1015
+
+
 def configure_logging(config: AppConfig) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if config.logging.file:
@@ -106,6 +109,8 @@ async def serve(config: AppConfig, *, ready_file: Path | None = None,
         if wyoming:
             await wyoming.stop_accepting()
         drained = await runtime.drain(float(config.server.decode_timeout_sec))
+        if wyoming:
+            await wyoming.wait_idle(WYOMING_CLOSE_GRACE_SEC)
         await server.stop(grace=1.0 if drained else 0)
         return 0
     finally:

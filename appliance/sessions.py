@@ -162,7 +162,7 @@ class SessionService:
         except ApplianceError as err:
             self._metrics.error(err.code, "create_session")
             raise
-        self._metrics.session_created()
+        self._metrics.session_created(request.protocol)
         return settings
 
     def _admit(self, request: SessionRequest, peer: str, metadata: dict[str, str] | None) -> SessionSettings:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -171,7 +174,7 @@ def test_describe_lists_the_loaded_model_and_its_languages(wyoming_server):
 
 
 def test_streamed_speech_is_transcribed_with_streaming_events_in_order(wyoming_server):
-    _, port = wyoming_server
+    server, port = wyoming_server
     audio, rate_hz = read_frames(JFK)
     events, waited = asyncio.run(transcribe(port, audio, rate_hz, language="en"))
     types = [e.type for e in events]
@@ -184,6 +187,11 @@ def test_streamed_speech_is_transcribed_with_streaming_events_in_order(wyoming_s
     assert TranscriptStart.from_event(events[0]).language == "en"
     # Decoded while the audio arrived: after audio-stop only the last utterance is left to finish.
     assert waited < 10, waited
+    # Counted as a Wyoming session, beside gRPC's, on /metrics.
+    with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=10) as response:
+        exposition = response.read().decode()
+    counted = re.search(r'^stt_sessions_by_protocol_total\{protocol="wyoming"\} (\S+)$', exposition, re.M)
+    assert counted and float(counted.group(1)) >= 1, exposition[:2000]
 
 
 @pytest.mark.parametrize("rate_hz, width, channels", [(48_000, 4, 2), (8_000, 1, 1), (22_050, 3, 2)])
@@ -327,3 +335,41 @@ def test_zeroconf_announces_the_port_for_home_assistant_and_withdraws_it_on_stop
             server.__exit__(None, None, None)
 
     asyncio.run(watch())
+
+
+def test_sigterm_mid_transcription_delivers_what_was_heard_then_err1015_and_exits_cleanly(request):
+    port = free_port()
+    server = LocalAppliance("--wyoming-port", str(port), env={"STT_WYOMING_HOST": "127.0.0.1"})
+    server.start()
+    request.addfinalizer(lambda: server.__exit__(None, None, None))
+    audio, rate_hz = read_frames(JFK)
+    pcm16 = encode(audio, 2, 1)
+
+    async def speak_until_drained() -> list[Event]:
+        client = AsyncTcpClient("127.0.0.1", port)
+        await client.connect()
+        events: list[Event] = []
+
+        async def read() -> None:
+            with contextlib.suppress(ConnectionError):
+                while (event := await client.read_event()) is not None:
+                    events.append(event)
+
+        reader = asyncio.create_task(read())
+        await client.write_event(AudioStart(rate=rate_hz, width=2, channels=1).event())
+        step = rate_hz // 10 * 2
+        with contextlib.suppress(ConnectionError):
+            for n, offset in enumerate(range(0, len(pcm16), step)):
+                if n == 60:  # 6 s in, mid-sentence: the operator stops the service
+                    server.process.send_signal(signal.SIGTERM)
+                await client.write_event(AudioChunk(rate=rate_hz, width=2, channels=1,
+                                                    audio=pcm16[offset:offset + step]).event())
+                await asyncio.sleep(0.1)
+        await asyncio.wait_for(reader, EVENT_TIMEOUT_SEC)
+        return events
+
+    events = asyncio.run(speak_until_drained())
+    heard = " ".join(TranscriptChunk.from_event(e).text for e in events if TranscriptChunk.is_type(e.type))
+    assert "my fellow americans" in heard.lower(), [e.type for e in events]  # the finals before the drain
+    assert error_of(events).code == "ERR1015"
+    assert server.process.wait(timeout=60) == 0

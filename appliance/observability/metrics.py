@@ -86,6 +86,9 @@ class ApplianceMetrics:
                                               "Partial decodes skipped under load", registry=r)
         self.results_total = Counter("stt_results_total", "Results sent to clients", ["kind"], registry=r)
         self.sessions_created_total = Counter("stt_sessions_created_total", "Sessions admitted", registry=r)
+        self.sessions_by_protocol_total = Counter("stt_sessions_by_protocol_total",
+                                                  "Sessions admitted, by the protocol that asked (grpc, wyoming)",
+                                                  ["protocol"], registry=r)
         self.errors_total = Counter("stt_errors_total", "Errors returned to clients, by stable code and where",
                                     ["code", "stage"], registry=r)
         self.http_requests_total = Counter("stt_http_requests_total", "HTTP requests by route and status class",
@@ -120,8 +123,9 @@ class ApplianceMetrics:
             self.final_latency_seconds.observe(latency_sec)
             self.recent_finals.add(latency_sec, rtf or 0.0)
 
-    def session_created(self) -> None:
+    def session_created(self, protocol: str = "grpc") -> None:
         self.sessions_created_total.inc()
+        self.sessions_by_protocol_total.labels(protocol).inc()
         self._sessions_created += 1
 
     def error(self, code: str, stage: str) -> None:

@@ -75,13 +75,15 @@ class PushStream:
 
     async def _put(self, item: AudioIn | None) -> None:
         assert self._task is not None, "start() first"
-        put = asyncio.ensure_future(self._chunks.put(item))
-        await asyncio.wait({put, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
-        if self._task.done():
-            self._task.result()  # the stream's own error, if it ended with one
-            if item is not None and (not put.done() or put.cancelled()):
-                # A stream in "continue" mode ends before its input only when the server drains it.
-                raise ApplianceError("ERR1015", "the server is draining: the stream ended before this audio",
-                                     retry_after_sec=5.0)
+        if not self._task.done():
+            put = asyncio.ensure_future(self._chunks.put(item))
+            await asyncio.wait({put, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            if not put.done():
+                put.cancel()
+            elif not self._task.done():
+                return  # queued for a stream that is still running
+        self._task.result()  # the stream's own error, if it ended with one
+        if item is not None:
+            # A stream in "continue" mode ends before its input only when the server drains it.
+            raise ApplianceError("ERR1015", "the server is draining: the stream ended before this audio",
+                                 retry_after_sec=5.0)

@@ -45,6 +45,7 @@ class SessionRequest:
     decode_profile: str = ""
     model_id: str = ""
     require_token: bool = False
+    protocol: str = "grpc"  # set by the transport, never by the client: the metrics' protocol label
 
 
 @dataclass(frozen=True)

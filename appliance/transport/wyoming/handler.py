@@ -187,7 +187,8 @@ class WyomingHandler(AsyncEventHandler):
             raise ApplianceError("ERR1010", "audio-start while a transcription is open; send audio-stop first")
         # "continue": one utterance's end does not end the stream; audio-stop does.
         request = SessionRequest(attributes={"api_key": self._api_key} if self._api_key else {}, vad_mode="continue",
-                                 language=self._request.language or "", model_id=self._request.name or "")
+                                 language=self._request.language or "", model_id=self._request.name or "",
+                                 protocol="wyoming")
         settings = self._service.create_session(request, peer=self._peer)
         self._stream = PushStream(self._service, settings, self._peer, self._on_result)
         self._stream.start()

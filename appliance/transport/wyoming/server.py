@@ -142,6 +142,13 @@ class WyomingServer:
         if self._announcement is not None:
             await self._announcement.unregister()
 
+    async def wait_idle(self, timeout_sec: float) -> None:
+        """After the drain: give connections whose stream it ended a moment to hear ERR1015 at their
+        next chunk and close, rather than cutting them off mid-send."""
+        deadline = asyncio.get_running_loop().time() + timeout_sec
+        while self._open and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
     async def stop(self) -> None:
         if self._announcement is not None:
             await self._announcement.unregister()
