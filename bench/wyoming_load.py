@@ -3,13 +3,14 @@
     python bench/wyoming_load.py                          # starts the appliance; 1,2,4,8,16 clients, 30 s each
     python bench/wyoming_load.py --counts 1,4,16 --duration 60 --json wyoming.json
     python bench/wyoming_load.py --port 10300             # an appliance already serving Wyoming there
+    python bench/wyoming_load.py --port 10400 --pid 1234  # any Wyoming ASR server (e.g. wyoming-faster-whisper)
 
 Each client does what Home Assistant's Wyoming STT provider does for one voice command, again and
 again for --duration seconds: transcribe → audio-start → 100 ms audio-chunks at speaking pace →
 audio-stop → waits for `transcript`. The figure that matters to a person is the wait after
 audio-stop (p50/p95 over every request at that count); a wrong or missing transcript counts as an
 error. The audio is the shipped speech set (hwtests/speech). Server CPU and RSS come from /proc of
-the appliance's pid (only when this script started it). Prints one row per count.
+the server's pid (the appliance this script started, or --pid). Prints one row per count.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counts", default="1,2,4,8,16", help="concurrent clients per step")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds each step keeps starting requests")
     parser.add_argument("--port", type=int, help="an appliance already serving Wyoming on 127.0.0.1:PORT")
+    parser.add_argument("--pid", type=int, help="with --port: the server's pid, for its CPU and RSS")
     parser.add_argument("--json", type=Path, help="write the steps here")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",")]
@@ -141,11 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         appliance.start()
     else:
         port = args.port
+    pid = appliance.pid if appliance else args.pid
     steps = []
     try:
         print("clients  requests  errors  wait p50 s  wait p95 s  wait max s  server CPU %  RSS peak MB")
         for count in counts:
-            sampler = ProcSampler(appliance.pid).start() if appliance else None
+            sampler = ProcSampler(pid).start() if pid else None
             waits, errors = asyncio.run(run_step(port, count, args.duration, clips))
             stats = sampler.stop() if sampler else None
             step = Step(count, len(waits) + errors, errors, percentile(waits, 0.5), percentile(waits, 0.95),
