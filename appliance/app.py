@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from appliance.config import AppConfig
+from appliance.file_transcriber import FileTranscriber
 from appliance.lifecycle import Lifecycle
 from appliance.observability import log_guard
 from appliance.observability.sdnotify import SystemdHealthPublisher, SystemdNotifier
@@ -25,7 +26,8 @@ from appliance.runtime import Runtime
 from appliance.security.http_access import HttpAccess, HttpAccessSettings
 from appliance.transport.grpc.server import GrpcHealthPublisher, create_grpc_server, listen_address
 from appliance.transport.http.app import create_app
-from appliance.transport.http.server import HttpServer
+from appliance.transport.http.openai import openai_routes
+from appliance.transport.http.server import HTTP_THREADS, MAX_SPOOLED_BODY_BYTES, HttpServer
 from appliance.transport.wyoming.server import WyomingServer
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ async def serve(config: AppConfig, *, ready_file: Path | None = None,
             pass
     runtime = Runtime(config, hardware_report=hardware_report)
     resolved = runtime.resolve_model()
-    http = _http_server(config, runtime)
+    http = _http_server(config, runtime, loop)
     grpc_health = GrpcHealthPublisher()
     try:
         server, port = create_grpc_server(config, runtime.sessions, grpc_health)
@@ -136,15 +138,26 @@ async def _wyoming_server(config: AppConfig, runtime: Runtime) -> WyomingServer 
     return wyoming
 
 
-def _http_server(config: AppConfig, runtime: Runtime) -> HttpServer:
+def _http_server(config: AppConfig, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> HttpServer:
     """Bind the HTTP plane (before the model loads, so /health answers 503 "starting")."""
     try:
         access = HttpAccess(HttpAccessSettings.from_config(config.server))
     except ValueError as err:
         raise StartupError(f"HTTP access settings: {err}") from None
+    threads, max_body_bytes, add_routes = HTTP_THREADS, MAX_SPOOLED_BODY_BYTES, None
+    openai = config.openai
+    if openai.enabled:
+        transcriber = FileTranscriber(runtime.sessions, loop, max_concurrent=openai.max_concurrent_requests,
+                                      timeout_sec=openai.request_timeout_sec,
+                                      max_audio_sec=config.server.max_audio_seconds_per_session)
+        add_routes = openai_routes(transcriber, runtime.admin, max_body_bytes=openai.max_upload_bytes,
+                                   signed_tokens=config.auth.create_session_auth_profile == "signed_token")
+        # Uploads get threads of their own: /health and the page keep HTTP_THREADS however many run.
+        threads += openai.max_concurrent_requests
+        max_body_bytes = max(max_body_bytes, openai.max_upload_bytes + 1)  # waitress refuses >= its limit
     try:
-        return HttpServer(create_app(runtime.status, runtime.admin, access), config.server.http_host,
-                          config.server.metrics_port)
+        return HttpServer(create_app(runtime.status, runtime.admin, access, add_routes), config.server.http_host,
+                          config.server.metrics_port, threads=threads, max_body_bytes=max_body_bytes)
     except OSError as err:
         raise StartupError(f"cannot bind HTTP to {config.server.http_host}:{config.server.metrics_port}: "
                            f"{err.strerror or err}") from None

@@ -40,6 +40,7 @@ from appliance.config_schema import (
     MetricsConfig,
     ModelConfig,
     ModelLoadProfile,
+    OpenAIConfig,
     SafetyConfig,
     ServerConfig,
     StorageConfig,
@@ -67,12 +68,42 @@ from appliance.fields import FieldSpec, field_specs, show
 # This is the config's public home: the schema and the layers live in config_schema, config_sources
 # and config_cli, and their public names are re-exported here.
 __all__ = [
-    "AUTH_PROFILES", "BACKENDS", "COMPUTE_TYPES", "DEPRECATED_KEYS", "DEVICES", "ENCODE_WINDOWS", "ENV_ALIASES",
-    "LOG_LEVELS", "PORT", "RATIO", "SECTIONS", "TASKS", "AppConfig", "AuthConfig", "ConfigError", "DecodeConfig",
+    "AUTH_PROFILES",
+    "BACKENDS",
+    "COMPUTE_TYPES",
+    "DEPRECATED_KEYS",
+    "DEVICES",
+    "ENCODE_WINDOWS",
+    "ENV_ALIASES",
+    "LOG_LEVELS",
+    "PORT",
+    "RATIO",
+    "SECTIONS",
+    "TASKS",
+    "AppConfig",
+    "AuthConfig",
+    "ConfigError",
+    "DecodeConfig",
     "DecodeOptions",
-    "FieldSpec", "HealthConfig", "LoggingConfig", "MetricsConfig", "ModelConfig", "ModelLoadProfile",
-    "SafetyConfig", "ServerConfig", "StorageConfig", "TlsConfig", "VadConfig", "WyomingConfig", "add_serve_arguments",
-    "default_config_paths", "env_var_name", "load_config", "load_config_from_args", "overrides_from_args",
+    "FieldSpec",
+    "HealthConfig",
+    "LoggingConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "ModelLoadProfile",
+    "OpenAIConfig",
+    "SafetyConfig",
+    "ServerConfig",
+    "StorageConfig",
+    "TlsConfig",
+    "VadConfig",
+    "WyomingConfig",
+    "add_serve_arguments",
+    "default_config_paths",
+    "env_var_name",
+    "load_config",
+    "load_config_from_args",
+    "overrides_from_args",
     "section_fields",
 ]
 
@@ -93,6 +124,7 @@ class AppConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     wyoming: WyomingConfig = field(default_factory=WyomingConfig)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     model_load_profiles: dict[str, ModelLoadProfile] = field(default_factory=_default_load_profiles)
     decode_profiles: dict[str, DecodeOptions] = field(default_factory=_default_decode_profiles)
 

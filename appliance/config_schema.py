@@ -185,6 +185,18 @@ class WyomingConfig:
 
 
 @dataclass(frozen=True)
+class OpenAIConfig:
+    """The OpenAI-compatible transcription API on the HTTP plane (/v1/audio/*, /v1/models)."""
+
+    enabled: bool = setting(True, "serve /v1/audio/transcriptions, /v1/audio/translations and /v1/models")
+    max_upload_bytes: int = setting(26214400, "largest request body of an upload (bytes; OpenAI's own is 25 MiB)",
+                                    ge=65536, le=1073741824)
+    max_concurrent_requests: int = setting(2, "uploads transcribed at once; more get ERR1007 with Retry-After",
+                                           ge=1, le=64)
+    request_timeout_sec: float = setting(300.0, "longest an upload may take to transcribe (ERR1012 past it)", gt=0)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = setting("tiny.en", "Whisper model name or path", nonempty=True)
     backend: str = setting("faster_whisper", "decode backend", choices=BACKENDS)
@@ -234,6 +246,7 @@ SECTIONS: dict[str, type] = {
     "server": ServerConfig, "vad": VadConfig, "safety": SafetyConfig, "logging": LoggingConfig,
     "tls": TlsConfig, "metrics": MetricsConfig, "auth": AuthConfig, "storage": StorageConfig,
     "health": HealthConfig, "model": ModelConfig, "decode": DecodeConfig, "wyoming": WyomingConfig,
+    "openai": OpenAIConfig,
 }
 PROFILE_SECTIONS = ("model_load_profiles", "decode_profiles")
 ALL_SECTIONS = (*SECTIONS, *PROFILE_SECTIONS)

@@ -3,6 +3,7 @@ running appliance against it (every response's status, content type and body mus
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import falcon.inspect
@@ -13,9 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from appliance.config import load_config
+from appliance.file_transcriber import FileTranscriber
 from appliance.runtime import Runtime
 from appliance.security.http_access import HttpAccess, HttpAccessSettings
 from appliance.transport.http.app import create_app
+from appliance.transport.http.openai import openai_routes
 from appliance.transport.http.openapi import openapi_document
 from clients.local_server import LocalAppliance
 
@@ -26,13 +29,17 @@ TOKEN = "fuzz-token"  # both the observability and the admin token, so one heade
 def test_openapi_names_exactly_the_routes_and_methods_of_the_app():
     config = load_config(env={})
     runtime = Runtime(config)
+    loop = asyncio.new_event_loop()
     try:
         access = HttpAccess(HttpAccessSettings.from_config(config.server, environ={}))
-        app = create_app(runtime.status, runtime.admin, access)
+        transcriber = FileTranscriber(runtime.sessions, loop, max_concurrent=1, timeout_sec=1)
+        app = create_app(runtime.status, runtime.admin, access,
+                         openai_routes(transcriber, runtime.admin, signed_tokens=False, max_body_bytes=1024))
         served = {(route.path, method.method.lower())
                   for route in falcon.inspect.inspect_routes(app)
                   for method in route.methods if not method.internal}
     finally:
+        loop.close()
         runtime.close()
     documented = {(path, method) for path, item in openapi_document()["paths"].items() for method in item}
     assert served == documented

@@ -87,7 +87,7 @@ class ApplianceMetrics:
         self.results_total = Counter("stt_results_total", "Results sent to clients", ["kind"], registry=r)
         self.sessions_created_total = Counter("stt_sessions_created_total", "Sessions admitted", registry=r)
         self.sessions_by_protocol_total = Counter("stt_sessions_by_protocol_total",
-                                                  "Sessions admitted, by the protocol that asked (grpc, wyoming)",
+                                                  "Sessions admitted, by protocol (grpc, wyoming, openai)",
                                                   ["protocol"], registry=r)
         self.errors_total = Counter("stt_errors_total", "Errors returned to clients, by stable code and where",
                                     ["code", "stage"], registry=r)

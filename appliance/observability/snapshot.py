@@ -64,6 +64,7 @@ class StreamLevels:
     """One active stream, keyed by a hash of its session id: visible load, no usable ids, no text."""
 
     stream: str
+    protocol: str  # grpc, wyoming or openai
     model_id: str
     partials: bool
     upload_mode: str

@@ -24,7 +24,7 @@ from appliance.errors import ApplianceError
 from appliance.security.auth import Authenticator
 from appliance.security.limiter import KeyedRateLimiter
 
-__all__ = ["Admission", "AudioRateLimiter", "Ticket", "peer_ip", "upload_mode_of"]
+__all__ = ["Admission", "AudioRateLimiter", "Ticket", "grpc_style_peer", "peer_ip", "upload_mode_of"]
 
 UPLOAD_MODE_ATTR = "upload_mode"
 DEFAULT_CAPACITY_RETRY_AFTER_SEC = 1.0
@@ -54,6 +54,14 @@ def peer_ip(grpc_peer: str) -> str:
         return host or "unknown"
     mapped = getattr(addr, "ipv4_mapped", None)
     return str(mapped or addr)
+
+
+def grpc_style_peer(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, port: int = 0) -> str:
+    """"ipv4:1.2.3.4:5678" / "ipv6:[::1]:5678": how a transport other than gRPC names its client, so
+    that `peer_ip` (and every per-IP cap) reads it the same way."""
+    if ip is None:
+        return "unknown"
+    return f"ipv6:[{ip}]:{port}" if ip.version == 6 else f"ipv4:{ip}:{port}"
 
 
 def upload_mode_of(attributes: Mapping[str, str]) -> str:

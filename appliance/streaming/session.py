@@ -67,6 +67,7 @@ class SessionSettings:
     token: str  # the session ticket (appliance.security.tickets), set once the session is admitted
     attributes: dict[str, str]
     require_token: bool = False  # every chunk carries the ticket, not only the first
+    protocol: str = "grpc"  # the transport that opened it (SessionRequest.protocol)
 
     @property
     def decode_overridden(self) -> bool:
@@ -224,6 +225,7 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
         token="",
         attributes=attributes,
         require_token=request.require_token,
+        protocol=request.protocol,
     )
     _check_model_fit(settings, defaults.model_traits(model_id))
     return settings

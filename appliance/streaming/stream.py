@@ -73,7 +73,7 @@ class Stream:
         """Where this stream is, under `key` (not its session id: /metrics.json shows no usable ids)."""
         s = self._settings
         return StreamLevels(
-            stream=key, model_id=s.model_id, partials=s.partials, upload_mode=s.upload_mode,
+            stream=key, protocol=s.protocol, model_id=s.model_id, partials=s.partials, upload_mode=s.upload_mode,
             audio_sec=round(self._gate.audio_sec_received, 2), utterances=self._segmenter.utterance_index,
             buffered_bytes=self._accounted_bytes, pending_decodes=self._transcriber.pending,
             age_sec=round(time.monotonic() - self._started_at, 2))

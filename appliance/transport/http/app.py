@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import falcon
+import falcon.media
 
 from appliance.errors import ApplianceError
 from appliance.model_admin import ModelAdmin
@@ -20,8 +22,10 @@ log = logging.getLogger(__name__)
 # Falcon's own HTTP errors (routing, media parsing) mapped onto the stable codes.
 _CODE_FOR_STATUS = {400: "ERR1010", 401: "ERR1004", 403: "ERR1005", 404: "ERR1018", 405: "ERR1018",
                     413: "ERR1010", 415: "ERR1010", 429: "ERR1006"}
-# Admin JSON is a few hundred bytes; nothing the plane accepts comes near this.
+# Admin JSON is a few hundred bytes; only a route that says otherwise (an upload) takes more.
 MAX_BODY_BYTES = 64 * 1024
+MAX_FORM_PARTS = 16
+MAX_FORM_FIELD_BYTES = 64 * 1024  # one text field of a multipart form; a file part is bounded by the body
 # The page may load only what the appliance itself serves (it is offline: no CDN).
 _CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
 
@@ -36,9 +40,12 @@ class AccessMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.client_ip = self._access.client_ip(req.remote_addr, req.get_header("X-Forwarded-For"))
         self._access.admit(req.context.client_ip)
-        if (req.content_length or 0) > MAX_BODY_BYTES:  # refused before a byte of it is read
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params) -> None:
+        limit = getattr(resource, "max_body_bytes", MAX_BODY_BYTES)
+        if (req.content_length or 0) > limit:  # refused before the app reads a byte of it
             raise falcon.HTTPContentTooLarge(
-                description=f"request body of {req.content_length} bytes; the limit is {MAX_BODY_BYTES} bytes")
+                description=f"request body of {req.content_length} bytes; the limit on this route is {limit} bytes")
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
         route = req.uri_template or "unmatched"  # bounded label set: templates, not raw paths
@@ -49,9 +56,18 @@ class AccessMiddleware:
             resp.set_header("Content-Security-Policy", _CSP)
 
 
+def _error_body(req: falcon.Request, code: str, message: str, status: int) -> dict:
+    """{code, message}; on the OpenAI routes also OpenAI's error object, which its clients read."""
+    body: dict = {"code": code, "message": message}
+    if req.path.startswith("/v1/"):
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        body["error"] = {"message": f"{code}: {message}", "type": kind, "code": code, "param": None}
+    return body
+
+
 def _appliance_error(req: falcon.Request, resp: falcon.Response, err: ApplianceError, params) -> None:
     resp.status = falcon.code_to_http_status(err.http_status)
-    resp.media = {"code": err.code, "message": err.message}
+    resp.media = _error_body(req, err.code, err.message, err.http_status)
     if err.retry_after_sec is not None:
         resp.set_header("Retry-After", str(max(1, math.ceil(err.retry_after_sec))))
     if err.code == "ERR1004":
@@ -61,7 +77,7 @@ def _appliance_error(req: falcon.Request, resp: falcon.Response, err: ApplianceE
 def _unexpected_error(req: falcon.Request, resp: falcon.Response, err: Exception, params) -> None:
     log.exception("HTTP %s %s failed", req.method, req.path)
     resp.status = falcon.HTTP_500
-    resp.media = {"code": "ERR1016", "message": f"internal error: {type(err).__name__}"}
+    resp.media = _error_body(req, "ERR1016", f"internal error: {type(err).__name__}", 500)
 
 
 def _serialize_http_error(req: falcon.Request, resp: falcon.Response, err: falcon.HTTPError) -> None:
@@ -71,11 +87,17 @@ def _serialize_http_error(req: falcon.Request, resp: falcon.Response, err: falco
         message = f"{req.method} {req.path}: " + ("no such route (see /openapi.json)" if err.status_code == 404
                                                     else "method not allowed on this route")
     resp.content_type = falcon.MEDIA_JSON
-    resp.media = {"code": code, "message": message}
+    resp.media = _error_body(req, code, message, err.status_code)
 
 
-def create_app(status: StatusView, admin: ModelAdmin, access: HttpAccess) -> falcon.App:
+def create_app(status: StatusView, admin: ModelAdmin, access: HttpAccess,
+               add_routes: Callable[[falcon.App], None] | None = None) -> falcon.App:
+    """The plane; `add_routes` mounts a front door that lives elsewhere (the OpenAI-compatible API)."""
     app = falcon.App(middleware=[AccessMiddleware(access, status.metrics)])
+    multipart = app.req_options.media_handlers[falcon.MEDIA_MULTIPART]
+    assert isinstance(multipart, falcon.media.MultipartFormHandler)
+    multipart.parse_options.max_body_part_count = MAX_FORM_PARTS
+    multipart.parse_options.max_body_part_buffer_size = MAX_FORM_FIELD_BYTES
     app.add_error_handler(Exception, _unexpected_error)
     app.add_error_handler(ApplianceError, _appliance_error)
     app.set_error_serializer(_serialize_http_error)
@@ -89,4 +111,6 @@ def create_app(status: StatusView, admin: ModelAdmin, access: HttpAccess) -> fal
     app.add_route("/admin/models", resources.AdminModels(admin, access))
     app.add_route("/admin/load_model", resources.AdminLoadModel(admin, access))
     app.add_route("/admin/unload_model", resources.AdminUnloadModel(admin, access))
+    if add_routes is not None:
+        add_routes(app)
     return app

@@ -34,7 +34,13 @@ _NUMBER_OR_NULL = {"type": "number", "nullable": True}
 SCHEMAS = {
     "Error": {
         "type": "object", "required": ["code", "message"],
-        "properties": {"code": {"type": "string", "pattern": "^ERR[0-9]{4}$"}, "message": {"type": "string"}},
+        "properties": {
+            "code": {"type": "string", "pattern": "^ERR[0-9]{4}$"}, "message": {"type": "string"},
+            "error": {"type": "object", "description": "On /v1 routes only: the same refusal in OpenAI's error shape",
+                      "required": ["message", "type", "code"],
+                      "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                                     "code": {"type": "string"}, "param": {"type": "string", "nullable": True}}},
+        },
     },
     "Health": {
         "type": "object", "required": ["status"],
@@ -126,7 +132,90 @@ SCHEMAS = {
         "type": "object", "required": ["status", "model_id"],
         "properties": {"status": {"type": "string", "enum": ["unloaded", "draining"]}, "model_id": {"type": "string"}},
     },
+    "TranscriptionRequest": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary",
+                     "description": "WAV, FLAC, OGG (Vorbis/Opus) or MP3, recognised from its bytes"},
+            "model": {"type": "string", "maxLength": 64,
+                      "description": "a loaded model_id (GET /v1/models); whisper-1 or empty = the default model"},
+            "language": {"type": "string", "maxLength": 16, "description": "ISO 639-1 code; empty = detect"},
+            "prompt": {"type": "string", "maxLength": 1024, "description": "text the decode continues from"},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+            "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"],
+                                "default": "json"},
+            "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment"]},
+                                          "description": "segment (word timings are not available yet)"},
+        },
+    },
+    "TranslationRequest": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "as for transcriptions"},
+            "model": {"type": "string", "maxLength": 64, "description": "a loaded multilingual model_id"},
+            "prompt": {"type": "string", "maxLength": 1024, "description": "English text the decode continues from"},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+            "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"],
+                                "default": "json"},
+        },
+    },
+    "Transcription": {
+        "type": "object", "required": ["text"],
+        "description": "json: text and usage; verbose_json adds task, language (its name), duration and segments",
+        "properties": {
+            "text": {"type": "string"},
+            "usage": {"type": "object", "properties": {"type": {"type": "string", "enum": ["duration"]},
+                                                       "seconds": {"type": "integer"}}},
+            "task": {"type": "string", "enum": ["transcribe", "translate"]},
+            "language": {"type": "string"},
+            "duration": {"type": "number"},
+            "segments": {"type": "array", "items": {
+                "type": "object", "required": ["id", "start", "end", "text"],
+                "properties": {"id": {"type": "integer"}, "start": {"type": "number"}, "end": {"type": "number"},
+                               "text": {"type": "string"}}}},
+        },
+    },
+    "OpenAIModel": {
+        "type": "object", "required": ["id", "object", "created", "owned_by"],
+        "properties": {"id": {"type": "string"}, "object": {"type": "string", "enum": ["model"]},
+                       "created": {"type": "integer"}, "owned_by": {"type": "string"}},
+    },
+    "OpenAIModelList": {
+        "type": "object", "required": ["object", "data"],
+        "properties": {"object": {"type": "string", "enum": ["list"]},
+                       "data": {"type": "array", "items": _ref("OpenAIModel")}},
+    },
 }
+
+_TRANSCRIPT_TYPES = {
+    "application/json": {"schema": _ref("Transcription")},
+    "text/plain": {"schema": {"type": "string"}},
+    "application/x-subrip": {"schema": {"type": "string"}},
+    "text/vtt": {"schema": {"type": "string"}},
+}
+
+
+def _upload(summary: str, request: str) -> dict:
+    return {"post": {
+        "summary": summary, "tags": ["openai"], "security": [{"apiKey": []}, {}],
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _ref(request)}}},
+        "responses": {
+            "200": {"description": "the transcript in response_format", "content": _TRANSCRIPT_TYPES},
+            "400": _error("ERR1003: not decodable audio, another container, or no file part; "
+                          "ERR1010: unknown field, bad value, or a language/task the model lacks"),
+            "401": _error("ERR1004: the bearer api key is missing, unknown, or the server needs signed tokens"),
+            "404": _error("ERR1011: model is not loaded"),
+            "413": _error("ERR1010: the body is over openai.max_upload_bytes"),
+            "415": _error("ERR1010: the body is not multipart/form-data"),
+            "429": _error("ERR1006: HTTP, session or audio byte-rate limit; ERR1013: the upload is over the "
+                          "audio caps"),
+            "503": _error("ERR1007: uploads or sessions at capacity (Retry-After); ERR1014: memory budget; "
+                          "ERR1015: draining"),
+            "504": _error("ERR1012: the upload took longer than openai.request_timeout_sec"),
+            "500": _error("ERR1016: the decode failed"),
+            **{k: v for k, v in _REFUSALS.items() if k != "429"},
+        },
+    }}
 
 
 def _get(summary: str, responses: dict, *, tag: str, security: str | None = None) -> dict:
@@ -152,7 +241,8 @@ def openapi_document() -> dict:
         "openapi": "3.0.3",
         "info": {"title": "stt-appliance HTTP plane", "version": __version__,
                  "description": "Health, metrics, system information, model administration and the status page "
-                                "of the speech-to-text appliance. Errors are always {code, message}."},
+                                "of the speech-to-text appliance, and the OpenAI-compatible transcription API "
+                                "(/v1). Errors are always {code, message}."},
         "paths": {
             "/health": _get("Health from the lifecycle and recent decode outcomes", {
                 "200": _json(_ref("Health"), "serving and healthy"),
@@ -189,6 +279,17 @@ def openapi_document() -> dict:
                 "202": _json(_ref("UnloadModelResponse"), "draining: unloads when its last stream ends"),
                 "404": _error("ERR1011: no such model loaded"),
                 "409": _error("ERR1017: in use (without drain), the default model, or already draining")}),
+            "/v1/audio/transcriptions": _upload("Transcribe an audio file (OpenAI-compatible)", "TranscriptionRequest"),
+            "/v1/audio/translations": _upload("Translate an audio file into English text (multilingual models)",
+                                              "TranslationRequest"),
+            "/v1/models": _get("Loaded models in OpenAI's list shape", {
+                "200": _json(_ref("OpenAIModelList"), "models"), **_REFUSALS}, tag="openai"),
+            "/v1/models/{model_id}": {"get": {
+                "summary": "One loaded model", "tags": ["openai"],
+                "parameters": [{"name": "model_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "maxLength": 64}}],
+                "responses": {"200": _json(_ref("OpenAIModel"), "the model"),
+                              "404": _error("ERR1011: no such model loaded"), **_REFUSALS}}},
         },
         "components": {
             "schemas": SCHEMAS,
@@ -196,6 +297,8 @@ def openapi_document() -> dict:
                 "observabilityToken": {"type": "http", "scheme": "bearer",
                                        "description": "STT_OBSERVABILITY_TOKEN (only when it is set)"},
                 "adminToken": {"type": "http", "scheme": "bearer", "description": "STT_ADMIN_TOKEN"},
+                "apiKey": {"type": "http", "scheme": "bearer",
+                           "description": "a session api_key, checked as on gRPC CreateSession (auth section)"},
             },
         },
     }

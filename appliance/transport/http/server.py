@@ -17,10 +17,13 @@ MAX_SPOOLED_BODY_BYTES = 1024 * 1024
 
 
 class HttpServer:
-    def __init__(self, app, host: str, port: int, *, threads: int = HTTP_THREADS):
-        # Binds now, so a taken port fails startup before the model loads.
+    def __init__(self, app, host: str, port: int, *, threads: int = HTTP_THREADS,
+                 max_body_bytes: int = MAX_SPOOLED_BODY_BYTES):
+        # Binds now, so a taken port fails startup before the model loads. A body declared larger
+        # than max_body_bytes is refused by waitress itself (413) before any of it is read; bodies
+        # above 512 KiB are spooled to a temporary file, not held in memory.
         self._server = create_server(app, host=host, port=port, threads=threads, ident="stt-appliance",
-                                     max_request_body_size=MAX_SPOOLED_BODY_BYTES,
+                                     max_request_body_size=max_body_bytes,
                                      clear_untrusted_proxy_headers=False)  # X-Forwarded-For: HttpAccess decides
         self.host = host
         self.port = int(self._server.effective_port)

@@ -22,6 +22,7 @@ from wyoming.server import AsyncEventHandler, AsyncTcpServer
 
 from appliance import __version__
 from appliance.config import WyomingConfig
+from appliance.security.admission import grpc_style_peer
 from appliance.security.http_access import IpNetwork, parse_networks
 from appliance.sessions import SessionService
 from appliance.transport.wyoming.discovery import Announcement, lan_address
@@ -50,13 +51,6 @@ def client_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
         return None
     mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
     return mapped or ip
-
-
-def grpc_style_peer(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, port: int) -> str:
-    """"ipv4:1.2.3.4:5678" / "ipv6:[::1]:5678", the form admission reads a client IP from."""
-    if ip is None:
-        return "unknown"
-    return f"ipv6:[{ip}]:{port}" if ip.version == 6 else f"ipv4:{ip}:{port}"
 
 
 class _Refused(AsyncEventHandler):

@@ -96,7 +96,7 @@ function render(health, metrics, system) {
   $("uptime").textContent = `${Math.round(metrics.uptime_sec)} s`;
   drawLatencyChart(recent.points);
   setRows($("streams").tBodies[0], metrics.streams.map((st) =>
-    [st.stream, st.model_id, st.audio_sec.toFixed(1), st.utterances, st.pending_decodes, Math.round(st.age_sec)]));
+    [st.stream, st.protocol, st.model_id, st.audio_sec.toFixed(1), st.utterances, st.pending_decodes, Math.round(st.age_sec)]));
   setRows($("models").tBodies[0], metrics.models.map((m) =>
     [m.model_id + (m.default ? " (default)" : ""), m.backend, m.device, m.compute_type, m.pool_size, m.active_sessions, m.state]));
   const hw = system.hardware || {};

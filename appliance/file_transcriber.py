@@ -1,0 +1,115 @@
+"""Whole-file transcription for request/response transports (the OpenAI-compatible HTTP API).
+
+An upload is a stream like any other: it is admitted by `SessionService.create_session` (auth,
+rate, caps, memory), tagged `upload_mode=batch` (the batch byte-rate budget and upload cap), and
+its audio goes through `PushStream` into the same pipeline and scheduler as a gRPC or Wyoming
+stream, so it competes fairly for decodes and shows up in the metrics and on the status page.
+
+The HTTP plane runs on waitress's worker threads, the pipeline on the appliance's event loop:
+`FileTranscriber.transcribe` is called on a worker thread, decodes the file there and hands each
+step to the loop with `run_coroutine_threadsafe`. A bounded number of uploads run at once; past it
+a request is refused at once (ERR1007, Retry-After) rather than queued, so uploads can never hold
+every worker thread and starve /health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from appliance.audio import MODEL_SAMPLE_RATE_HZ
+from appliance.errors import ApplianceError
+from appliance.sessions import SessionService
+from appliance.streaming.push import PushStream
+from appliance.streaming.session import SessionRequest
+from appliance.streaming.types import RecognitionResult
+from appliance.uploads import DecodedUpload
+
+T = TypeVar("T")
+BUSY_RETRY_AFTER_SEC = 2.0
+CANCEL_WAIT_SEC = 5.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    start_sec: float
+    end_sec: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcription:
+    segments: list[Segment]
+    language: str  # code ("en"); "" when the model reported none
+    duration_sec: float  # audio decoded from the upload
+    task: str  # transcribe or translate
+    model_id: str
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments)
+
+
+class FileTranscriber:
+    def __init__(self, service: SessionService, loop: asyncio.AbstractEventLoop, *, max_concurrent: int,
+                 timeout_sec: float, max_audio_sec: float | None = None):
+        self._service = service
+        self._loop = loop
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self.max_concurrent = max_concurrent
+        self._timeout_sec = timeout_sec
+        self._max_audio_sec = max_audio_sec or None
+
+    def transcribe(self, data: bytes, request: SessionRequest, peer: str) -> Transcription:
+        """Blocking, on a worker thread: the file's finals as segments; every refusal is coded."""
+        if not self._slots.acquire(blocking=False):
+            raise ApplianceError("ERR1007", f"{self.max_concurrent} uploads are being transcribed "
+                                 "(openai.max_concurrent_requests); retry shortly",
+                                 retry_after_sec=BUSY_RETRY_AFTER_SEC)
+        try:
+            upload = DecodedUpload(data, max_duration_sec=self._max_audio_sec)
+            return self._run(upload, request, peer, time.monotonic() + self._timeout_sec)
+        finally:
+            self._slots.release()
+
+    def _run(self, upload: DecodedUpload, request: SessionRequest, peer: str, deadline: float) -> Transcription:
+        stream, settings = self._call(self._open(request, peer), deadline)
+        try:
+            for pcm16 in upload.blocks():
+                self._call(stream.send(pcm16, MODEL_SAMPLE_RATE_HZ), deadline)
+            finals = self._call(stream.finish(), deadline)
+        except BaseException:
+            # The client's request failed or timed out: free the session, its slots and caps now.
+            asyncio.run_coroutine_threadsafe(stream.cancel(), self._loop).result(CANCEL_WAIT_SEC)
+            raise
+        return _transcription(finals, upload.decoded_sec, settings.task, settings.model_id)
+
+    async def _open(self, request: SessionRequest, peer: str):
+        settings = self._service.create_session(request, peer=peer)
+        stream = PushStream(self._service, settings, peer, _ignore)
+        stream.start()
+        return stream, settings
+
+    def _call(self, step: Coroutine[Any, Any, T], deadline: float) -> T:
+        future = asyncio.run_coroutine_threadsafe(step, self._loop)
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            future.cancel()
+            raise ApplianceError("ERR1012", f"the upload took longer than {self._timeout_sec:g} s to transcribe "
+                                 "(openai.request_timeout_sec)") from None
+
+
+async def _ignore(result: RecognitionResult) -> None:
+    """Uploads answer once, with every final; nothing is sent while they decode."""
+
+
+def _transcription(finals: list[RecognitionResult], duration_sec: float, task: str, model_id: str) -> Transcription:
+    segments = [Segment(r.start_sec, r.end_sec, r.text.strip()) for r in finals if r.text.strip()]
+    language = next((r.language for r in finals if r.language), "")
+    return Transcription(segments, language, round(duration_sec, 3), task, model_id)
