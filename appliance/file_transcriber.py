@@ -6,10 +6,10 @@ its audio goes through `PushStream` into the same pipeline and scheduler as a gR
 stream, so it competes fairly for decodes and shows up in the metrics and on the status page.
 
 The HTTP plane runs on waitress's worker threads, the pipeline on the appliance's event loop:
-`FileTranscriber.transcribe` is called on a worker thread, decodes the file there and hands each
-step to the loop with `run_coroutine_threadsafe`. A bounded number of uploads run at once; past it
-a request is refused at once (ERR1007, Retry-After) rather than queued, so uploads can never hold
-every worker thread and starve /health.
+`FileTranscriber.transcribe` is called on a worker thread, has the file decoded by a child process
+(appliance.decoder_sandbox) and hands each block to the loop with `run_coroutine_threadsafe`. A
+bounded number of uploads run at once; past it a request is refused at once (ERR1007, Retry-After)
+rather than queued, so uploads can never hold every worker thread and starve /health.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from appliance.audio import MODEL_SAMPLE_RATE_HZ
+from appliance.decoder_sandbox import SandboxedUpload
 from appliance.errors import ApplianceError
 from appliance.sessions import SessionService
 from appliance.streaming.push import PushStream
 from appliance.streaming.session import SessionRequest
 from appliance.streaming.types import RecognitionResult
-from appliance.uploads import DecodedUpload
 
 T = TypeVar("T")
 BUSY_RETRY_AFTER_SEC = 2.0
@@ -72,12 +72,15 @@ class FileTranscriber:
                                  "(openai.max_concurrent_requests); retry shortly",
                                  retry_after_sec=BUSY_RETRY_AFTER_SEC)
         try:
-            upload = DecodedUpload(data, max_duration_sec=self._max_audio_sec)
-            return self._run(upload, request, peer, time.monotonic() + self._timeout_sec)
+            upload = SandboxedUpload(data, max_duration_sec=self._max_audio_sec)
+            try:
+                return self._run(upload, request, peer, time.monotonic() + self._timeout_sec)
+            finally:
+                upload.close()
         finally:
             self._slots.release()
 
-    def _run(self, upload: DecodedUpload, request: SessionRequest, peer: str, deadline: float) -> Transcription:
+    def _run(self, upload: SandboxedUpload, request: SessionRequest, peer: str, deadline: float) -> Transcription:
         stream, settings = self._call(self._open(request, peer), deadline)
         try:
             for pcm16 in upload.blocks():

@@ -43,6 +43,7 @@ class DecodedUpload:
         if not data:
             raise ApplianceError("ERR1003", "the uploaded file is empty")
         self._data = data
+        self._max_duration_sec = max_duration_sec
         self.format = _probe(data)
         if max_duration_sec and self.format.duration_sec > max_duration_sec:
             raise ApplianceError("ERR1013", f"the upload holds {self.format.duration_sec:.0f} s of audio; "
@@ -62,10 +63,13 @@ class DecodedUpload:
             with sf.SoundFile(io.BytesIO(self._data)) as audio:
                 for block in audio.blocks(blocksize=int(rate * BLOCK_SEC), dtype="float32", always_2d=True):
                     mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+                    # A damaged compressed frame can decode to NaN or huge values: silence and full scale.
+                    mono = np.clip(np.nan_to_num(mono, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
                     if resampler is not None:
                         mono = resampler.resample_chunk(mono)
                     if mono.size:
                         yield self._pcm16(mono)
+                    self._check_length()
                 if resampler is not None:
                     tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
                     if tail.size:
@@ -74,9 +78,15 @@ class DecodedUpload:
             raise ApplianceError("ERR1003", f"the uploaded {self.format.container} file could not be decoded "
                                  f"after {self.decoded_sec:.1f} s of audio: {_reason(err)}") from None
 
+    def _check_length(self) -> None:
+        """A damaged header can make a few KiB decode for hours: the cap holds whatever it claims."""
+        if self._max_duration_sec and self.decoded_sec > self._max_duration_sec:
+            raise ApplianceError("ERR1013", f"the upload decodes to more than {self._max_duration_sec:.0f} s of audio "
+                                 "(server.max_audio_seconds_per_session)")
+
     def _pcm16(self, samples: np.ndarray) -> bytes:
         self.samples_out += samples.size
-        return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()  # the resampler may overshoot
 
 
 def _probe(data: bytes) -> UploadFormat:

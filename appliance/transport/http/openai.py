@@ -79,13 +79,17 @@ def read_form(req: falcon.Request, task: str) -> UploadForm:
 
 
 def _text(part, name: str, max_chars: int) -> str:
+    """A text field whatever content type its part declares; the prompt may span lines."""
     try:
-        value = part.text
+        value = part.data.decode("utf-8")  # part.data is bounded by the form's per-part buffer (64 KiB)
     except UnicodeDecodeError:
         raise ApplianceError("ERR1010", f"form field {name!r} is not UTF-8 text") from None
-    if len(value) > max_chars or not value.isprintable():
-        raise ApplianceError("ERR1010", f"form field {name!r} of {len(value)} characters refused: expected at most "
-                             f"{max_chars} printable characters")
+    if len(value) > max_chars:
+        raise ApplianceError("ERR1010", f"form field {name!r} has {len(value)} characters; at most {max_chars} "
+                             "are accepted")
+    visible = value.replace("\n", " ").replace("\r", " ").replace("\t", " ") if name == "prompt" else value
+    if not visible.isprintable():
+        raise ApplianceError("ERR1010", f"form field {name!r} holds control characters")
     return value.strip()
 
 

@@ -139,7 +139,7 @@ SCHEMAS = {
                      "description": "WAV, FLAC, OGG (Vorbis/Opus) or MP3, recognised from its bytes"},
             "model": {"type": "string", "maxLength": 64,
                       "description": "a loaded model_id (GET /v1/models); whisper-1 or empty = the default model"},
-            "language": {"type": "string", "maxLength": 16, "description": "ISO 639-1 code; empty = detect"},
+            "language": {"type": "string", "maxLength": 64, "description": "ISO 639-1 code; empty = detect"},
             "prompt": {"type": "string", "maxLength": 1024, "description": "text the decode continues from"},
             "temperature": {"type": "number", "minimum": 0, "maximum": 1},
             "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"],
@@ -205,13 +205,16 @@ def _upload(summary: str, request: str) -> dict:
                           "ERR1010: unknown field, bad value, or a language/task the model lacks"),
             "401": _error("ERR1004: the bearer api key is missing, unknown, or the server needs signed tokens"),
             "404": _error("ERR1011: model is not loaded"),
-            "413": _error("ERR1010: the body is over openai.max_upload_bytes"),
+            "413": {"description": "the declared body is over openai.max_upload_bytes: refused by the HTTP server "
+                                   "before it is read, with a plain-text body",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}},
             "415": _error("ERR1010: the body is not multipart/form-data"),
             "429": _error("ERR1006: HTTP, session or audio byte-rate limit; ERR1013: the upload is over the "
                           "audio caps"),
-            "503": _error("ERR1007: uploads or sessions at capacity (Retry-After); ERR1014: memory budget; "
-                          "ERR1015: draining"),
-            "504": _error("ERR1012: the upload took longer than openai.request_timeout_sec"),
+            "503": _error("ERR1007: uploads or sessions at capacity (Retry-After); ERR1008: VAD pool; ERR1009: "
+                          "decode queue full; ERR1014: memory budget; ERR1015: draining"),
+            "504": _error("ERR1012: the upload took longer than openai.request_timeout_sec; ERR1009: a decode "
+                          "timed out"),
             "500": _error("ERR1016: the decode failed"),
             **{k: v for k, v in _REFUSALS.items() if k != "429"},
         },
