@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import time
+import urllib.error
+import urllib.request
 
 import grpc
+import pytest
 
 from appliance.security.auth import auth_metadata, sign
 from clients.audio import load_pcm16
@@ -100,6 +103,14 @@ def test_realtime_client_signs_with_its_secret(server_with, alsa_prompts):
     assert signed.returncode == 0, signed.stderr
     assert any(json.loads(line)["is_final"] for line in signed.stdout.splitlines())
     assert unsigned.returncode == 2 and "ERR1004" in unsigned.stderr
+    # The OpenAI-compatible upload cannot carry a signature: refused up front, saying why.
+    upload = urllib.request.Request(
+        server.http_url + "/v1/audio/transcriptions", method="POST", data=b"--b\r\n--b--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=b", "Authorization": "Bearer kiosk"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(upload, timeout=30)
+    body = json.loads(refused.value.read())
+    assert refused.value.code == 401 and body["code"] == "ERR1004" and "signed tokens" in body["message"]
 
 
 def test_only_listed_api_keys_pass_inline_hashed_or_plain_in_a_file(server_with, tmp_path):
