@@ -72,22 +72,25 @@ class FileTranscriber:
                                  "(openai.max_concurrent_requests); retry shortly",
                                  retry_after_sec=BUSY_RETRY_AFTER_SEC)
         try:
-            upload = SandboxedUpload(data, max_duration_sec=self._max_audio_sec)
-            try:
-                return self._run(upload, request, peer, time.monotonic() + self._timeout_sec)
-            finally:
-                upload.close()
+            return self._run(data, request, peer, time.monotonic() + self._timeout_sec)
         finally:
             self._slots.release()
 
-    def _run(self, upload: SandboxedUpload, request: SessionRequest, peer: str, deadline: float) -> Transcription:
+    def _run(self, data: bytes, request: SessionRequest, peer: str, deadline: float) -> Transcription:
+        # Admission (the key, the caps) before the file is touched: a caller who may not transcribe
+        # never gets a decoder child.
         stream, settings = self._call(self._open(request, peer), deadline)
         try:
-            for pcm16 in upload.blocks():
-                self._call(stream.send(pcm16, MODEL_SAMPLE_RATE_HZ), deadline)
-            finals = self._call(stream.finish(), deadline)
+            upload = SandboxedUpload(data, max_duration_sec=self._max_audio_sec)
+            try:
+                for pcm16 in upload.blocks():
+                    self._call(stream.send(pcm16, MODEL_SAMPLE_RATE_HZ), deadline)
+                finals = self._call(stream.finish(), deadline)
+            finally:
+                upload.close()
         except BaseException:
-            # The client's request failed or timed out: free the session, its slots and caps now.
+            # The file was refused, the client's request failed or timed out: free the session,
+            # its slots and caps now.
             asyncio.run_coroutine_threadsafe(stream.cancel(), self._loop).result(CANCEL_WAIT_SEC)
             raise
         return _transcription(finals, upload.decoded_sec, settings.task, settings.model_id)
