@@ -278,8 +278,8 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 
 def result_record(result: TimedResult) -> dict[str, Any]:
-    """The JSON-lines shape of one result."""
-    return {
+    """The JSON-lines shape of one result (speech events add "speech_event")."""
+    record = {
         "session_id": result.session_id,
         "utterance_index": result.utterance_index,
         "is_final": result.is_final,
@@ -292,9 +292,15 @@ def result_record(result: TimedResult) -> dict[str, Any]:
         "latency_sec": _round(result.latency_sec),
         "decode_latency_sec": _round(result.decode_latency_sec),
     }
+    if result.speech_event:
+        record["speech_event"] = result.speech_event
+    return record
 
 
 def format_result(result: TimedResult) -> str:
+    if result.speech_event:
+        at = result.start_sec if result.speech_event == "started" else result.end_sec
+        return f"[speech {result.speech_event} #{result.utterance_index} at {at:.2f}s]"
     if result.is_final:
         return (f"[final #{result.utterance_index} {result.start_sec:.2f}-{result.end_sec:.2f}s] "
                 f"{result.text.strip()}")
@@ -314,6 +320,8 @@ class ResultTally:
     partials: int = 0
 
     def add(self, result: TimedResult) -> None:
+        if result.speech_event:
+            return
         if result.is_final:
             self.final_latencies_sec.append(result.latency_sec)
         else:

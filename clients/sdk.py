@@ -79,6 +79,9 @@ class SttError(Exception):
         return self.message
 
 
+SPEECH_EVENTS = {stt_pb2.SPEECH_STARTED: "started", stt_pb2.SPEECH_ENDED: "ended"}
+
+
 @dataclass(frozen=True)
 class TimedResult:
     """An STTResult plus `latency_sec`: receive time minus the time the client had
@@ -98,6 +101,7 @@ class TimedResult:
     latency_sec: float
     language_probability: float = 0.0
     partials_dropped: int = 0
+    speech_event: str = ""  # "started" / "ended" on a speech event (attribute speech_events=true)
 
     @classmethod
     def from_proto(cls, msg: stt_pb2.STTResult, latency_sec: float) -> TimedResult:
@@ -116,6 +120,7 @@ class TimedResult:
             latency_sec=latency_sec,
             language_probability=msg.language_probability,
             partials_dropped=msg.partials_dropped,
+            speech_event=SPEECH_EVENTS.get(msg.speech_event, ""),
         )
 
 

@@ -266,3 +266,34 @@ def test_sigterm_drains_live_streams_then_exits_zero(sentences):
     finals = [r for r in results if r.is_final]
     assert len(finals) == 2 and all(r.text for r in finals), [r.text for r in finals]
     assert wer(sentences.sentences[0], finals[0].text) <= 0.25
+
+
+def test_speech_events_bracket_each_utterance_before_its_partials_and_final(appliance_server, tmp_path):
+    """Real speech (two shipped recordings, 1.5 s apart): with speech_events=true every utterance's
+    SPEECH_STARTED comes before its first partial or final, its SPEECH_ENDED before its final and
+    at the final's end; without the attribute there are none."""
+    import soundfile as sf
+
+    from tests.helpers import REPO_ROOT
+
+    speech_dir = REPO_ROOT / "hwtests/speech"
+    first, rate_hz = sf.read(str(speech_dir / "sent_en_jfk_ask_not.wav"), dtype="float32")
+    second, _ = sf.read(str(speech_dir / "cmd_en_go_forward_ten_meters.wav"), dtype="float32")
+    path = tmp_path / "two.wav"
+    sf.write(str(path), np.concatenate([first, np.zeros(int(1.5 * rate_hz), np.float32), second]), rate_hz)
+    results = stream_file(appliance_server.address, path, attributes={"partial": "true", "speech_events": "true"})
+    events = [r for r in results if r.speech_event]
+    finals = [r for r in results if r.is_final and r.text]
+    assert len(finals) >= 2 and all(not e.text and not e.is_final for e in events)
+    for final in finals:
+        mine = [(n, r) for n, r in enumerate(results) if r.utterance_index == final.utterance_index]
+        kinds = [r.speech_event or ("final" if r.is_final else "partial") for _, r in mine]
+        started, ended = kinds.index("started"), len(kinds) - 1 - kinds[::-1].index("ended")
+        assert started == 0 and kinds.index("final") > ended, kinds  # started first, ended before the final
+        assert all(kind == "partial" for kind in kinds[started + 1:ended] if kind not in ("started", "ended"))
+        started_at, ended_at = mine[started][1].start_sec, mine[ended][1].end_sec
+        assert final.start_sec <= started_at < ended_at and ended_at == pytest.approx(final.end_sec, abs=0.01)
+    assert "ask not what your country" in normalize(finals_text(results))
+    plain = stream_file(appliance_server.address, path, attributes={"partial": "true"})
+    assert not any(r.speech_event for r in plain) and len([r for r in plain if r.is_final]) == len(
+        [r for r in results if r.is_final])

@@ -18,12 +18,21 @@ class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_UNSPECIFIED: _ClassVar[Task]
     TASK_TRANSCRIBE: _ClassVar[Task]
     TASK_TRANSLATE: _ClassVar[Task]
+
+class SpeechEvent(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPEECH_EVENT_UNSPECIFIED: _ClassVar[SpeechEvent]
+    SPEECH_STARTED: _ClassVar[SpeechEvent]
+    SPEECH_ENDED: _ClassVar[SpeechEvent]
 VAD_MODE_UNSPECIFIED: VADMode
 VAD_MODE_CONTINUE: VADMode
 VAD_MODE_AUTO_END: VADMode
 TASK_UNSPECIFIED: Task
 TASK_TRANSCRIBE: Task
 TASK_TRANSLATE: Task
+SPEECH_EVENT_UNSPECIFIED: SpeechEvent
+SPEECH_STARTED: SpeechEvent
+SPEECH_ENDED: SpeechEvent
 
 class SessionRequest(_message.Message):
     __slots__ = ("session_id", "attributes", "vad_mode", "vad_silence_sec", "vad_threshold", "language", "task", "decode_profile", "model_id", "require_token")
@@ -97,7 +106,7 @@ class AudioChunk(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., pcm16: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class STTResult(_message.Message):
-    __slots__ = ("session_id", "utterance_index", "is_final", "text", "committed_text", "unstable_text", "start_sec", "end_sec", "language", "language_probability", "decode_latency_sec", "model_id", "partials_dropped")
+    __slots__ = ("session_id", "utterance_index", "is_final", "text", "committed_text", "unstable_text", "start_sec", "end_sec", "language", "language_probability", "decode_latency_sec", "model_id", "partials_dropped", "speech_event")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +120,7 @@ class STTResult(_message.Message):
     DECODE_LATENCY_SEC_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PARTIALS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SPEECH_EVENT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     utterance_index: int
     is_final: bool
@@ -124,4 +134,5 @@ class STTResult(_message.Message):
     decode_latency_sec: float
     model_id: str
     partials_dropped: int
-    def __init__(self, session_id: _Optional[str] = ..., utterance_index: _Optional[int] = ..., is_final: _Optional[bool] = ..., text: _Optional[str] = ..., committed_text: _Optional[str] = ..., unstable_text: _Optional[str] = ..., start_sec: _Optional[float] = ..., end_sec: _Optional[float] = ..., language: _Optional[str] = ..., language_probability: _Optional[float] = ..., decode_latency_sec: _Optional[float] = ..., model_id: _Optional[str] = ..., partials_dropped: _Optional[int] = ...) -> None: ...
+    speech_event: SpeechEvent
+    def __init__(self, session_id: _Optional[str] = ..., utterance_index: _Optional[int] = ..., is_final: _Optional[bool] = ..., text: _Optional[str] = ..., committed_text: _Optional[str] = ..., unstable_text: _Optional[str] = ..., start_sec: _Optional[float] = ..., end_sec: _Optional[float] = ..., language: _Optional[str] = ..., language_probability: _Optional[float] = ..., decode_latency_sec: _Optional[float] = ..., model_id: _Optional[str] = ..., partials_dropped: _Optional[int] = ..., speech_event: _Optional[_Union[SpeechEvent, str]] = ...) -> None: ...

@@ -19,6 +19,15 @@ class FrameBatch:
         return len(self.frames)
 
 
+@dataclass(frozen=True)
+class SpeechBoundary:
+    """The VAD opened ("started") or closed ("ended") an utterance, at `at_sec` in the timeline."""
+
+    kind: str
+    utterance_index: int
+    at_sec: float
+
+
 @dataclass(frozen=True, eq=False)
 class DecodeDue:
     """Audio of one utterance (or its part so far) that should be decoded now."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.streaming.endpointing import EndpointConfig, Endpointer, FrameEvent
-from appliance.streaming.events import DecodeDue, FinalDue, PartialDue
+from appliance.streaming.events import DecodeDue, FinalDue, PartialDue, SpeechBoundary
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.types import StreamLimits
 from appliance.streaming.utterance import UtteranceBuffer
@@ -89,6 +89,15 @@ class Segmenter:
         self._speech_frames_at_last_partial = -1
         self._after_overlap = False
         self._continues_speech = False
+        self._boundaries: list[SpeechBoundary] = []
+
+    def take_boundaries(self) -> list[SpeechBoundary]:
+        """Where the VAD opened and closed utterances since the last call, in order. A cut at the
+        buffer cap is not one: the speech goes on."""
+        if not self._boundaries:
+            return []
+        boundaries, self._boundaries = self._boundaries, []
+        return boundaries
 
     @property
     def buffered_samples(self) -> int:
@@ -109,6 +118,7 @@ class Segmenter:
                 buffer.idle_frame(frame, probability)
                 return None
             buffer.open(frame_start)
+            self._boundaries.append(SpeechBoundary("started", self.utterance_index, _seconds(frame_start)))
             self._speech_frames = 0
             self._samples_at_last_partial = 0
         buffer.append(frame, probability)
@@ -129,6 +139,8 @@ class Segmenter:
         if not buffer.is_open:
             return None
         due = None
+        self._boundaries.append(SpeechBoundary("ended", self.utterance_index,
+                                               _seconds(max(buffer.last_speech_end_sample, buffer.start_sample))))
         if self._speech_frames >= self._min_speech_frames:
             end = min(buffer.last_speech_end_sample + self._tail_samples, self._timeline_samples)
             due = self._final(buffer.audio(end_sample=end), buffer.start_sample, buffer.last_speech_end_sample)

@@ -68,6 +68,7 @@ class SessionSettings:
     attributes: dict[str, str]
     require_token: bool = False  # every chunk carries the ticket, not only the first
     protocol: str = "grpc"  # the transport that opened it (SessionRequest.protocol)
+    speech_events: bool = False  # attribute speech_events: results marking where the VAD opens and closes
 
     @property
     def decode_overridden(self) -> bool:
@@ -220,6 +221,7 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
         vad_silence_sec=float(silence),
         vad_threshold=float(threshold),
         partials=parse_bool_attribute(attributes, "partial", False),
+        speech_events=parse_bool_attribute(attributes, "speech_events", False),
         emit_final_on_vad=parse_bool_attribute(attributes, "emit_final_on_vad", defaults.emit_final_on_vad),
         upload_mode=upload_mode,
         token="",

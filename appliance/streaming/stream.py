@@ -127,6 +127,8 @@ class Stream:
             log.exception("session %s: ingest failed", self._settings.session_id)
             error = ApplianceError("ERR1016", f"internal error while reading audio: {type(err).__name__}")
         final = self._segmenter.finish()
+        if error is None:
+            self._announce_boundaries()
         if final is not None and not self._transcriber.ended:
             self._transcriber.submit(final)
         await self._transcriber.wait_idle()  # earlier results go out before the end or the error
@@ -184,10 +186,17 @@ class Stream:
         levels = zip(batch.frames, batch.probabilities.tolist(), batch.rms.tolist(), strict=True)
         for frame, probability, level in levels:
             due = segmenter.push(frame, probability, level)
+            self._announce_boundaries()
             if due is not None:
                 transcriber.submit(due)
                 if transcriber.ended:
                     return
+
+    def _announce_boundaries(self) -> None:
+        boundaries = self._segmenter.take_boundaries()  # taken either way: the list must not grow
+        if self._settings.speech_events:
+            for boundary in boundaries:
+                self._transcriber.announce(boundary)
 
     def _on_decode_progress(self) -> None:
         self._sync_ledger()

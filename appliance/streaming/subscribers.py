@@ -41,6 +41,8 @@ class StreamMetrics(IgnoreStream):
         self._metrics = metrics
 
     def result_sent(self, result: RecognitionResult) -> None:
+        if result.speech_event:
+            return  # not a decode's result: no latency, no real-time factor
         rtf = result.decode_latency_sec / result.decoded_audio_sec if result.decoded_audio_sec else None
         self._metrics.result_sent(is_final=result.is_final, latency_sec=result.queued_to_sent_sec, rtf=rtf)
 

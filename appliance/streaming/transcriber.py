@@ -20,7 +20,7 @@ from appliance.errors import ApplianceError
 from appliance.models.backends import Backend, Transcript
 from appliance.scheduler import DecodeScheduler
 from appliance.streaming.commit import CommitPolicy, strip_overlap
-from appliance.streaming.events import DecodeDue
+from appliance.streaming.events import DecodeDue, SpeechBoundary
 from appliance.streaming.quality import transcript_text
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.types import RecognitionResult
@@ -91,6 +91,18 @@ class Transcriber:
             self._commit = CommitPolicy()
         self._queue.submit(due.audio, is_final=due.is_final, payload=job)
         self._update_idle()
+
+    def announce(self, boundary: SpeechBoundary) -> None:
+        """A speech event goes out at once: ahead of decodes still queued, so a kiosk hears that the
+        user started talking while the previous utterance's final is still being decoded."""
+        if self.ended:
+            return
+        s = self._settings
+        at = round(boundary.at_sec, 3)
+        self._deliver(RecognitionResult(
+            session_id=s.session_id, utterance_index=boundary.utterance_index, is_final=False, text="",
+            committed_text="", unstable_text="", start_sec=at, end_sec=at, language=s.language or "",
+            language_probability=0.0, decode_latency_sec=0.0, model_id=s.model_id, speech_event=boundary.kind))
 
     def close(self) -> None:
         self.ended = True

@@ -30,6 +30,7 @@ class RecognitionResult:
     partials_dropped: int = 0  # partial decodes of this utterance skipped under load
     queued_to_sent_sec: float = 0.0  # from the decode being queued (for a final: the utterance ending) to this result
     decoded_audio_sec: float = 0.0  # audio the decode covered (for the real-time factor)
+    speech_event: str = ""  # "started" / "ended" on a speech event (no text, not final); "" on results
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,8 @@ class _Collector:
         self.latencies: list[float] = []
 
     def on_result(self, stream: _Stream, r: TimedResult, received: float) -> None:
+        if r.speech_event:
+            return  # a VAD boundary, not a decode: it has no latency or text to count
         with self._lock:
             stream.results += 1
             key = (stream.channel, stream.seq, r.utterance_index)

@@ -288,7 +288,7 @@ class LiveDisplay:
 
     def result(self, result: TimedResult) -> None:
         with self._lock:
-            if result.is_final or not self._partials_in_place:
+            if result.is_final or result.speech_event or not self._partials_in_place:
                 self._partial = ""
                 self._print_line(self._out, result_line(result, self._json))
             else:

@@ -73,12 +73,16 @@ def session_response_to_proto(s: SessionSettings, model_sample_rate_hz: int, max
         model_sample_rate_hz=model_sample_rate_hz, max_chunk_ms=int(max_chunk_ms or 0))
 
 
+_SPEECH_EVENT_OUT = {"started": stt_pb2.SPEECH_STARTED, "ended": stt_pb2.SPEECH_ENDED}
+
+
 def result_to_proto(r: RecognitionResult) -> stt_pb2.STTResult:
     return stt_pb2.STTResult(
         session_id=r.session_id, utterance_index=r.utterance_index, is_final=r.is_final, text=r.text,
         committed_text=r.committed_text, unstable_text=r.unstable_text, start_sec=r.start_sec, end_sec=r.end_sec,
         language=r.language, language_probability=r.language_probability,
-        decode_latency_sec=r.decode_latency_sec, model_id=r.model_id, partials_dropped=r.partials_dropped)
+        decode_latency_sec=r.decode_latency_sec, model_id=r.model_id, partials_dropped=r.partials_dropped,
+        speech_event=_SPEECH_EVENT_OUT.get(r.speech_event, stt_pb2.SPEECH_EVENT_UNSPECIFIED))
 
 
 async def _chunks(request_iterator):
