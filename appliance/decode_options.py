@@ -53,6 +53,8 @@ class DecodeOptions:
     initial_prompt: str | None = setting(None, "text given to the decoder as prior context",
                                          max_chars=MAX_PROMPT_CHARS)
     hotwords: str | None = setting(None, "words/phrases to bias the decoder towards", max_chars=MAX_PROMPT_CHARS)
+    # Set per decode by the transcriber (finals of sessions with word_timestamps=true), not by clients.
+    word_timestamps: bool = setting(False, "align each word to the audio (cross-attention); finals only")
 
     def as_kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments for a backend's transcribe call."""
@@ -69,7 +71,8 @@ class DecodeOptions:
         return sum(self.beam_size if t == 0 else self.best_of for t in self.ladder)
 
 
-DECODE_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(DecodeOptions))
+# What profiles and `decode.<name>` attributes may set; word_timestamps follows the session attribute.
+DECODE_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(DecodeOptions) if f.name != "word_timestamps")
 _SPECS = field_specs(DecodeOptions)
 
 

@@ -29,6 +29,7 @@ from appliance.sessions import SessionService
 from appliance.streaming.push import PushStream
 from appliance.streaming.session import SessionRequest
 from appliance.streaming.types import RecognitionResult
+from appliance.streaming.word_timing import Word
 
 T = TypeVar("T")
 BUSY_RETRY_AFTER_SEC = 2.0
@@ -40,6 +41,7 @@ class Segment:
     start_sec: float
     end_sec: float
     text: str
+    words: tuple[Word, ...] = ()  # when the request asked for word timings
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ class Transcription:
     @property
     def text(self) -> str:
         return " ".join(s.text for s in self.segments)
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
 
 
 class FileTranscriber:
@@ -116,6 +122,6 @@ async def _ignore(result: RecognitionResult) -> None:
 
 
 def _transcription(finals: list[RecognitionResult], duration_sec: float, task: str, model_id: str) -> Transcription:
-    segments = [Segment(r.start_sec, r.end_sec, r.text.strip()) for r in finals if r.text.strip()]
+    segments = [Segment(r.start_sec, r.end_sec, r.text.strip(), r.words) for r in finals if r.text.strip()]
     language = next((r.language for r in finals if r.language), "")
     return Transcription(segments, language, round(duration_sec, 3), task, model_id)

@@ -16,26 +16,29 @@ CONTENT_TYPES = {"json": "application/json", "verbose_json": "application/json",
                  "vtt": "text/vtt; charset=utf-8"}
 
 
-def render(transcription: Transcription, response_format: str) -> tuple[str, Any]:
-    """(content type, body): a dict for the JSON formats, text for the others."""
-    body = _RENDERERS[response_format](transcription)
-    return CONTENT_TYPES[response_format], body
+def render(transcription: Transcription, response_format: str,
+           granularities: tuple[str, ...] = ("segment",)) -> tuple[str, Any]:
+    """(content type, body): a dict for the JSON formats, text for the others. verbose_json holds
+    `segments` and/or `words` as `granularities` (OpenAI's timestamp_granularities[]) ask."""
+    if response_format == "verbose_json":
+        return CONTENT_TYPES[response_format], _verbose_json(transcription, granularities)
+    return CONTENT_TYPES[response_format], _RENDERERS[response_format](transcription)
 
 
 def _json(t: Transcription) -> dict:
     return {"text": t.text, "usage": _usage(t)}
 
 
-def _verbose_json(t: Transcription) -> dict:
-    return {
-        "task": t.task,
-        "language": WHISPER_LANGUAGE_NAMES.get(t.language, t.language),
-        "duration": t.duration_sec,
-        "text": t.text,
-        "segments": [{"id": i, "start": round(s.start_sec, 3), "end": round(s.end_sec, 3), "text": s.text}
-                     for i, s in enumerate(t.segments)],
-        "usage": _usage(t),
-    }
+def _verbose_json(t: Transcription, granularities: tuple[str, ...]) -> dict:
+    body: dict[str, Any] = {"task": t.task, "language": WHISPER_LANGUAGE_NAMES.get(t.language, t.language),
+                            "duration": t.duration_sec, "text": t.text}
+    if "segment" in granularities or not granularities:
+        body["segments"] = [{"id": i, "start": round(s.start_sec, 3), "end": round(s.end_sec, 3), "text": s.text}
+                            for i, s in enumerate(t.segments)]
+    if "word" in granularities:
+        body["words"] = [{"word": w.word, "start": w.start_sec, "end": w.end_sec} for w in t.words]
+    body["usage"] = _usage(t)
+    return body
 
 
 def _usage(t: Transcription) -> dict:
@@ -65,4 +68,4 @@ def _clock(seconds: float, decimal_mark: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal_mark}{millis:03d}"
 
 
-_RENDERERS = {"json": _json, "text": _text, "srt": _srt, "vtt": _vtt, "verbose_json": _verbose_json}
+_RENDERERS = {"json": _json, "text": _text, "srt": _srt, "vtt": _vtt}

@@ -294,6 +294,9 @@ def result_record(result: TimedResult) -> dict[str, Any]:
     }
     if result.speech_event:
         record["speech_event"] = result.speech_event
+    if result.words:
+        record["words"] = [{"word": w.word, "start_sec": _round(w.start_sec, 3), "end_sec": _round(w.end_sec, 3),
+                            "probability": _round(w.probability)} for w in result.words]
     return record
 
 

@@ -83,6 +83,14 @@ SPEECH_EVENTS = {stt_pb2.SPEECH_STARTED: "started", stt_pb2.SPEECH_ENDED: "ended
 
 
 @dataclass(frozen=True)
+class Word:
+    word: str
+    start_sec: float
+    end_sec: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class TimedResult:
     """An STTResult plus `latency_sec`: receive time minus the time the client had
     sent the audio up to the result's end_sec (see SentAudioLog)."""
@@ -102,6 +110,8 @@ class TimedResult:
     language_probability: float = 0.0
     partials_dropped: int = 0
     speech_event: str = ""  # "started" / "ended" on a speech event (attribute speech_events=true)
+    words: tuple[Word, ...] = ()  # finals with the attribute word_timestamps=true
+
 
     @classmethod
     def from_proto(cls, msg: stt_pb2.STTResult, latency_sec: float) -> TimedResult:
@@ -121,6 +131,7 @@ class TimedResult:
             language_probability=msg.language_probability,
             partials_dropped=msg.partials_dropped,
             speech_event=SPEECH_EVENTS.get(msg.speech_event, ""),
+            words=tuple(Word(w.word, w.start_sec, w.end_sec, w.probability) for w in msg.words),
         )
 
 

@@ -105,6 +105,18 @@ def test_each_response_format_carries_the_speech(client, response_format):
     assert wer(JFK_TEXT, text) <= WER_BOUND, text
 
 
+def test_word_timestamps_cover_the_text_in_order(client):
+    with JFK.open("rb") as f:
+        answer = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json",
+                                                    timestamp_granularities=["word", "segment"])
+    words = answer.words
+    assert " ".join(w.word for w in words) == answer.text and answer.segments
+    assert all(0 <= w.start <= w.end <= 11.5 for w in words)
+    assert all(a.start <= b.start for a, b in itertools.pairwise(words))
+    ask = next(w for w in words if w.word.lower().startswith("ask"))  # "ask not" is said at about 3.4 s
+    assert 2.5 < ask.start < 4.5, ask
+
+
 @pytest.mark.parametrize(("container", "subtype", "rate_hz", "channels"), [
     ("FLAC", "PCM_24", 44100, 2), ("OGG", "OPUS", 48000, 1), ("MP3", "MPEG_LAYER_III", 22050, 2),
     ("WAV", "PCM_U8", 8000, 1)])
@@ -187,8 +199,10 @@ REFUSALS = {
     "field twice": ([("file", b"x"), ("model", "a"), ("model", "b")], 400, "ERR1010", "given twice"),
     "bad format": ({"file": b"x", "response_format": "docx"}, 400, "ERR1010", "response_format"),
     "bad temperature": ({"file": b"x", "temperature": "hot"}, 400, "ERR1010", "temperature"),
-    "word timings": ({"file": b"x", "response_format": "verbose_json", "timestamp_granularities[]": "word"},
-                     400, "ERR1010", "word"),
+    "granularity without verbose_json": ({"file": b"x", "timestamp_granularities[]": "word"}, 400, "ERR1010",
+                                         "verbose_json"),
+    "made-up granularity": ({"file": b"x", "response_format": "verbose_json", "timestamp_granularities[]": "char"},
+                            400, "ERR1010", "char"),
     "made-up language": ({"file": JFK.read_bytes(), "language": "xx"}, 400, "ERR1010", "language"),
     "long prompt": ({"file": b"x", "prompt": "p" * 2000}, 400, "ERR1010", "prompt"),
     "control characters": ({"file": b"x", "language": "e\x00n"}, 400, "ERR1010", "control characters"),

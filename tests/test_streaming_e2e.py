@@ -297,3 +297,22 @@ def test_speech_events_bracket_each_utterance_before_its_partials_and_final(appl
     plain = stream_file(appliance_server.address, path, attributes={"partial": "true"})
     assert not any(r.speech_event for r in plain) and len([r for r in plain if r.is_final]) == len(
         [r for r in results if r.is_final])
+
+
+def test_word_timestamps_cover_each_final_within_its_utterance(appliance_server):
+    """Real speech: with word_timestamps=true each final carries one timed word per word of its text,
+    in order, inside the utterance, with probabilities in [0, 1]; partials carry none."""
+    from tests.helpers import REPO_ROOT
+
+    path = REPO_ROOT / "hwtests/speech/sent_en_jfk_ask_not.wav"
+    results = stream_file(appliance_server.address, path, attributes={"word_timestamps": "true", "partial": "true"})
+    finals = [r for r in results if r.is_final and r.text]
+    assert finals and not any(r.words for r in results if not r.is_final)
+    for final in finals:
+        words = final.words
+        assert " ".join(w.word for w in words) == final.text
+        assert all(final.start_sec - 0.01 <= w.start_sec <= w.end_sec <= final.end_sec + 0.5 for w in words)
+        assert all(0.0 <= w.probability <= 1.0 for w in words)
+        assert all(a.start_sec <= b.start_sec for a, b in itertools.pairwise(words))
+    probabilities = [w.probability for f in finals for w in f.words]
+    assert sum(probabilities) / len(probabilities) > 0.5  # clear speech: the decoder was sure of most words

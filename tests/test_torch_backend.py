@@ -154,12 +154,16 @@ def test_explicit_cuda_on_this_machine_is_a_model_error(model_cache):
 
 def test_the_appliance_serves_with_torch_whisper(sentences, model_cache):
     with LocalAppliance("--model-backend", "torch_whisper", env={"STT_CACHE_DIR": str(model_cache)}) as server:
-        results = stream_file(server.address, sentences.path)
+        results = stream_file(server.address, sentences.path, attributes={"word_timestamps": "true"})
         log = server.log()
     assert re.search(r"torch_whisper: \d instance\(s\) of", log)  # torch, not faster-whisper, decoded
     errors, words = word_errors(sentences.reference, finals_text(results))
     assert errors / words <= 0.1, finals_text(results)
-    assert len([r for r in results if r.is_final and r.text]) == len(sentences.sentences)
+    finals = [r for r in results if r.is_final and r.text]
+    assert len(finals) == len(sentences.sentences)
+    for final in finals:  # openai-whisper's own word alignment, in the session timeline
+        assert " ".join(w.word for w in final.words) == final.text
+        assert all(final.start_sec - 0.01 <= w.start_sec <= w.end_sec <= final.end_sec + 0.5 for w in final.words)
 
 
 def stream_corpus(recordings, *server_args: str, env: dict[str, str]) -> tuple[int, int, list[str]]:

@@ -2,7 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -106,7 +106,7 @@ class AudioChunk(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., pcm16: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class STTResult(_message.Message):
-    __slots__ = ("session_id", "utterance_index", "is_final", "text", "committed_text", "unstable_text", "start_sec", "end_sec", "language", "language_probability", "decode_latency_sec", "model_id", "partials_dropped", "speech_event")
+    __slots__ = ("session_id", "utterance_index", "is_final", "text", "committed_text", "unstable_text", "start_sec", "end_sec", "language", "language_probability", "decode_latency_sec", "model_id", "partials_dropped", "speech_event", "words")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class STTResult(_message.Message):
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PARTIALS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     SPEECH_EVENT_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     utterance_index: int
     is_final: bool
@@ -135,4 +136,17 @@ class STTResult(_message.Message):
     model_id: str
     partials_dropped: int
     speech_event: SpeechEvent
-    def __init__(self, session_id: _Optional[str] = ..., utterance_index: _Optional[int] = ..., is_final: _Optional[bool] = ..., text: _Optional[str] = ..., committed_text: _Optional[str] = ..., unstable_text: _Optional[str] = ..., start_sec: _Optional[float] = ..., end_sec: _Optional[float] = ..., language: _Optional[str] = ..., language_probability: _Optional[float] = ..., decode_latency_sec: _Optional[float] = ..., model_id: _Optional[str] = ..., partials_dropped: _Optional[int] = ..., speech_event: _Optional[_Union[SpeechEvent, str]] = ...) -> None: ...
+    words: _containers.RepeatedCompositeFieldContainer[Word]
+    def __init__(self, session_id: _Optional[str] = ..., utterance_index: _Optional[int] = ..., is_final: _Optional[bool] = ..., text: _Optional[str] = ..., committed_text: _Optional[str] = ..., unstable_text: _Optional[str] = ..., start_sec: _Optional[float] = ..., end_sec: _Optional[float] = ..., language: _Optional[str] = ..., language_probability: _Optional[float] = ..., decode_latency_sec: _Optional[float] = ..., model_id: _Optional[str] = ..., partials_dropped: _Optional[int] = ..., speech_event: _Optional[_Union[SpeechEvent, str]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ...) -> None: ...
+
+class Word(_message.Message):
+    __slots__ = ("word", "start_sec", "end_sec", "probability")
+    WORD_FIELD_NUMBER: _ClassVar[int]
+    START_SEC_FIELD_NUMBER: _ClassVar[int]
+    END_SEC_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    word: str
+    start_sec: float
+    end_sec: float
+    probability: float
+    def __init__(self, word: _Optional[str] = ..., start_sec: _Optional[float] = ..., end_sec: _Optional[float] = ..., probability: _Optional[float] = ...) -> None: ...

@@ -22,6 +22,10 @@ def is_hallucination(segment: Segment, options: DecodeOptions) -> bool:
     return ratio is not None and segment.compression_ratio > ratio
 
 
+def kept_segments(transcript: Transcript, options: DecodeOptions) -> list[Segment]:
+    return [s for s in transcript.segments if not is_hallucination(s, options)]
+
+
 def transcript_text(transcript: Transcript, options: DecodeOptions) -> str:
-    kept = [s.text.strip() for s in transcript.segments if not is_hallucination(s, options)]
+    kept = [s.text.strip() for s in kept_segments(transcript, options)]
     return collapse_repeats(" ".join(t for t in kept if t))

@@ -69,6 +69,7 @@ class SessionSettings:
     require_token: bool = False  # every chunk carries the ticket, not only the first
     protocol: str = "grpc"  # the transport that opened it (SessionRequest.protocol)
     speech_events: bool = False  # attribute speech_events: results marking where the VAD opens and closes
+    word_timestamps: bool = False  # attribute word_timestamps: finals carry a timing for each word
 
     @property
     def decode_overridden(self) -> bool:
@@ -222,6 +223,7 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
         vad_threshold=float(threshold),
         partials=parse_bool_attribute(attributes, "partial", False),
         speech_events=parse_bool_attribute(attributes, "speech_events", False),
+        word_timestamps=parse_bool_attribute(attributes, "word_timestamps", False),
         emit_final_on_vad=parse_bool_attribute(attributes, "emit_final_on_vad", defaults.emit_final_on_vad),
         upload_mode=upload_mode,
         token="",

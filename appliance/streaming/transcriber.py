@@ -21,9 +21,10 @@ from appliance.models.backends import Backend, Transcript
 from appliance.scheduler import DecodeScheduler
 from appliance.streaming.commit import CommitPolicy, strip_overlap
 from appliance.streaming.events import DecodeDue, SpeechBoundary
-from appliance.streaming.quality import transcript_text
+from appliance.streaming.quality import kept_segments, transcript_text
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.types import RecognitionResult
+from appliance.streaming.word_timing import align_words
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,9 @@ class Transcriber:
     def _options_for(self, job: _Job) -> DecodeOptions:
         """Asked when the decode is next in line, so the previous final's text is known."""
         options = self._settings.decode_options
+        word_timestamps = job.due.is_final and self._settings.word_timestamps  # partials never pay for it
+        if options.word_timestamps != word_timestamps:
+            options = replace(options, word_timestamps=word_timestamps)
         if job.due.continues_speech and self._last_final_text and options.initial_prompt is None:
             # The buffer cap cut continuous speech: the previous piece's words are the context the
             # model would have had (this is not conditioning across silence).
@@ -143,7 +147,8 @@ class Transcriber:
 
     def _result(self, job: _Job, transcript: Transcript) -> None:
         due = job.due
-        text = transcript_text(transcript, self._settings.decode_options)
+        s = self._settings
+        text = transcript_text(transcript, s.decode_options)
         if due.after_overlap:
             text = strip_overlap(self._last_final_text, text)
         log.debug("session %s utterance %d %s: %.2f s audio decoded in %.3f s, %d words",
@@ -154,17 +159,21 @@ class Transcriber:
             if committed:
                 self._last_final_text = committed
             dropped = self._partials_dropped.pop(due.utterance_index, 0)
+            aligned = [w for segment in kept_segments(transcript, s.decode_options) for w in segment.words]
+            words = align_words(committed, aligned, offset_sec=due.start_sec,
+                                end_sec=due.start_sec + transcript.audio_sec)
         else:
             committed, unstable = job.commit.partial(text)
             dropped = self._partials_dropped.get(due.utterance_index, 0)
-        s = self._settings
+            words = ()
         self._deliver(RecognitionResult(
             session_id=s.session_id, utterance_index=due.utterance_index, is_final=due.is_final,
             text=f"{committed} {unstable}".strip(), committed_text=committed, unstable_text=unstable,
             start_sec=round(due.start_sec, 3), end_sec=round(due.end_sec, 3),
             language=transcript.language, language_probability=transcript.language_probability,
             decode_latency_sec=transcript.decode_sec, model_id=s.model_id, partials_dropped=dropped,
-            queued_to_sent_sec=time.monotonic() - job.queued_at, decoded_audio_sec=transcript.audio_sec))
+            queued_to_sent_sec=time.monotonic() - job.queued_at, decoded_audio_sec=transcript.audio_sec,
+            words=words))
         if due.is_final and committed and s.vad_mode == "auto":
             self.close()
             self._deliver(STREAM_END)

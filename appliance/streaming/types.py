@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from appliance.streaming.word_timing import Word
+
 
 @dataclass(frozen=True)
 class AudioIn:
@@ -31,6 +33,7 @@ class RecognitionResult:
     queued_to_sent_sec: float = 0.0  # from the decode being queued (for a final: the utterance ending) to this result
     decoded_audio_sec: float = 0.0  # audio the decode covered (for the real-time factor)
     speech_event: str = ""  # "started" / "ended" on a speech event (no text, not final); "" on results
+    words: tuple[Word, ...] = ()  # finals of sessions with word_timestamps=true: one per word of `text`
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,16 @@ from appliance.decode_options import DecodeOptions
 
 
 @dataclass(frozen=True)
+class WordTiming:
+    """One word as the backend aligned it: times in seconds from the start of the decoded audio."""
+
+    text: str  # as decoded, usually with its leading space and punctuation
+    start_sec: float
+    end_sec: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class Segment:
     text: str
     start_sec: float
@@ -18,6 +28,7 @@ class Segment:
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
+    words: tuple[WordTiming, ...] = ()  # only when the decode asked for word_timestamps
 
 
 class TranscriptExtra(TypedDict, total=False):

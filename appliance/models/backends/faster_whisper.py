@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from appliance.decode_options import DecodeOptions
-from appliance.models.backends.base import WHISPER_MAX_PROMPT_TOKENS, Segment, Transcript
+from appliance.models.backends.base import WHISPER_MAX_PROMPT_TOKENS, Segment, Transcript, WordTiming
 from appliance.models.backends.window_check import window_suspect
 
 FRAMES_PER_SEC = 100  # Whisper's mel hop: 10 ms
@@ -129,7 +129,9 @@ class FasterWhisperBackend:
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
                    task: str, provisional: bool = False) -> Transcript:
         started = time.perf_counter()
-        frames = encode_frames_for(audio.size / 16_000) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
+        # Word alignment reads the encoder output against Whisper's 30 s frame grid: full window only.
+        bucketed = self._bucketed(provisional) and not options.word_timestamps
+        frames = encode_frames_for(audio.size / 16_000) if bucketed else FULL_WINDOW_FRAMES
         [transcript] = self._with_retries(
             [audio], frames, lambda batch, f: [self._transcribe_once(batch[0], options, language, task, f)])
         return dataclasses.replace(transcript, decode_sec=time.perf_counter() - started)
@@ -138,6 +140,10 @@ class FasterWhisperBackend:
                          task: str, provisional: bool = False) -> list[Transcript]:
         """Decode several utterances in one CTranslate2 call (see ct2_batch)."""
         from appliance.models.backends.ct2_batch import transcribe_batch
+
+        if options.word_timestamps:  # the batched path has no alignment: one by one
+            return [self.transcribe(a, options, language=language, task=task, provisional=provisional)
+                    for a in audios]
 
         def decode(batch: list[np.ndarray], frames: int) -> list[Transcript]:
             return transcribe_batch(self._model, batch, options, language=None if self.english_only else language,
@@ -189,7 +195,9 @@ class FasterWhisperBackend:
             self._model.call_state.encode_frames = None
         decoded = tuple(
             Segment(text=s.text, start_sec=s.start, end_sec=s.end, avg_logprob=s.avg_logprob,
-                    no_speech_prob=s.no_speech_prob, compression_ratio=s.compression_ratio)
+                    no_speech_prob=s.no_speech_prob, compression_ratio=s.compression_ratio,
+                    words=tuple(WordTiming(w.word, float(w.start), float(w.end), float(w.probability))
+                                for w in s.words or ()))
             for s in segments
         )
         tokens = [t for s in segments for t in s.tokens if t < self._eot]

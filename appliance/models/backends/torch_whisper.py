@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from appliance.decode_options import DecodeOptions
-from appliance.models.backends.base import WHISPER_MAX_PROMPT_TOKENS, Segment, Transcript
+from appliance.models.backends.base import WHISPER_MAX_PROMPT_TOKENS, Segment, Transcript, WordTiming
 from appliance.models.store import ModelStoreError
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ def transcribe_kwargs(options: DecodeOptions, *, fp16: bool, language: str | Non
         # faster-whisper's length_penalty 1.0 is plain length normalisation, openai-whisper's None
         "length_penalty": None if options.length_penalty == 1.0 else options.length_penalty,
         "without_timestamps": options.without_timestamps,
+        "word_timestamps": options.word_timestamps,
         "suppress_blank": options.suppress_blank,
         "sample_len": token_budget(audio_sec),
         "language": language,
@@ -157,7 +158,9 @@ class TorchWhisperBackend:
         segments = tuple(
             Segment(text=s["text"], start_sec=float(s["start"]), end_sec=float(s["end"]),
                     avg_logprob=float(s["avg_logprob"]), no_speech_prob=float(s["no_speech_prob"]),
-                    compression_ratio=float(s["compression_ratio"]))
+                    compression_ratio=float(s["compression_ratio"]),
+                    words=tuple(WordTiming(w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
+                                for w in s.get("words") or ()))
             for s in result["segments"])
         return Transcript(segments=segments, language=result["language"], language_probability=probability,
                           audio_sec=audio_sec, decode_sec=time.perf_counter() - started,

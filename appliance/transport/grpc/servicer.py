@@ -82,7 +82,9 @@ def result_to_proto(r: RecognitionResult) -> stt_pb2.STTResult:
         committed_text=r.committed_text, unstable_text=r.unstable_text, start_sec=r.start_sec, end_sec=r.end_sec,
         language=r.language, language_probability=r.language_probability,
         decode_latency_sec=r.decode_latency_sec, model_id=r.model_id, partials_dropped=r.partials_dropped,
-        speech_event=_SPEECH_EVENT_OUT.get(r.speech_event, stt_pb2.SPEECH_EVENT_UNSPECIFIED))
+        speech_event=_SPEECH_EVENT_OUT.get(r.speech_event, stt_pb2.SPEECH_EVENT_UNSPECIFIED),
+        words=[stt_pb2.Word(word=w.word, start_sec=w.start_sec, end_sec=w.end_sec, probability=w.probability)
+               for w in r.words])
 
 
 async def _chunks(request_iterator):

@@ -102,12 +102,11 @@ def session_request(form: UploadForm, task: str, api_key: str | None) -> Session
         if granularity not in GRANULARITIES:
             raise ApplianceError("ERR1010", f"timestamp_granularities[] {granularity!r} is unknown "
                                  f"(accepted: {', '.join(GRANULARITIES)})")
-        if granularity == "word":
-            raise ApplianceError("ERR1010", "timestamp_granularities[]=word: this appliance does not give word "
-                                 "timings yet; ask for segment")
         if form.response_format != "verbose_json":
             raise ApplianceError("ERR1010", "timestamp_granularities[] needs response_format=verbose_json")
     attributes = {"upload_mode": "batch"}
+    if "word" in form.granularities:
+        attributes["word_timestamps"] = "true"
     if api_key:
         attributes["api_key"] = api_key
     if form.prompt:
@@ -165,7 +164,8 @@ class AudioUpload:
         request = session_request(form, self._task, api_key)
         assert form.file is not None
         transcription = self._transcriber.transcribe(form.file, request, _peer(req.context.client_ip))
-        content_type, body = render(transcription, form.response_format)
+        content_type, body = render(transcription, form.response_format,
+                                    tuple(dict.fromkeys(form.granularities)) or ("segment",))
         resp.content_type = content_type
         if isinstance(body, dict):
             resp.media = body

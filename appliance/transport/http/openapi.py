@@ -144,8 +144,8 @@ SCHEMAS = {
             "temperature": {"type": "number", "minimum": 0, "maximum": 1},
             "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"],
                                 "default": "json"},
-            "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment"]},
-                                          "description": "segment (word timings are not available yet)"},
+            "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment", "word"]},
+                                          "description": "with verbose_json: segment (default) and/or word"},
         },
     },
     "TranslationRequest": {
@@ -173,6 +173,10 @@ SCHEMAS = {
                 "type": "object", "required": ["id", "start", "end", "text"],
                 "properties": {"id": {"type": "integer"}, "start": {"type": "number"}, "end": {"type": "number"},
                                "text": {"type": "string"}}}},
+            "words": {"type": "array", "description": "timestamp_granularities[]=word: every word of text, in order",
+                      "items": {"type": "object", "required": ["word", "start", "end"],
+                                "properties": {"word": {"type": "string"}, "start": {"type": "number"},
+                                               "end": {"type": "number"}}}},
         },
     },
     "OpenAIModel": {
