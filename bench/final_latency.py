@@ -50,7 +50,8 @@ def recordings_from(paths: list[str]) -> list[Path]:
 def bench_file(client: SttClient, path: Path, args: argparse.Namespace) -> dict:
     pcm16, sample_rate_hz = load_pcm16(path)
     session = client.create_session(vad_mode="continue", vad_silence_sec=args.vad_silence,
-                                    language=args.language, decode_profile=args.decode_profile)
+                                    language=args.language, decode_profile=args.decode_profile,
+                                    attributes={"partial": "true"} if args.partials else None)
     start_sec = time.monotonic()
     finals = [r for r in client.stream_audio(session, pcm16, sample_rate_hz, chunk_ms=args.chunk_ms)
               if r.is_final]
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup-timeout-sec", type=float, default=60.0)
     parser.add_argument("--chunk-ms", type=float, default=100.0)
     parser.add_argument("--vad-silence", type=float, help="per-session override, seconds")
+    parser.add_argument("--partials", action="store_true",
+                        help="sessions with partials (a final may then reuse the partial decoded as silence began)")
     parser.add_argument("--language", default="", help="force a language (default: detect)")
     parser.add_argument("--decode-profile", default="", help="default: the server's")
     parser.add_argument("--json", metavar="OUT", help="write the figures (and per-file runs) here")

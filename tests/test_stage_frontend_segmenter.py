@@ -108,3 +108,18 @@ def test_without_endpointing_a_long_utterance_is_cut_at_the_buffer_cap_between_w
 def test_silence_alone_makes_nothing_due(silero):
     silence = to_pcm16(np.zeros(16_000 * 5, dtype=np.float32))
     assert segment(silero, silence, 16_000, session={"attributes": {"partial": "true"}}) == []
+
+
+def test_a_partial_at_the_start_of_silence_covers_exactly_the_finals_audio(silero, spoken):
+    """With partials on, once silence has lasted tail_sec the segmenter decodes what the final will
+    decode; when no speech follows, the final says so (same_as_partial) so it can reuse it."""
+    dues = segment(silero, *spoken, session={"attributes": {"partial": "true"}})
+    finals = [d for d in dues if isinstance(d, FinalDue)]
+    speculative = [d for d in dues if isinstance(d, PartialDue) and d.speculative]
+    assert len(finals) == 3 and finals[-1].same_as_partial
+    for final in finals:
+        if final.same_as_partial:
+            guess = [d for d in speculative if d.utterance_index == final.utterance_index][-1]
+            assert np.array_equal(guess.audio, final.audio) and dues.index(guess) < dues.index(final)
+    without = segment(silero, *spoken)  # no partials: no speculation
+    assert not any(isinstance(d, PartialDue) for d in without) and not any(d.same_as_partial for d in without)

@@ -94,3 +94,22 @@ def test_a_decode_failure_ends_the_stream_with_err1016(backend, prompt_audio):
     broken = final(0, np.array(["not audio"]))  # the real backend cannot compute features for it
     delivered = transcribe(backend, [broken, final(1, prompt_audio)])
     assert len(delivered) == 1 and delivered[0].code == "ERR1016"
+
+
+def test_a_final_on_the_audio_a_speculative_partial_decoded_reuses_it_without_decoding(backend, prompt_audio):
+    guess = PartialDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, speculative=True)
+    same = FinalDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, same_as_partial=True)
+    partial_result, reused = transcribe(backend, [guess, same], one_at_a_time=True, attributes={"partial": "true"})
+    assert reused.is_final and reused.text == partial_result.text and reused.decode_latency_sec == 0.0
+    # a final on other audio (speech came after the guess), or not flagged, decodes as always
+    longer = np.concatenate([prompt_audio, prompt_audio])
+    other = FinalDue(0, longer, 0.0, longer.size / 16_000, False, False, same_as_partial=True)
+    _, decoded = transcribe(backend, [guess, other], one_at_a_time=True, attributes={"partial": "true"})
+    assert decoded.is_final and decoded.decode_latency_sec > 0
+    _, decoded = transcribe(backend, [guess, final(0, prompt_audio)], one_at_a_time=True,
+                            attributes={"partial": "true"})
+    assert decoded.decode_latency_sec > 0
+    # word timings need the final's own (aligned) decode
+    _, decoded = transcribe(backend, [guess, same], one_at_a_time=True,
+                            attributes={"partial": "true", "word_timestamps": "true"})
+    assert decoded.decode_latency_sec > 0 and decoded.words

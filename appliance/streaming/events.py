@@ -44,11 +44,16 @@ class DecodeDue:
 
 @dataclass(frozen=True, eq=False)
 class PartialDue(DecodeDue):
-    """The partial cadence came round: a provisional hypothesis of the open utterance."""
+    """The partial cadence came round: a provisional hypothesis of the open utterance. `speculative`:
+    issued as silence began, on exactly the audio the final would decode (see Segmenter)."""
+
+    speculative: bool = False
 
 
 @dataclass(frozen=True, eq=False)
 class FinalDue(DecodeDue):
-    """The utterance ended (endpoint, buffer-cap cut or end of input): its one final."""
+    """The utterance ended (endpoint, buffer-cap cut or end of input): its one final. `same_as_partial`:
+    the last partial was speculative and decoded this very audio, so its hypothesis may stand."""
 
     is_final = True
+    same_as_partial: bool = False

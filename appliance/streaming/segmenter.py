@@ -90,6 +90,12 @@ class Segmenter:
         self._after_overlap = False
         self._continues_speech = False
         self._boundaries: list[SpeechBoundary] = []
+        # A partial decoded on the final's exact audio when silence began: its end sample, else -1.
+        self._speculated_end_sample = -1
+        tail_frames = max(1, round(config.tail_sec / FRAME_SEC))
+        self._speculate_at_silence_frames = (
+            tail_frames if config.partial_interval_sec and config.emit_final_on_vad
+            and tail_frames < round(config.endpoint.silence_sec / FRAME_SEC) else 0)
 
     def take_boundaries(self) -> list[SpeechBoundary]:
         """Where the VAD opened and closed utterances since the last call, in order. A cut at the
@@ -131,6 +137,9 @@ class Segmenter:
         cap = self._config.cap_samples
         if cap and buffer.samples >= cap:
             return self._cut_at_cap()
+        if self._speculate_at_silence_frames and (
+                self._endpointer.trailing_silence_frames == self._speculate_at_silence_frames):
+            return self._speculative_partial()
         return self._partial_if_due()
 
     def finish(self) -> FinalDue | None:
@@ -142,8 +151,10 @@ class Segmenter:
         self._boundaries.append(SpeechBoundary("ended", self.utterance_index,
                                                _seconds(max(buffer.last_speech_end_sample, buffer.start_sample))))
         if self._speech_frames >= self._min_speech_frames:
-            end = min(buffer.last_speech_end_sample + self._tail_samples, self._timeline_samples)
-            due = self._final(buffer.audio(end_sample=end), buffer.start_sample, buffer.last_speech_end_sample)
+            end = self._final_end_sample()
+            same = end == self._speculated_end_sample and self._speech_frames == self._speech_frames_at_last_partial
+            due = self._final(buffer.audio(end_sample=end), buffer.start_sample, buffer.last_speech_end_sample,
+                              same_as_partial=same)
         buffer.close()
         self._after_overlap = False
         self._continues_speech = False
@@ -168,12 +179,32 @@ class Segmenter:
         self._samples_at_last_partial = 0
         return due
 
-    def _final(self, audio: np.ndarray, start_sample: int, end_sample: int) -> FinalDue:
+    def _final_end_sample(self) -> int:
+        return min(self._buffer.last_speech_end_sample + self._tail_samples, self._timeline_samples)
+
+    def _final(self, audio: np.ndarray, start_sample: int, end_sample: int, *, same_as_partial: bool = False
+               ) -> FinalDue:
         due = FinalDue(self.utterance_index, audio, _seconds(start_sample), _seconds(end_sample),
-                       self._after_overlap, self._continues_speech)
+                       self._after_overlap, self._continues_speech, same_as_partial=same_as_partial)
         self.utterance_index += 1
         self._speech_frames_at_last_partial = -1
+        self._speculated_end_sample = -1
         return due
+
+    def _speculative_partial(self) -> PartialDue | None:
+        """Silence has lasted `tail_sec`: the audio up to here is exactly what the final will decode
+        if no more speech comes, so a partial of it now lets the final reuse its hypothesis at the
+        endpoint instead of decoding again. Skipped when nothing changed or decodes are waiting."""
+        buffer = self._buffer
+        if (self._speech_frames < self._min_speech_frames or self._backlog.partial_waiting
+                or self._speech_frames == self._speech_frames_at_last_partial):
+            return None
+        end = self._final_end_sample()
+        self._samples_at_last_partial = buffer.samples
+        self._speech_frames_at_last_partial = self._speech_frames
+        self._speculated_end_sample = end
+        return PartialDue(self.utterance_index, buffer.audio(end_sample=end), _seconds(buffer.start_sample),
+                          _seconds(end), self._after_overlap, self._continues_speech, speculative=True)
 
     def _partial_if_due(self) -> PartialDue | None:
         interval_sec = self._config.partial_interval_sec

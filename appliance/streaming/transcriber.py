@@ -62,6 +62,11 @@ class Transcriber:
         self._commit = CommitPolicy()
         self._partials_dropped: dict[int, int] = {}  # per utterance, until its final reports them
         self._last_final_text = ""
+        # The hypothesis of the last speculative partial, while it may still become its final.
+        self._speculation: tuple[_Job, Transcript] | None = None
+        # A backend that decodes partials on a shorter encoder window than finals (encode_window
+        # "partials") would hand a final a partial's lesser hypothesis: no reuse there.
+        self._reuse_allowed = getattr(backend, "encode_window", "full") != "partials"
         self._idle = asyncio.Event()
         self._idle.set()
         self.ended = False  # a final ended the stream (auto mode) or a decode failed
@@ -90,8 +95,28 @@ class Transcriber:
         job = _Job(due, self._commit)
         if due.is_final:
             self._commit = CommitPolicy()
+            if self._reuse_speculation(job):
+                return
         self._queue.submit(due.audio, is_final=due.is_final, payload=job)
         self._update_idle()
+
+    def _reuse_speculation(self, job: _Job) -> bool:
+        """A final whose audio the last (speculative) partial already decoded, with the same options
+        and nothing of this stream still queued, takes that hypothesis now instead of decoding it
+        again: the final goes out as soon as the endpoint is seen."""
+        speculation, self._speculation = self._speculation, None
+        if (speculation is None or not self._reuse_allowed or not getattr(job.due, "same_as_partial", False)
+                or self._queue.pending):
+            return False
+        guess = speculation[0].due
+        if (guess.utterance_index, guess.start_sec, guess.audio.size) != (
+                job.due.utterance_index, job.due.start_sec, job.due.audio.size) or self._settings.word_timestamps:
+            return False  # not the partial the segmenter meant (that one was dropped, or still queued)
+        transcript = replace(speculation[1], decode_sec=0.0)  # no decode ran for this final
+        log.debug("session %s utterance %d: final reuses the partial decoded as silence began",
+                  self._settings.session_id, job.due.utterance_index)
+        self._result(replace(job, queued_at=time.monotonic()), transcript)
+        return True
 
     def announce(self, boundary: SpeechBoundary) -> None:
         """A speech event goes out at once: ahead of decodes still queued, so a kiosk hears that the
@@ -137,6 +162,7 @@ class Transcriber:
             self.close()
             self._deliver(error)
         elif transcript is None:  # a partial dropped under load
+            self._speculation = None
             index = job.due.utterance_index
             self._partials_dropped[index] = self._partials_dropped.get(index, 0) + 1
         else:
@@ -166,6 +192,7 @@ class Transcriber:
             committed, unstable = job.commit.partial(text)
             dropped = self._partials_dropped.get(due.utterance_index, 0)
             words = ()
+            self._speculation = (job, transcript) if getattr(due, "speculative", False) else None
         self._deliver(RecognitionResult(
             session_id=s.session_id, utterance_index=due.utterance_index, is_final=due.is_final,
             text=f"{committed} {unstable}".strip(), committed_text=committed, unstable_text=unstable,
