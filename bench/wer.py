@@ -5,14 +5,23 @@ realtime pacing unless --fast), transcribes each file offline with faster-whispe
 and prints per-file and pooled WER for both.
 
     python bench/wer.py [--fast] [--profile realtime] [--vad-silence 0.5]
+    python bench/wer.py --fast --noise pink --snr 5     # the same, with noise mixed into every file
+
+--noise mixes noise made here into each recording at --snr dB (against the recording's own RMS)
+before both paths hear it: white (Gaussian), pink (1/f, shaped in the frequency domain) or babble
+(six other recordings of the corpus, summed at random offsets). Seeded, so runs compare.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
+import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +42,53 @@ def stream_file(address: str, path: Path, realtime: bool, profile: str, vad_sile
     return " ".join(t for t in finals if t)
 
 
+NOISES = ("white", "pink", "babble")
+BABBLE_TALKERS = 6
+
+
+def noise_like(kind: str, samples: int, rate_hz: int, rng: np.random.Generator, talkers: list[np.ndarray]
+               ) -> np.ndarray:
+    if kind == "white":
+        return rng.standard_normal(samples)
+    if kind == "pink":  # white noise with its spectrum scaled by 1/sqrt(f): power falls 3 dB per octave
+        spectrum = np.fft.rfft(rng.standard_normal(samples))
+        freqs = np.fft.rfftfreq(samples, 1 / rate_hz)
+        spectrum[1:] /= np.sqrt(freqs[1:])
+        spectrum[0] = 0
+        return np.fft.irfft(spectrum, samples)
+    babble = np.zeros(samples)
+    for voice in rng.choice(len(talkers), size=min(BABBLE_TALKERS, len(talkers)), replace=False):
+        speech = np.tile(talkers[voice], int(np.ceil(samples / len(talkers[voice]))) + 1)
+        offset = int(rng.integers(len(talkers[voice])))
+        babble += speech[offset:offset + samples] / (np.sqrt(np.mean(talkers[voice] ** 2)) + 1e-9)
+    return babble
+
+
+def noisy_copies(corpus, kind: str, snr_db: float, out_dir: Path, seed: int = 7) -> list[Path]:
+    """Each recording with `kind` noise at `snr_db` (16 kHz mono WAV under `out_dir`)."""
+    rng = np.random.default_rng(seed)
+    clean = []
+    for item in corpus:
+        audio, rate_hz = sf.read(str(item.path), dtype="float64", always_2d=True)
+        audio = audio.mean(axis=1)
+        if rate_hz != 16_000:
+            import soxr
+
+            audio = soxr.resample(audio, rate_hz, 16_000)
+        clean.append(audio)
+    paths = []
+    for n, (item, audio) in enumerate(zip(corpus, clean, strict=True)):
+        others = [a for m, a in enumerate(clean) if m != n]
+        noise = noise_like(kind, len(audio), 16_000, rng, others)
+        gain = np.sqrt(np.mean(audio ** 2)) / (np.sqrt(np.mean(noise ** 2)) + 1e-12) / 10 ** (snr_db / 20)
+        mixed = audio + gain * noise
+        mixed /= max(1.0, np.abs(mixed).max() / 0.99)  # no clipping: scale down if the sum passes full scale
+        path = out_dir / f"{item.path.stem}.{kind}{snr_db:g}dB.wav"
+        sf.write(str(path), mixed.astype(np.float32), 16_000)
+        paths.append(path)
+    return paths
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="send audio as fast as possible")
@@ -43,6 +99,8 @@ def main() -> int:
     parser.add_argument("--encode-window", choices=("full", "bucketed", "partials"),
                         help="model.encode_window for the server")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `serve` argument")
+    parser.add_argument("--noise", choices=NOISES, help="mix this noise into every recording")
+    parser.add_argument("--snr", type=float, default=10.0, help="with --noise: signal-to-noise ratio, dB")
     parser.add_argument("--server-env", action="append", default=[], metavar="K=V",
                         help="environment for the server, repeatable (e.g. STT_SERVER_MAX_DECODE_BATCH_SIZE=1)")
     args = parser.parse_args()
@@ -50,6 +108,11 @@ def main() -> int:
     if not corpus:
         print("no ../shared/audio corpus here")
         return 1
+    workdir = tempfile.TemporaryDirectory(prefix="wer-noise-")
+    paths = ([item.path for item in corpus] if not args.noise
+             else noisy_copies(corpus, args.noise, args.snr, Path(workdir.name)))
+    if args.noise:
+        print(f"noise: {args.noise} at {args.snr:g} dB SNR")
     env = dict(pair.split("=", 1) for pair in args.server_env)
     # --fast floods every file at once: no final may fail for waiting its turn behind the flood
     env.setdefault("STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC", "0")
@@ -57,9 +120,9 @@ def main() -> int:
         env["STT_MODEL_ENCODE_WINDOW"] = args.encode_window
     with LocalAppliance("--compute-type", args.compute_type, *args.server_arg, env=env) as server, \
             ThreadPoolExecutor(len(corpus)) as pool:
-        streamed = list(pool.map(lambda item: stream_file(server.address, item.path, not args.fast, args.profile,
-                                                          args.vad_silence, args.partials), corpus))
-    offline = [offline_transcribe(item.path, profile=args.profile, compute_type=args.compute_type) for item in corpus]
+        streamed = list(pool.map(lambda path: stream_file(server.address, path, not args.fast, args.profile,
+                                                          args.vad_silence, args.partials), paths))
+    offline = [offline_transcribe(path, profile=args.profile, compute_type=args.compute_type) for path in paths]
     totals = [0, 0, 0]
     print(f"{'file':58} {'words':>5} {'stream':>7} {'offline':>7}")
     for item, hyp, ref_hyp in zip(corpus, streamed, offline, strict=True):
