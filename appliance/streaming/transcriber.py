@@ -112,7 +112,8 @@ class Transcriber:
         if (guess.utterance_index, guess.start_sec, guess.audio.size) != (
                 job.due.utterance_index, job.due.start_sec, job.due.audio.size) or self._settings.word_timestamps:
             return False  # not the partial the segmenter meant (that one was dropped, or still queued)
-        transcript = replace(speculation[1], decode_sec=0.0)  # no decode ran for this final
+        # No decode ran for this final: nothing to add to decode time or the real-time factor.
+        transcript = replace(speculation[1], decode_sec=0.0, audio_sec=0.0)
         log.debug("session %s utterance %d: final reuses the partial decoded as silence began",
                   self._settings.session_id, job.due.utterance_index)
         self._result(replace(job, queued_at=time.monotonic()), transcript)
