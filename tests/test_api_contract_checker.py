@@ -28,8 +28,8 @@ def _one(problems: list[str], *fragments: str) -> str:
 
 def test_checker_accepts_additions(golden_proto, golden_errors):
     proto = copy.deepcopy(golden_proto)
-    _fields(proto, "STTResult")["words"] = {"number": 14, "type": "stt.v1.Word", "label": "repeated"}
-    proto["messages"]["stt.v1.Word"] = {"fields": {"text": {"number": 1, "type": "string", "label": "singular"}}}
+    _fields(proto, "STTResult")["speakers"] = {"number": 99, "type": "stt.v1.Speaker", "label": "repeated"}
+    proto["messages"]["stt.v1.Speaker"] = {"fields": {"label": {"number": 1, "type": "string", "label": "singular"}}}
     proto["enums"]["stt.v1.Task"]["values"]["TASK_DIARIZE"] = 3
     proto["services"]["stt.v1.SpeechToText"]["methods"]["ListModels"] = {
         "input": "stt.v1.Empty", "output": "stt.v1.Models", "client_streaming": False, "server_streaming": False}
