@@ -180,7 +180,8 @@ def test_apply_overrides_parses_strings():
 
 def test_as_kwargs_returns_every_option():
     kwargs = DecodeOptions(beam_size=5, temperature=(0.0, 0.2)).as_kwargs()
-    assert set(kwargs) == set(DECODE_OPTION_NAMES)
+    # every option a profile or session may set, and word_timestamps, which the transcriber sets per decode
+    assert set(kwargs) == {*DECODE_OPTION_NAMES, "word_timestamps"} and kwargs["word_timestamps"] is False
     assert kwargs["beam_size"] == 5 and kwargs["temperature"] == (0.0, 0.2)
     assert kwargs["log_prob_threshold"] == -1.0 and kwargs["hotwords"] is None
 
