@@ -116,6 +116,7 @@ def main() -> int:
     env = dict(pair.split("=", 1) for pair in args.server_env)
     # --fast floods every file at once: no final may fail for waiting its turn behind the flood
     env.setdefault("STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC", "0")
+    env.setdefault("STT_SERVER_MAX_SESSIONS_PER_IP", "0")  # every file streams at once, all from this host
     if args.encode_window:
         env["STT_MODEL_ENCODE_WINDOW"] = args.encode_window
     with LocalAppliance("--compute-type", args.compute_type, *args.server_arg, env=env) as server, \
