@@ -20,7 +20,7 @@ from appliance.errors import ApplianceError
 from appliance.models.backends import Backend, Transcript
 from appliance.scheduler import DecodeScheduler
 from appliance.streaming.commit import CommitPolicy, strip_overlap
-from appliance.streaming.events import DecodeDue, SpeechBoundary
+from appliance.streaming.events import DecodeDue, FinalDue, PartialDue, SpeechBoundary
 from appliance.streaming.quality import kept_segments, transcript_text
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.types import RecognitionResult
@@ -105,8 +105,8 @@ class Transcriber:
         and nothing of this stream still queued, takes that hypothesis now instead of decoding it
         again: the final goes out as soon as the endpoint is seen."""
         speculation, self._speculation = self._speculation, None
-        if (speculation is None or not self._reuse_allowed or not getattr(job.due, "same_as_partial", False)
-                or self._queue.pending):
+        flagged = isinstance(job.due, FinalDue) and job.due.same_as_partial
+        if speculation is None or not self._reuse_allowed or not flagged or self._queue.pending:
             return False
         guess = speculation[0].due
         if (guess.utterance_index, guess.start_sec, guess.audio.size) != (
@@ -193,7 +193,7 @@ class Transcriber:
             committed, unstable = job.commit.partial(text)
             dropped = self._partials_dropped.get(due.utterance_index, 0)
             words = ()
-            self._speculation = (job, transcript) if getattr(due, "speculative", False) else None
+            self._speculation = (job, transcript) if isinstance(due, PartialDue) and due.speculative else None
         self._deliver(RecognitionResult(
             session_id=s.session_id, utterance_index=due.utterance_index, is_final=due.is_final,
             text=f"{committed} {unstable}".strip(), committed_text=committed, unstable_text=unstable,
