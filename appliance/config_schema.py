@@ -63,7 +63,14 @@ class ServerConfig:
     max_buffer_sec: float | None = setting(20.0, "per-session buffered audio seconds (null disables)", gt=0)
     max_buffer_bytes: int | None = setting(None, "per-session buffered audio bytes (null disables)", ge=1)
     max_chunk_ms: int | None = setting(2000, "longest single audio chunk in ms (null disables)", ge=1)
-    partial_decode_interval_sec: float | None = setting(1.5, "partial decode cadence (null disables)", gt=0)
+    partial_decode_interval_sec: float | None = setting(
+        0.5, "partial decode cadence while the decoders have spare capacity (null disables partials)", gt=0)
+    partial_decode_interval_max_sec: float | None = setting(
+        3.0, "partial decode cadence with every decode slot busy; it stretches toward this as the load "
+        "rises (null: a fixed cadence)", gt=0)
+    partial_first_decode_sec: float | None = setting(
+        0.5, "speech after an utterance's onset before its first partial, with spare capacity "
+        "(null: the cadence)", gt=0)
     partial_decode_window_sec: float = setting(10.0, "audio window of a partial decode (seconds)", gt=0)
     emit_final_on_vad: bool = setting(True, "each VAD endpoint ends the utterance with a final result")
     max_pending_decodes_per_stream: int = setting(8, "queued decodes per stream before partials drop", ge=1)

@@ -61,6 +61,8 @@ def stream_limits(config: AppConfig) -> StreamLimits:
         max_buffer_bytes=s.max_buffer_bytes,
         buffer_overlap_sec=float(s.buffer_overlap_sec or 0.0),
         partial_interval_sec=s.partial_decode_interval_sec,
+        partial_interval_max_sec=s.partial_decode_interval_max_sec,
+        partial_first_sec=s.partial_first_decode_sec,
         partial_window_sec=float(s.partial_decode_window_sec),
         speech_rms_threshold=float(config.safety.speech_rms_threshold),
         max_audio_sec_per_session=s.max_audio_seconds_per_session or None,

@@ -28,6 +28,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from appliance.decode_demand import DemandMeter
 from appliance.decode_options import DecodeOptions
 from appliance.errors import ApplianceError, decode_timeout
 from appliance.models.backends import Backend, Transcript
@@ -218,6 +219,7 @@ class DecodeScheduler:
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task | None = None
         self._adhoc: dict[str, StreamQueue[asyncio.Future]] = {}  # decode()'s queues
+        self._demand = DemandMeter()
         self.stats = SchedulerStats()
 
     @property
@@ -228,6 +230,14 @@ class DecodeScheduler:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def demand(self) -> float:
+        """Recent decode demand: (decodes running + eligible ones waiting) / slots, averaged over a
+        few seconds. Below 1 the slots have idle time; partial cadence follows it."""
+        return self._demand.value()
+
+    def _demand_changed(self) -> None:
+        self._demand.set_level((self._in_flight + len(self._eligible)) / self.max_in_flight)
 
     def under_pressure(self) -> bool:
         """True when a new partial would only delay finals."""
@@ -288,6 +298,7 @@ class DecodeScheduler:
             head.sequence = self._sequence
             queue._eligible = True
             self._eligible[head] = None
+            self._demand_changed()
             self._pending_finals += head.is_final
             if head.is_final and self.queue_timeout_sec > 0:
                 head.deadline = asyncio.get_running_loop().call_later(self.queue_timeout_sec, self._expire, head)
@@ -297,6 +308,7 @@ class DecodeScheduler:
         """Take an eligible head out of the running (dispatched, dropped or expired)."""
         if request in self._eligible:
             del self._eligible[request]
+            self._demand_changed()
             self._pending_finals -= request.is_final
         if request.deadline is not None:
             request.deadline.cancel()
@@ -356,6 +368,7 @@ class DecodeScheduler:
                         await asyncio.sleep(self.batch_window_sec)
                     batch += self._pop_compatible(first.batch_key(), batch_limit - 1)
                 self._in_flight += 1
+                self._demand_changed()
                 asyncio.get_running_loop().create_task(self._run(batch))
 
     async def _run(self, batch: list[_Request]) -> None:
@@ -389,6 +402,7 @@ class DecodeScheduler:
             self._account(batch, transcripts, elapsed_sec, [error is None for _, error in outcomes])
         finally:
             self._in_flight -= 1
+            self._demand_changed()
             self._wake()
         for request, (transcript, error) in zip(batch, outcomes, strict=True):
             request.queue._finish(request, transcript, error)

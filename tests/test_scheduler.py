@@ -167,3 +167,23 @@ def test_a_decode_with_client_chosen_options_past_its_budget_is_cut_and_not_the_
     assert "max_decode_sec" in cut.message
     assert not isinstance(outcomes["plain"], ApplianceError), "the server's own options are never cut"
     assert observer.failed == ["client"] and observer.done == 1
+
+
+def test_demand_counts_running_and_waiting_decodes_against_the_slots(backend, audio):
+    """The partial cadence reads this: idle slots read 0, decodes queued behind a busy slot read > 1."""
+    async def scenario():
+        scheduler = DecodeScheduler(max_in_flight=1, queue_timeout_sec=0)
+        idle = scheduler.demand()
+        decodes = [asyncio.create_task(scheduler.decode(backend, np.tile(audio, 4), OPTIONS, language=None,
+                                                        task="transcribe", is_final=True, stream_id=f"s{i}"))
+                   for i in range(3)]
+        await asyncio.sleep(0.3)
+        queued = scheduler.demand()
+        await asyncio.gather(*decodes)
+        scheduler.shutdown()
+        return idle, queued
+
+    idle, queued = run(scenario())
+    # three decodes on one slot: the level is 3 (one running, two waiting), then at least 2, for 0.3 s of
+    # a 2 s average
+    assert idle == 0.0 and queued > 2 * (1 - np.exp(-0.3 / 2.0))

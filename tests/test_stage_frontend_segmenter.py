@@ -19,9 +19,11 @@ from tests.stages import chunks, limits, settings, to_pcm16
 
 @dataclass
 class Backlog:
-    """What the transcriber tells the segmenter: whether a partial already waits for a slot."""
+    """What the transcriber tells the segmenter: whether a partial already waits for a slot, and
+    how busy the shared decoders are."""
 
     partial_waiting: bool = False
+    decode_demand: float = 0.0
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +95,32 @@ def test_partials_come_on_the_cadence_and_wait_while_one_is_queued(silero, spoke
     busy = segment(silero, *spoken, backlog=Backlog(partial_waiting=True),
                    session={"attributes": {"partial": "true"}}, partial_interval_sec=0.5)
     assert [type(d) for d in busy] == [FinalDue] * 3
+
+
+def test_the_first_partial_comes_soon_after_onset_and_the_cadence_stretches_under_load(silero, spoken):
+    cadence = {"partial_interval_sec": 0.5, "partial_interval_max_sec": 3.0, "partial_first_sec": 0.5}
+    partial_session = {"attributes": {"partial": "true"}}
+    light = segment(silero, *spoken, session=partial_session, **cadence)
+    preroll_sec = limits().preroll_sec
+
+    def regular_partials(dues, index):
+        return [d for d in dues if isinstance(d, PartialDue) and not d.speculative and d.utterance_index == index]
+
+    for final in (d for d in light if isinstance(d, FinalDue)):
+        partials = regular_partials(light, final.utterance_index)
+        onset_sec = final.start_sec + preroll_sec  # the buffer opens with the pre-roll
+        assert partials and partials[0].end_sec - onset_sec == pytest.approx(0.5, abs=0.04)
+        gaps = [later.end_sec - earlier.end_sec for earlier, later in itertools.pairwise(partials)]
+        assert all(gap >= 0.5 - 1e-6 for gap in gaps)
+    saturated = segment(silero, *spoken, backlog=Backlog(decode_demand=1.0), session=partial_session, **cadence)
+    for final in (d for d in saturated if isinstance(d, FinalDue)):
+        partials = regular_partials(saturated, final.utterance_index)
+        # at full demand the first partial waits 0.5 + (3.0 - 0.5) s: these sentences are shorter
+        assert all(p.end_sec - final.start_sec - preroll_sec >= 3.0 - 1e-6 for p in partials)
+    def count(dues):
+        return sum(isinstance(d, PartialDue) for d in dues)
+
+    assert count(saturated) < count(light)
 
 
 def test_without_endpointing_a_long_utterance_is_cut_at_the_buffer_cap_between_words(silero, spoken):

@@ -3,8 +3,9 @@
 Pure per-stream logic over 32 ms frames (no I/O, no clock): each frame may yield one `FinalDue`
 (the utterance ended at an endpoint, or reached the buffer cap and was cut in its quietest recent
 frame) or one `PartialDue` (the partial cadence came round). `finish()` closes the open utterance
-at the end of the input. Whether a partial is worth issuing depends on the stream's decode backlog,
-which the segmenter reads through the narrow `DecodeBacklog` view.
+at the end of the input. Whether a partial is worth issuing, and how soon, depends on the stream's
+decode backlog and the decoders' load, which the segmenter reads through the narrow `DecodeBacklog`
+view.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Protocol
 import numpy as np
 
 from appliance.audio import MODEL_SAMPLE_RATE_HZ
+from appliance.streaming.cadence import PartialCadence
 from appliance.streaming.endpointing import EndpointConfig, Endpointer, FrameEvent
 from appliance.streaming.events import DecodeDue, FinalDue, PartialDue, SpeechBoundary
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.types import StreamLimits
 from appliance.streaming.utterance import UtteranceBuffer
-from appliance.vad import FRAME_SEC
+from appliance.vad import FRAME_SAMPLES, FRAME_SEC
 
 CUT_SEARCH_SEC = 1.5  # how far back from the buffer cap to look for a gap between words
 
@@ -31,12 +33,17 @@ class DecodeBacklog(Protocol):
         """A partial of this stream is queued and not yet running: another would only repeat it."""
         ...
 
+    @property
+    def decode_demand(self) -> float:
+        """Recent load of the shared decoders (`DecodeScheduler.demand`): sets the partial cadence."""
+        ...
+
 
 @dataclass(frozen=True)
 class SegmenterConfig:
     endpoint: EndpointConfig
     emit_final_on_vad: bool  # False: one utterance until a cap or the end of input
-    partial_interval_sec: float | None  # None: no partials
+    cadence: PartialCadence | None  # None: no partials
     partial_skip_unchanged: bool
     cap_samples: int | None  # utterance length that forces a cut
     overlap_sec: float  # audio before a cut that the next utterance repeats
@@ -50,10 +57,18 @@ class SegmenterConfig:
             endpoint=EndpointConfig(threshold=settings.vad_threshold, silence_sec=settings.vad_silence_sec,
                                     speech_rms_threshold=limits.speech_rms_threshold),
             emit_final_on_vad=settings.emit_final_on_vad,
-            partial_interval_sec=limits.partial_interval_sec if settings.partials else None,
+            cadence=partial_cadence(limits) if settings.partials else None,
             partial_skip_unchanged=limits.partial_skip_unchanged,
             cap_samples=buffer_cap_samples(settings, limits), overlap_sec=limits.buffer_overlap_sec,
             preroll_sec=limits.preroll_sec, tail_sec=limits.tail_sec, min_speech_sec=limits.min_speech_sec)
+
+
+def partial_cadence(limits: StreamLimits) -> PartialCadence | None:
+    fastest = limits.partial_interval_sec
+    if not fastest:
+        return None
+    return PartialCadence(first_sec=limits.partial_first_sec or fastest, fastest_sec=fastest,
+                          slowest_sec=max(fastest, limits.partial_interval_max_sec or fastest))
 
 
 def buffer_cap_samples(settings: SessionSettings, limits: StreamLimits) -> int | None:
@@ -85,7 +100,8 @@ class Segmenter:
         self.utterance_index = 0  # of the open (or next) utterance
         self.speech_frames_total = 0  # every speech frame so far: the stream's idle timer watches it
         self._speech_frames = 0  # in the open utterance, across cuts
-        self._samples_at_last_partial = 0
+        self._samples_at_last_partial = 0  # buffer length at the last partial; 0: none yet in this utterance
+        self._samples_at_onset = 0  # buffer length (pre-roll, or overlap after a cut) when speech began
         self._speech_frames_at_last_partial = -1
         self._after_overlap = False
         self._continues_speech = False
@@ -94,7 +110,7 @@ class Segmenter:
         self._speculated_end_sample = -1
         tail_frames = max(1, round(config.tail_sec / FRAME_SEC))
         self._speculate_at_silence_frames = (
-            tail_frames if config.partial_interval_sec and config.emit_final_on_vad
+            tail_frames if config.cadence and config.emit_final_on_vad
             and tail_frames < round(config.endpoint.silence_sec / FRAME_SEC) else 0)
 
     def take_boundaries(self) -> list[SpeechBoundary]:
@@ -127,6 +143,7 @@ class Segmenter:
             self._boundaries.append(SpeechBoundary("started", self.utterance_index, _seconds(frame_start)))
             self._speech_frames = 0
             self._samples_at_last_partial = 0
+            self._samples_at_onset = buffer.samples
         buffer.append(frame, probability)
         if self._endpointer.in_speech and self._endpointer.trailing_silence_frames == 0:
             self._speech_frames += 1
@@ -177,6 +194,7 @@ class Segmenter:
         threshold = self._config.endpoint.threshold
         self._speech_frames = sum(p >= threshold for p in after_cut_probs)
         self._samples_at_last_partial = 0
+        self._samples_at_onset = self._buffer.samples - len(after_cut_probs) * FRAME_SAMPLES
         return due
 
     def _final_end_sample(self) -> int:
@@ -194,12 +212,13 @@ class Segmenter:
     def _speculative_partial(self) -> PartialDue | None:
         """Silence has lasted `tail_sec`: the audio up to here is exactly what the final will decode
         if no more speech comes, so a partial of it now lets the final reuse its hypothesis at the
-        endpoint instead of decoding again. Skipped when nothing changed or decodes are waiting."""
+        endpoint instead of decoding again. Skipped when this audio was already speculated on, or a
+        partial of this stream is waiting for a slot."""
         buffer = self._buffer
-        if (self._speech_frames < self._min_speech_frames or self._backlog.partial_waiting
-                or self._speech_frames == self._speech_frames_at_last_partial):
-            return None
         end = self._final_end_sample()
+        if (self._speech_frames < self._min_speech_frames or self._backlog.partial_waiting
+                or end == self._speculated_end_sample):
+            return None
         self._samples_at_last_partial = buffer.samples
         self._speech_frames_at_last_partial = self._speech_frames
         self._speculated_end_sample = end
@@ -207,15 +226,21 @@ class Segmenter:
                           _seconds(end), self._after_overlap, self._continues_speech, speculative=True)
 
     def _partial_if_due(self) -> PartialDue | None:
-        interval_sec = self._config.partial_interval_sec
-        if not interval_sec:
+        cadence = self._config.cadence
+        if cadence is None:
             return None
         buffer = self._buffer
-        if buffer.samples - self._samples_at_last_partial < interval_sec * MODEL_SAMPLE_RATE_HZ:
+        first = self._samples_at_last_partial == 0
+        since = self._samples_at_onset if first else self._samples_at_last_partial
+        grown_sec = _seconds(buffer.samples - since)
+        if grown_sec < (cadence.first_sec if first else cadence.fastest_sec):
+            return None  # not due even at the fastest cadence: the load need not be read
+        if self._backlog.partial_waiting or self._speech_frames < self._min_speech_frames:
             return None
-        if self._backlog.partial_waiting:
-            return None
-        if self._speech_frames < self._min_speech_frames:
+        if 0 < self._endpointer.trailing_silence_frames < self._speculate_at_silence_frames:
+            return None  # a pause began: the speculative partial, due in a moment, will cover it
+        demand = self._backlog.decode_demand
+        if grown_sec < (cadence.first_after_sec(demand) if first else cadence.interval_sec(demand)):
             return None
         self._samples_at_last_partial = buffer.samples
         if self._config.partial_skip_unchanged and self._speech_frames == self._speech_frames_at_last_partial:

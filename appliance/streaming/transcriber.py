@@ -54,6 +54,7 @@ class Transcriber:
                  deliver: Callable[[Delivery], None], on_progress: Callable[[], None] | None = None,
                  max_pending: int = 0):
         self._settings = settings
+        self._scheduler = scheduler
         self._deliver = deliver
         self._on_progress = on_progress
         self._queue = scheduler.open_stream(settings.session_id, backend, language=settings.language,
@@ -80,6 +81,10 @@ class Transcriber:
     @property
     def partial_waiting(self) -> bool:
         return self._queue.partial_waiting
+
+    @property
+    def decode_demand(self) -> float:
+        return self._scheduler.demand()
 
     @property
     def queued_audio_bytes(self) -> int:

@@ -46,7 +46,9 @@ class StreamLimits:
     max_buffer_sec: float | None = 20.0
     max_buffer_bytes: int | None = None
     buffer_overlap_sec: float = 0.5
-    partial_interval_sec: float | None = 1.5
+    partial_interval_sec: float | None = 0.5  # with spare decode capacity (None: no partials)
+    partial_interval_max_sec: float | None = 3.0  # at full decode demand (None: a fixed cadence)
+    partial_first_sec: float | None = 0.5  # after an utterance's onset (None: the interval)
     partial_window_sec: float = 10.0
     speech_rms_threshold: float = 0.0
     max_audio_sec_per_session: float | None = None
