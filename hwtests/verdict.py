@@ -32,8 +32,10 @@ CLASSES = (
 )
 # The sweeps stop at the loosest class limit: past it no class can be met.
 SWEEP_P95_LIMIT_SEC = max(c.p95_limit_sec for c in CLASSES)
-PARTIAL_CADENCE_DEFAULT_SEC = 1.5  # config/server.yaml's server.partial_decode_interval_sec
-PARTIAL_CADENCE_SLOW_SEC = 3.0  # half the partial decodes: what a box that loses capacity to them gets
+# (partial_decode_interval_sec, partial_decode_interval_max_sec): config/server.yaml's defaults, and
+# half the partial decodes at every load for a box that loses capacity to them
+PARTIAL_CADENCE_DEFAULT_SEC = (0.5, 3.0)
+PARTIAL_CADENCE_SLOW_SEC = (1.0, 6.0)
 
 
 def judge(capacity: dict[str, Any], noise_words: int | None,
@@ -63,17 +65,20 @@ def recommended_config(capacity: dict[str, Any], inventory: dict[str, Any]) -> s
     finals = capacity["finals_only"]["max_streams"] or 1
     partials = capacity["partials"]["max_streams"]
     if partials is None:
-        cadence, why = "null", "partials did not hold even at the first step: leave them off"
-    elif partials >= finals:
-        cadence, why = f"{PARTIAL_CADENCE_DEFAULT_SEC:g}", "partials cost no capacity here: keep the default"
+        interval, interval_max = "null", "null"
+        why = "partials did not hold even at the first step: leave them off"
     else:
-        cadence, why = f"{PARTIAL_CADENCE_SLOW_SEC:g}", (f"partials lower the knee ({partials} vs {finals} "
-                                                       "streams): decode them half as often")
+        slow = partials < finals
+        interval, interval_max = (f"{sec:g}" for sec in (PARTIAL_CADENCE_SLOW_SEC if slow
+                                                          else PARTIAL_CADENCE_DEFAULT_SEC))
+        why = (f"partials lower the knee ({partials} vs {finals} streams): decode them half as often" if slow
+               else "partials cost no capacity here: the default")
     pool = inventory.get("pool_size", 1)
     return (f"# recommended for this box by hwtests (profile {inventory.get('profile')}, "
             f"model {inventory.get('model')})\n"
             "server:\n"
             f"  max_sessions: {finals}  # the finals-only knee: one more stream and p95 or a final gives way\n"
-            f"  partial_decode_interval_sec: {cadence}  # {why}\n"
+            f"  partial_decode_interval_sec: {interval}  # {why}\n"
+            f"  partial_decode_interval_max_sec: {interval_max}  # the cadence under full decode load\n"
             "model:\n"
             f"  pool_size: {pool}  # what the '{inventory.get('profile')}' profile chose; the sweeps ran with it\n")

@@ -91,7 +91,9 @@ def test_warnings_name_noise_words_an_unfound_knee_and_a_bad_microphone():
 def test_recommended_config_is_yaml_sized_from_the_knees(box, max_sessions, cadence):
     snippet = verdict.recommended_config(box, {"profile": "cpu", "model": "tiny.en", "pool_size": 2})
     loaded = yaml.safe_load(snippet)
-    assert loaded == {"server": {"max_sessions": max_sessions, "partial_decode_interval_sec": cadence},
+    interval, interval_max = cadence or (None, None)
+    assert loaded == {"server": {"max_sessions": max_sessions, "partial_decode_interval_sec": interval,
+                                 "partial_decode_interval_max_sec": interval_max},
                       "model": {"pool_size": 2}}
     assert snippet.startswith("# recommended for this box by hwtests (profile cpu, model tiny.en)")
 
