@@ -9,7 +9,8 @@ was just served goes behind the others: round-robin). Under pressure (an eligibl
 `max_pending_global` eligible heads) a partial is dropped and counted instead of queued. A final
 not dispatched within `queue_timeout_sec` of becoming eligible fails with ERR1009. With a batch
 window, the dispatcher waits up to `batch_window_ms` to gather up to `max_batch_size` compatible
-heads into one `Backend.transcribe_batch` call.
+heads into one `Backend.transcribe_batch` call. `demand()` is the recent load of the slots (running
+plus eligible decodes per slot, averaged over ~2 s): the partial cadence stretches as it rises.
 
 Every outcome goes back through the queue's `on_done(payload, transcript, error)`, called on the
 event loop: a transcript, `None` for a dropped partial, or an `ApplianceError`.
