@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.streaming.commit import CommitPolicy, collapse_repeats, common_prefix_len, strip_overlap
+from appliance.streaming.commit import (
+    CommitPolicy,
+    collapse_repeats,
+    committed_prefix_end,
+    common_prefix_len,
+    strip_overlap,
+)
 
 
 def words(text: str) -> list[str]:
@@ -89,14 +95,18 @@ def check_sequence(sequence: list[str]) -> None:
         # committed only grows, and what was committed never changes
         assert committed[:len(previous_committed)] == previous_committed
         # text == committed + unstable: the unstable part is the hypothesis after the committed words
-        assert words(unstable_text) == words(hypothesis)[len(committed):]
-        assert " ".join(filter(None, (committed_text, unstable_text))) == policy.final(hypothesis)
-        # a newly committed word is this hypothesis's word, and agrees with the previous one's
         hyp = words(hypothesis)
-        for i in range(len(previous_committed), len(committed)):
+        assert words(unstable_text) == hyp[committed_prefix_end(committed, hyp):]
+        assert " ".join(filter(None, (committed_text, unstable_text))) == policy.final(hypothesis)
+        # newly committed words are this hypothesis's words after the old committed ones, and agree
+        # with the previous hypothesis's words after them
+        new = committed[len(previous_committed):]
+        if new:
             assert previous_hypothesis is not None
-            assert committed[i] == hyp[i]
-            assert common_prefix_len([hyp[i]], [previous_hypothesis[i]]) == 1
+            start = committed_prefix_end(previous_committed, hyp)
+            assert new == hyp[start:start + len(new)]
+            before = previous_hypothesis[committed_prefix_end(previous_committed, previous_hypothesis):]
+            assert common_prefix_len(new, before) == len(new)
         assert words(policy.final(hypothesis))[:len(committed)] == committed
         previous_committed, previous_hypothesis = committed, hyp
 
@@ -199,3 +209,24 @@ def test_strip_overlap_only_looks_back_max_words():
     text = "b c d e f g h i j k"  # 9 words of overlap
     assert strip_overlap(previous, text) == text
     assert strip_overlap(previous, text, max_words=9) == "k"
+
+
+@pytest.mark.parametrize("committed, final, expected", [
+    ("the cat sat", "the cat has sat on the mat", "the cat sat on the mat"),  # a word inserted inside
+    ("a b c d", "a b d e f", "a b c d e f"),  # a committed word left out
+    ("turn the lights", "Turn the lights off", "turn the lights off"),  # the usual case
+    ("send the report", "sent a rapport on monday", "send the report on monday"),  # nothing aligns
+])
+def test_the_final_continues_where_the_committed_words_align_in_it(committed, final, expected):
+    policy = CommitPolicy()
+    policy.partial(committed)
+    policy.partial(committed)
+    assert " ".join(policy.committed) == committed
+    assert policy.final(final) == expected
+
+
+def test_a_later_partial_that_drops_a_committed_word_does_not_lose_the_next_one():
+    policy = CommitPolicy()
+    policy.partial("please call the front desk")
+    policy.partial("please call the front desk now")
+    assert policy.partial("please call front desk now and") == ("please call the front desk now", "and")

@@ -40,9 +40,8 @@ class CommitPolicy:
         if self._previous is not None:
             agreed = common_prefix_len(self._after_committed(self._previous), tail)
             self.committed.extend(tail[:agreed])
-            tail = tail[agreed:]
         self._previous = words
-        return " ".join(self.committed), " ".join(tail)
+        return " ".join(self.committed), " ".join(self._after_committed(words))
 
     def final(self, hypothesis: str) -> str:
         """The final text: the committed words, then whatever the final hypothesis says after them."""
@@ -53,10 +52,28 @@ class CommitPolicy:
         """Words of a hypothesis that follow the committed prefix.
 
         A hypothesis that no longer starts with the committed words (the model changed its mind)
-        still has its first len(committed) words taken to cover them: committed text is a promise
-        to the client, so it wins.
+        still has a prefix taken to cover them: committed text is a promise to the client, so it
+        wins. That prefix is where the committed words align best, so a word the new hypothesis
+        inserts or leaves out inside the committed part is neither repeated nor loses the word after
+        it; with nothing to align on, it is the first len(committed) words.
         """
-        return words[len(self.committed):]
+        return words[committed_prefix_end(self.committed, words):]
+
+
+def committed_prefix_end(committed: list[str], words: list[str]) -> int:
+    """How many leading `words` the `committed` words cover: the prefix with the fewest word edits
+    against them; among equals, one that ends on a matching word, then the one nearest in length."""
+    n = len(committed)
+    if common_prefix_len(committed, words) == n:
+        return n  # the usual case: the hypothesis repeats the committed words
+    a, b = [_key(w) for w in committed], [_key(w) for w in words]
+    row = list(range(len(b) + 1))  # edits between committed[:0] and words[:j]
+    for i in range(1, n + 1):
+        previous, row = row, [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] != b[j - 1]))
+    # row[j]: edits between all committed words and words[:j]
+    return min(range(len(b) + 1), key=lambda j: (row[j], not (j and b[j - 1] == a[-1]), abs(j - n))) if n else 0
 
 
 def collapse_repeats(text: str, max_repeats: int = 2, max_ngram: int = 4) -> str:
