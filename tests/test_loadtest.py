@@ -105,6 +105,7 @@ def test_collector_first_partial_final_and_dropped_partials():
     assert u.partials == 2 and u.final and not u.lost
     assert u.first_partial_sec == pytest.approx(104.0 - 103.2)  # the chunk holding start_sec went at 103.2
     assert u.first_partial_at_sec == pytest.approx(4.0)
+    assert u.partial_gaps_sec == [pytest.approx(0.5)]
     assert u.latency_sec == pytest.approx(0.7) and u.received_at_sec == pytest.approx(5.2)
     assert u.partials_dropped == 3
     assert u.decode_sec == pytest.approx(0.6)

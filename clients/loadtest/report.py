@@ -9,7 +9,9 @@ Definitions (docs/loadtest.md has the long form):
   open utterance accounts for (unless the stream was refused on its first chunk);
 * finals lost: utterances with partials but no final, plus those a stream error cut off;
 * final latency: TimedResult.latency_sec (final received - the audio up to its end_sec sent);
-* time to first partial: first partial received - the chunk holding the utterance's start sent;
+* time to first partial: first partial received - the chunk holding the utterance's start sent
+  (the start includes the server's 0.3 s pre-roll, so this is up to 0.3 s more than from the onset);
+* partial interval: time between consecutive partials of an utterance received (the cadence);
 * stream realtime factor: a channel's stream wall time / audio it sent (> 1: fell behind);
 * decode RTF: sum of STTResult.decode_latency_sec over every result / audio seconds sent.
 """
@@ -38,6 +40,7 @@ def compute_figures(result: LoadResult) -> dict[str, Any]:
     finals = [u for u in utterances if u.final]
     latencies = [u.latency_sec for u in finals if u.latency_sec is not None]
     first_partials = [u.first_partial_sec for u in utterances if u.first_partial_sec is not None]
+    partial_gaps = [gap for u in utterances for gap in u.partial_gaps_sec]
     audio_sec = sum(ch.audio_sec for ch in result.channels)
     decode_sec = sum(u.decode_sec for u in utterances)
     stream_rtfs = [r for ch in result.channels if (r := _ratio(ch.wall_sec, ch.audio_sec)) is not None]
@@ -60,6 +63,8 @@ def compute_figures(result: LoadResult) -> dict[str, Any]:
         "final_latency_max_sec": max(latencies, default=None),
         "first_partial_p50_sec": percentile(first_partials, 0.50),
         "first_partial_p95_sec": percentile(first_partials, 0.95),
+        "partial_interval_p50_sec": percentile(partial_gaps, 0.50),
+        "partial_interval_p95_sec": percentile(partial_gaps, 0.95),
         "partials": sum(u.partials for u in utterances),
         "partials_dropped": sum(u.partials_dropped for u in utterances),
         "audio_sec": audio_sec,
@@ -124,7 +129,8 @@ def format_report(f: dict[str, Any]) -> str:
     pacing = "realtime" if f["realtime"] else "as fast as possible"
     if f["partials_enabled"]:
         first_partial = (f"time to first partial: p50 {_sec(f['first_partial_p50_sec'])}, "
-                         f"p95 {_sec(f['first_partial_p95_sec'])}")
+                         f"p95 {_sec(f['first_partial_p95_sec'])}; partial interval: p50 "
+                         f"{_sec(f['partial_interval_p50_sec'])}, p95 {_sec(f['partial_interval_p95_sec'])}")
     else:
         first_partial = "time to first partial: n/a (partials off)"
     errors = ", ".join(f"{code} x{n}" for code, n in f["errors"].items()) or "none"

@@ -61,8 +61,10 @@ class Utterance:
     file: str
     start_sec: float | None = None
     partials: int = 0
+    last_partial_at_sec: float = 0.0  # since the run started
     first_partial_at_sec: float | None = None  # since the run started
     first_partial_sec: float | None = None  # time to first partial
+    partial_gaps_sec: list[float] = field(default_factory=list)  # between consecutive partials received
     final: bool = False
     latency_sec: float | None = None
     received_at_sec: float | None = None  # final, since the run started
@@ -162,6 +164,9 @@ class _Collector:
             u.partials_dropped = max(u.partials_dropped, r.partials_dropped)
             if not r.is_final:
                 u.partials += 1
+                if u.first_partial_at_sec is not None:
+                    u.partial_gaps_sec.append(received - self.started - u.last_partial_at_sec)
+                u.last_partial_at_sec = received - self.started
                 if u.first_partial_at_sec is None:
                     u.first_partial_at_sec = received - self.started
                     sent = stream.sent.sent_time_for(r.start_sec)
