@@ -48,7 +48,7 @@ def test_loud_frame_below_threshold_does_not_start_speech():
 def test_hysteresis_frames_between_release_and_threshold_keep_speech_going():
     config = EndpointConfig(threshold=0.5, silence_sec=0.1)  # 0.1 / 0.032 -> 3 frames
     ep = started(config)
-    release = config.threshold - RELEASE_MARGIN  # 0.35
+    release = config.threshold - RELEASE_MARGIN  # 0.20
     # Far more in-between frames than the silence window: speech never ends.
     events = feed(ep, [(release, LOUD), (0.4, LOUD), (0.49, LOUD)] * 10)
     assert events == [NONE] * 30
@@ -64,9 +64,10 @@ def test_in_between_frames_do_not_start_speech():
 
 def test_frames_below_release_threshold_count_as_silence_and_speech_resets_the_count():
     ep = started(EndpointConfig(threshold=0.5, silence_sec=0.1))  # 3 silence frames needed
-    assert feed(ep, [(0.34, LOUD), (0.0, LOUD)]) == [NONE, NONE]
+    release = 0.5 - RELEASE_MARGIN  # 0.20
+    assert feed(ep, [(release - 0.01, LOUD), (0.0, LOUD)]) == [NONE, NONE]
     assert ep.trailing_silence_frames == 2
-    assert ep.push(0.36, LOUD) is NONE  # above release (0.35): the gap closes
+    assert ep.push(release + 0.01, LOUD) is NONE  # above release: the gap closes
     assert ep.trailing_silence_frames == 0
     assert feed(ep, [(0.1, LOUD)] * 3) == [NONE, NONE, END]
     assert not ep.in_speech

@@ -14,7 +14,12 @@ from enum import Enum
 
 from appliance.vad import FRAME_SEC
 
-RELEASE_MARGIN = 0.15
+# Speech, once started, continues while frames stay above threshold - RELEASE_MARGIN (0.20 at the
+# default 0.5). In noise Silero's probability sags in the pauses inside a sentence; at a margin of
+# 0.15 those pauses ended utterances, and decoding the fragments without their context cost 4 points
+# of WER at 5 dB SNR (pink) against offline. 0.30 halved that gap and left clean speech as it was
+# (bench/wer.py --noise pink --snr 5|10 and clean, docs/capacity.md).
+RELEASE_MARGIN = 0.30
 
 
 @dataclass(frozen=True)
