@@ -2,7 +2,9 @@
 
 Each stream owns one `StreamQueue`: the only record of its decodes and their order. A stream runs
 one decode at a time, in FIFO order, so its results leave in the order its audio arrived and every
-partial of an utterance precedes its final. A queue's head becomes *eligible* once the stream's
+partial of an utterance precedes its final. A final supersedes its stream's queued partials and the
+one running: those are reported dropped when the final is submitted, and the final does not wait for
+the running one to finish. A queue's head becomes *eligible* once the stream's
 previous decode is done; the dispatcher hands free model slots (`max_in_flight`, one per model
 instance) to eligible heads, finals first, then in the order they became eligible (a stream that
 was just served goes behind the others: round-robin). Under pressure (an eligible final waiting, or
@@ -74,6 +76,7 @@ class _Request(Generic[P]):
     enqueued_at: float = field(default_factory=time.monotonic)
     sequence: int = 0  # order of becoming eligible
     deadline: asyncio.TimerHandle | None = None
+    superseded: bool = False  # a partial whose final came while it ran: already reported dropped
 
     def batch_key(self) -> tuple:
         q = self.queue
@@ -121,12 +124,13 @@ class StreamQueue(Generic[P]):
 
     def submit(self, audio: np.ndarray, *, is_final: bool, payload: P, options: DecodeOptions | None = None) -> None:
         """Queue a decode; its outcome comes back through `on_done`. A partial that finds the queue
-        at `max_pending` is dropped at once. A final first drops this stream's queued partials: it
-        supersedes them."""
+        at `max_pending` is dropped at once. A final first drops this stream's queued partials and
+        the partial it is running: it supersedes them."""
         if self._closed:
             raise RuntimeError(f"stream {self.stream_id}: decode submitted after close")
         if is_final:
             self.drop_queued_partials()
+            self._supersede_running_partial()
         elif self._max_pending and self.pending >= self._max_pending:
             self._scheduler.count_dropped(1)
             self._on_done(payload, None, None)
@@ -146,6 +150,19 @@ class StreamQueue(Generic[P]):
             for request in stale:
                 self._on_done(request.payload, None, None)
         return len(stale)
+
+    def _supersede_running_partial(self) -> None:
+        """The partial running now would only be replaced by the final coming in: it is reported
+        dropped at once and the stream is free for the final, which takes another slot if one is idle
+        instead of waiting for it (the partial finishes in its thread, unheard)."""
+        running = self._running
+        if running is None or running.is_final:
+            return
+        running.superseded = True
+        self._running = None
+        self.queued_audio_bytes -= running.audio.nbytes
+        self._scheduler.count_dropped(1)
+        self._on_done(running.payload, None, None)
 
     def close(self) -> None:
         """The stream has ended: forget what is queued (a running decode finishes in its thread and
@@ -176,9 +193,11 @@ class StreamQueue(Generic[P]):
         self._running = request
 
     def _finish(self, request: _Request[P], transcript: Transcript | None, error: ApplianceError | None) -> None:
+        if request.superseded:
+            return
         if request is self._running:
             self._running = None
-            self.queued_audio_bytes -= request.audio.size * 2
+            self.queued_audio_bytes -= request.audio.nbytes
         if self._closed:
             return
         self._on_done(request.payload, transcript, error)

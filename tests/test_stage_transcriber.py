@@ -113,3 +113,43 @@ def test_a_final_on_the_audio_a_speculative_partial_decoded_reuses_it_without_de
     _, decoded = transcribe(backend, [guess, same], one_at_a_time=True,
                             attributes={"partial": "true", "word_timestamps": "true"})
     assert decoded.decode_latency_sec > 0 and decoded.words
+
+
+def submit_while_running(backend, first, then, *, slots: int = 1, **session_options):
+    """Submit `first`, let it start on a slot, then submit `then` while it runs: (everything
+    delivered, decodes the scheduler ran, the stream's queued audio bytes at the end)."""
+    async def scenario():
+        scheduler = DecodeScheduler(max_in_flight=slots, queue_timeout_sec=0)
+        delivered: list = []
+        transcriber = Transcriber(settings(**session_options), scheduler, backend, deliver=delivered.append,
+                                  max_pending=8)
+        transcriber.submit(first)
+        while scheduler.in_flight == 0:
+            await asyncio.sleep(0.001)
+        transcriber.submit(then)
+        await asyncio.wait_for(transcriber.wait_idle(), timeout=120)
+        while scheduler.in_flight:  # a superseded partial finishes in its thread, unheard
+            await asyncio.sleep(0.01)
+        scheduler.shutdown()
+        await asyncio.sleep(0)
+        return delivered, scheduler.stats.decodes, transcriber.queued_audio_bytes
+
+    return asyncio.run(scenario())
+
+
+def test_a_final_that_comes_while_its_speculative_partial_runs_waits_for_that_hypothesis(backend, prompt_audio):
+    guess = PartialDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, speculative=True)
+    same = FinalDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, same_as_partial=True)
+    delivered, decodes, queued_bytes = submit_while_running(backend, guess, same, attributes={"partial": "true"})
+    [result] = delivered  # the partial's hypothesis went out as the final, not as a partial
+    assert result.is_final and "front center" in result.text.lower().replace(",", "")
+    assert decodes == 1 and result.decode_latency_sec > 0 and queued_bytes == 0
+
+
+def test_a_final_does_not_wait_for_a_running_partial_it_supersedes(backend, prompt_audio):
+    longer = np.tile(prompt_audio, 3)  # a long partial decode, so the final is sure to come while it runs
+    delivered, decodes, queued_bytes = submit_while_running(backend, partial(0, longer), final(0, prompt_audio),
+                                                            slots=2, attributes={"partial": "true"})
+    [result] = delivered
+    assert result.is_final and result.partials_dropped == 1 and "front center" in result.text.lower().replace(",", "")
+    assert decodes == 2 and queued_bytes == 0  # both ran, on two slots; nothing left on the ledger

@@ -65,6 +65,8 @@ class Transcriber:
         self._last_final_text = ""
         # The hypothesis of the last speculative partial, while it may still become its final.
         self._speculation: tuple[_Job, Transcript] | None = None
+        self._speculating: _Job | None = None  # a speculative partial submitted, its outcome not yet in
+        self._adopting: _Job | None = None  # a final waiting for that running partial's hypothesis
         # A backend that decodes partials on a shorter encoder window than finals (encode_window
         # "partials") would hand a final a partial's lesser hypothesis: no reuse there.
         self._reuse_allowed = getattr(backend, "encode_window", "full") != "partials"
@@ -100,22 +102,38 @@ class Transcriber:
         job = _Job(due, self._commit)
         if due.is_final:
             self._commit = CommitPolicy()
-            if self._reuse_speculation(job):
+            if self._reuse_speculation(job) or self._adopt_running_speculation(job):
                 return
+        elif isinstance(due, PartialDue) and due.speculative:
+            self._speculating = job
         self._queue.submit(due.audio, is_final=due.is_final, payload=job)
         self._update_idle()
+
+    def _may_reuse(self, final: _Job, speculative: _Job) -> bool:
+        """Whether `final` may take the hypothesis of `speculative` (the same audio and options)."""
+        due, guess = final.due, speculative.due
+        return (isinstance(due, FinalDue) and due.same_as_partial and self._reuse_allowed
+                and not self._settings.word_timestamps
+                and (guess.utterance_index, guess.start_sec, guess.audio.size)
+                == (due.utterance_index, due.start_sec, due.audio.size))
+
+    def _adopt_running_speculation(self, job: _Job) -> bool:
+        """The final's audio is being decoded right now by the speculative partial (the one decode
+        this stream has outstanding): wait for that hypothesis rather than queue the same decode
+        behind it. If that partial fails to deliver, the final is decoded after all."""
+        speculating = self._speculating
+        if (speculating is None or self._queue.pending != 1 or self._queue.partial_waiting
+                or not self._may_reuse(job, speculating)):
+            return False
+        self._adopting = replace(job, queued_at=time.monotonic())
+        return True
 
     def _reuse_speculation(self, job: _Job) -> bool:
         """A final whose audio the last (speculative) partial already decoded, with the same options
         and nothing of this stream still queued, takes that hypothesis now instead of decoding it
         again: the final goes out as soon as the endpoint is seen."""
         speculation, self._speculation = self._speculation, None
-        flagged = isinstance(job.due, FinalDue) and job.due.same_as_partial
-        if speculation is None or not self._reuse_allowed or not flagged or self._queue.pending:
-            return False
-        guess = speculation[0].due
-        if (guess.utterance_index, guess.start_sec, guess.audio.size) != (
-                job.due.utterance_index, job.due.start_sec, job.due.audio.size) or self._settings.word_timestamps:
+        if speculation is None or self._queue.pending or not self._may_reuse(job, speculation[0]):
             return False  # not the partial the segmenter meant (that one was dropped, or still queued)
         # No decode ran for this final: nothing to add to decode time or the real-time factor.
         transcript = replace(speculation[1], decode_sec=0.0, audio_sec=0.0)
@@ -164,6 +182,11 @@ class Transcriber:
     def _decoded(self, job: _Job, transcript: Transcript | None, error: ApplianceError | None) -> None:
         if self.ended:
             return
+        if job is self._speculating:
+            self._speculating = None
+            if self._adopting is not None and error is None:
+                self._adopted(transcript)
+                return
         if error is not None:
             self.close()
             self._deliver(error)
@@ -173,6 +196,21 @@ class Transcriber:
             self._partials_dropped[index] = self._partials_dropped.get(index, 0) + 1
         else:
             self._result(job, transcript)
+        self._update_idle()
+        if self._on_progress is not None:
+            self._on_progress()
+
+    def _adopted(self, transcript: Transcript | None) -> None:
+        """The hypothesis of the speculative partial a final was waiting for becomes that final's;
+        if the partial was dropped instead, the final is decoded in its own right."""
+        final, self._adopting = self._adopting, None
+        assert final is not None
+        if transcript is not None:
+            log.debug("session %s utterance %d: final takes the partial decoded as silence began",
+                      self._settings.session_id, final.due.utterance_index)
+            self._result(final, transcript)
+        else:
+            self._queue.submit(final.due.audio, is_final=True, payload=final)
         self._update_idle()
         if self._on_progress is not None:
             self._on_progress()
