@@ -153,3 +153,35 @@ def test_a_final_does_not_wait_for_a_running_partial_it_supersedes(backend, prom
     [result] = delivered
     assert result.is_final and result.partials_dropped == 1 and "front center" in result.text.lower().replace(",", "")
     assert decodes == 2 and queued_bytes == 0  # both ran, on two slots; nothing left on the ledger
+
+
+class PromptRecorder:
+    """The real backend, noting the prompt each decode was given."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.prompts: list[str | None] = []
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def transcribe(self, audio, options, **kwargs):
+        self.prompts.append(options.initial_prompt)
+        return self._backend.transcribe(audio, options, **kwargs)
+
+
+def test_in_noise_the_previous_final_is_context_for_the_next_utterance_if_it_ended_just_before(
+        backend, prompt_audio):
+    seconds = prompt_audio.size / 16_000
+
+    def utterance(index: int, start_sec: float, in_noise: bool) -> FinalDue:
+        return FinalDue(index, prompt_audio, start_sec, start_sec + seconds, False, False, in_noise)
+
+    recorder = PromptRecorder(backend)
+    results = transcribe(recorder, [utterance(0, 0.0, True), utterance(1, seconds + 1.0, True),
+                                    utterance(2, 3 * seconds + 10.0, True), utterance(3, 4 * seconds + 11.0, False)],
+                         one_at_a_time=True)
+    first_text = results[0].text
+    # utterance 1 follows 1 s after a final in noise: prompted with its text; 2 comes 10 s later, and 3
+    # is clean speech: neither is
+    assert recorder.prompts == [None, first_text, None, None]

@@ -38,6 +38,7 @@ class DecodeDue:
     end_sec: float
     after_overlap: bool  # starts with buffer_overlap_sec the previous final already covered
     continues_speech: bool  # cut from the previous utterance mid-speech (buffer cap): prompt with its text
+    in_noise: bool = False  # the stream's speech stands little above its noise floor: context helps
 
     is_final = False
 

@@ -20,11 +20,16 @@ from appliance.streaming.cadence import PartialCadence
 from appliance.streaming.endpointing import EndpointConfig, Endpointer, FrameEvent
 from appliance.streaming.events import DecodeDue, FinalDue, PartialDue, SpeechBoundary
 from appliance.streaming.session import SessionSettings
+from appliance.streaming.snr import SpeechToNoise
 from appliance.streaming.types import StreamLimits
 from appliance.streaming.utterance import UtteranceBuffer
 from appliance.vad import FRAME_SAMPLES, FRAME_SEC
 
 CUT_SEARCH_SEC = 1.5  # how far back from the buffer cap to look for a gap between words
+# Speech less than this far above the stream's noise floor (as `SpeechToNoise` estimates it) is
+# decoded with the previous final's text as context, as offline Whisper conditions on earlier text.
+# In clean speech that context costs more than it gives; in noise it is what offline had over us.
+NOISY_BELOW_DB = 10.0
 
 
 class DecodeBacklog(Protocol):
@@ -106,6 +111,7 @@ class Segmenter:
         self._after_overlap = False
         self._continues_speech = False
         self._boundaries: list[SpeechBoundary] = []
+        self._snr = SpeechToNoise()
         # A partial decoded on the final's exact audio when silence began: its end sample, else -1.
         self._speculated_end_sample = -1
         tail_frames = max(1, round(config.tail_sec / FRAME_SEC))
@@ -134,6 +140,7 @@ class Segmenter:
         frame_start = self._timeline_samples
         self._timeline_samples += frame.size
         event = self._endpointer.push(probability, level)
+        self._snr.update(probability, level)
         buffer = self._buffer
         if not buffer.is_open:
             if event is not FrameEvent.SPEECH_START:
@@ -197,13 +204,17 @@ class Segmenter:
         self._samples_at_onset = self._buffer.samples - len(after_cut_probs) * FRAME_SAMPLES
         return due
 
+    def _in_noise(self) -> bool:
+        snr_db = self._snr.db
+        return snr_db is not None and snr_db < NOISY_BELOW_DB
+
     def _final_end_sample(self) -> int:
         return min(self._buffer.last_speech_end_sample + self._tail_samples, self._timeline_samples)
 
     def _final(self, audio: np.ndarray, start_sample: int, end_sample: int, *, same_as_partial: bool = False
                ) -> FinalDue:
         due = FinalDue(self.utterance_index, audio, _seconds(start_sample), _seconds(end_sample),
-                       self._after_overlap, self._continues_speech, same_as_partial=same_as_partial)
+                       self._after_overlap, self._continues_speech, self._in_noise(), same_as_partial=same_as_partial)
         self.utterance_index += 1
         self._speech_frames_at_last_partial = -1
         self._speculated_end_sample = -1
@@ -223,7 +234,8 @@ class Segmenter:
         self._speech_frames_at_last_partial = self._speech_frames
         self._speculated_end_sample = end
         return PartialDue(self.utterance_index, buffer.audio(end_sample=end), _seconds(buffer.start_sample),
-                          _seconds(end), self._after_overlap, self._continues_speech, speculative=True)
+                          _seconds(end), self._after_overlap, self._continues_speech, self._in_noise(),
+                          speculative=True)
 
     def _partial_if_due(self) -> PartialDue | None:
         cadence = self._config.cadence
@@ -247,4 +259,5 @@ class Segmenter:
             return None  # only silence since the last partial: its text cannot have changed
         self._speech_frames_at_last_partial = self._speech_frames
         return PartialDue(self.utterance_index, buffer.audio(), _seconds(buffer.start_sample),
-                          _seconds(self._timeline_samples), self._after_overlap, self._continues_speech)
+                          _seconds(self._timeline_samples), self._after_overlap, self._continues_speech,
+                          self._in_noise())

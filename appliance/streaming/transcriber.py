@@ -28,7 +28,8 @@ from appliance.streaming.word_timing import align_words
 
 log = logging.getLogger(__name__)
 
-PROMPT_CHARS = 200  # previous text given as context after a buffer-cap cut
+PROMPT_CHARS = 200  # previous text given as context after a buffer-cap cut, or in noise
+NOISY_CONTEXT_GAP_SEC = 5.0  # in noise, the previous final is context if it ended this recently
 
 
 class StreamEnd:
@@ -63,6 +64,7 @@ class Transcriber:
         self._commit = CommitPolicy()
         self._partials_dropped: dict[int, int] = {}  # per utterance, until its final reports them
         self._last_final_text = ""
+        self._last_final_end_sec = 0.0
         # The hypothesis of the last speculative partial, while it may still become its final.
         self._speculation: tuple[_Job, Transcript] | None = None
         self._speculating: _Job | None = None  # a speculative partial submitted, its outcome not yet in
@@ -171,11 +173,17 @@ class Transcriber:
         word_timestamps = job.due.is_final and self._settings.word_timestamps  # partials never pay for it
         if options.word_timestamps != word_timestamps:
             options = replace(options, word_timestamps=word_timestamps)
-        if job.due.continues_speech and self._last_final_text and options.initial_prompt is None:
-            # The buffer cap cut continuous speech: the previous piece's words are the context the
-            # model would have had (this is not conditioning across silence).
+        if self._last_final_text and options.initial_prompt is None and self._wants_context(job.due):
             options = replace(options, initial_prompt=self._last_final_text[-PROMPT_CHARS:])
         return options
+
+    def _wants_context(self, due: DecodeDue) -> bool:
+        """Whether the previous final's words go in as the prompt: after a buffer-cap cut (they are
+        the context the model would have had), and in noise when that final ended a moment ago (the
+        speaker goes on; in noise the context is worth more than the risk of carrying its errors).
+        Not across silence in clean speech: there it measured worse."""
+        return due.continues_speech or (due.in_noise and due.start_sec - self._last_final_end_sec
+                                        <= NOISY_CONTEXT_GAP_SEC)
 
     # --- out ----------------------------------------------------------------------------------
 
@@ -228,6 +236,7 @@ class Transcriber:
             committed, unstable = job.commit.final(text), ""
             if committed:
                 self._last_final_text = committed
+                self._last_final_end_sec = due.end_sec
             dropped = self._partials_dropped.pop(due.utterance_index, 0)
             aligned = [w for segment in kept_segments(transcript, s.decode_options) for w in segment.words]
             words = align_words(committed, aligned, offset_sec=due.start_sec,
