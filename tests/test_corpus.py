@@ -7,18 +7,24 @@ WER within 1 point of offline (DESIGN.md, targets), and no file more than 2 word
 (a lost or garbled utterance shows there; a single changed word on a 14-word sentence is 7 points,
 which is why the per-file bound counts words). Streaming cuts audio differently from offline, so
 single words move both ways from file to file: bench/wer.py prints them.
+
+The same corpus with pink noise mixed in at 5 dB SNR (made here, seeded: clients/noise.py) is
+streamed too and held to offline decoding of the same noisy files.
 """
 
 from __future__ import annotations
 
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
 from clients.corpus import SHARED_AUDIO, english_corpus, offline_transcribe, word_errors
 from clients.local_server import LocalAppliance
+from clients.noise import noisy_copies
 from tests.conftest import finals_text, stream_file
 
 pytestmark = pytest.mark.corpus
@@ -73,3 +79,28 @@ def test_long_recording_gives_ordered_finals_covering_the_file(streamed):
     assert all(a.end_sec <= b.start_sec for a, b in pairwise(finals))
     assert finals[0].start_sec < 2.0 and finals[-1].end_sec > long_file.duration_sec - 3.0
     assert all(r.text for r in finals)
+
+
+NOISY_SNR_DB = 5.0
+MAX_NOISY_WER_POINTS_OVER_OFFLINE = 1.5
+
+
+@pytest.fixture(scope="module")
+def noisy_corpus():
+    with tempfile.TemporaryDirectory(prefix="corpus-noise-") as workdir:
+        yield noisy_copies(CORPUS, "pink", NOISY_SNR_DB, Path(workdir))
+
+
+def test_pooled_streaming_wer_in_noise_stays_near_offline_on_the_same_noisy_audio(noisy_corpus):
+    """DESIGN.md's target is 0.5 point at 5 dB; this bound leaves room for the int8 server against the
+    float32 offline baseline and for which words a cut moves (bench/wer.py --noise pink --snr 5)."""
+    env = {"STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC": "0", "STT_SERVER_MAX_SESSIONS_PER_IP": "0"}
+    with LocalAppliance(env=env) as server, ThreadPoolExecutor(4) as pool:
+        streamed = list(pool.map(lambda path: finals_text(stream_file(server.address, path)), noisy_corpus))
+    stream_errors = offline_errors = words = 0
+    for recording, path, text in zip(CORPUS, noisy_corpus, streamed, strict=True):
+        errors, count = word_errors(recording.reference, text)
+        stream_errors, words = stream_errors + errors, words + count
+        offline_errors += word_errors(recording.reference, offline_transcribe(path))[0]
+    assert 100 * stream_errors / words <= 100 * offline_errors / words + MAX_NOISY_WER_POINTS_OVER_OFFLINE, \
+        (stream_errors, offline_errors, words)
