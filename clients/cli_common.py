@@ -278,7 +278,8 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 
 def result_record(result: TimedResult) -> dict[str, Any]:
-    """The JSON-lines shape of one result (speech events add "speech_event")."""
+    """The JSON-lines shape of one result (speech events add "speech_event", results with text
+    "confidence", word-timed finals "words")."""
     record = {
         "session_id": result.session_id,
         "utterance_index": result.utterance_index,
@@ -294,6 +295,8 @@ def result_record(result: TimedResult) -> dict[str, Any]:
     }
     if result.speech_event:
         record["speech_event"] = result.speech_event
+    if result.text:
+        record["confidence"] = _round(result.confidence)
     if result.words:
         record["words"] = [{"word": w.word, "start_sec": _round(w.start_sec, 3), "end_sec": _round(w.end_sec, 3),
                             "probability": _round(w.probability)} for w in result.words]

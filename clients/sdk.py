@@ -111,6 +111,7 @@ class TimedResult:
     partials_dropped: int = 0
     speech_event: str = ""  # "started" / "ended" on a speech event (attribute speech_events=true)
     words: tuple[Word, ...] = ()  # finals with the attribute word_timestamps=true
+    confidence: float = 0.0  # the decoder's, 0-1
 
 
     @classmethod
@@ -132,6 +133,7 @@ class TimedResult:
             partials_dropped=msg.partials_dropped,
             speech_event=SPEECH_EVENTS.get(msg.speech_event, ""),
             words=tuple(Word(w.word, w.start_sec, w.end_sec, w.probability) for w in msg.words),
+            confidence=msg.confidence,
         )
 
 

@@ -58,6 +58,7 @@ def test_a_final_carries_the_text_and_its_timeline(backend, prompt_audio):
     assert result.committed_text == result.text and result.unstable_text == ""
     assert result.end_sec == pytest.approx(prompt_audio.size / 16_000, abs=1e-3)
     assert result.model_id == MODEL_ID and result.decoded_audio_sec > 0 and result.decode_latency_sec > 0
+    assert 0.3 < result.confidence <= 1.0  # a clear recording the model gets right
 
 
 def test_partials_of_an_utterance_agree_into_committed_text_that_the_final_keeps(backend, prompt_audio):

@@ -316,3 +316,5 @@ def test_word_timestamps_cover_each_final_within_its_utterance(appliance_server)
         assert all(a.start_sec <= b.start_sec for a, b in itertools.pairwise(words))
     probabilities = [w.probability for f in finals for w in f.words]
     assert sum(probabilities) / len(probabilities) > 0.5  # clear speech: the decoder was sure of most words
+    # every result with text carries the decoder's confidence, speech events none
+    assert all(0.0 < r.confidence <= 1.0 for r in results if r.text)

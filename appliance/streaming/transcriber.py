@@ -21,7 +21,7 @@ from appliance.models.backends import Backend, Transcript
 from appliance.scheduler import DecodeScheduler
 from appliance.streaming.commit import CommitPolicy, strip_overlap
 from appliance.streaming.events import DecodeDue, FinalDue, PartialDue, SpeechBoundary
-from appliance.streaming.quality import kept_segments, transcript_text
+from appliance.streaming.quality import kept_segments, transcript_confidence, transcript_text
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.types import RecognitionResult
 from appliance.streaming.word_timing import align_words
@@ -253,7 +253,7 @@ class Transcriber:
             language=transcript.language, language_probability=transcript.language_probability,
             decode_latency_sec=transcript.decode_sec, model_id=s.model_id, partials_dropped=dropped,
             queued_to_sent_sec=time.monotonic() - job.queued_at, decoded_audio_sec=transcript.audio_sec,
-            words=words))
+            words=words, confidence=round(transcript_confidence(transcript, s.decode_options), 4)))
         if due.is_final and committed and s.vad_mode == "auto":
             self.close()
             self._deliver(STREAM_END)

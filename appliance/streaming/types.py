@@ -34,6 +34,7 @@ class RecognitionResult:
     decoded_audio_sec: float = 0.0  # audio the decode covered (for the real-time factor)
     speech_event: str = ""  # "started" / "ended" on a speech event (no text, not final); "" on results
     words: tuple[Word, ...] = ()  # finals of sessions with word_timestamps=true: one per word of `text`
+    confidence: float = 0.0  # the decoder's, 0-1, for the decode that produced this result's text
 
 
 @dataclass(frozen=True)

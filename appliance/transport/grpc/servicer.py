@@ -84,7 +84,8 @@ def result_to_proto(r: RecognitionResult) -> stt_pb2.STTResult:
         decode_latency_sec=r.decode_latency_sec, model_id=r.model_id, partials_dropped=r.partials_dropped,
         speech_event=_SPEECH_EVENT_OUT.get(r.speech_event, stt_pb2.SPEECH_EVENT_UNSPECIFIED),
         words=[stt_pb2.Word(word=w.word, start_sec=w.start_sec, end_sec=w.end_sec, probability=w.probability)
-               for w in r.words])
+               for w in r.words],
+        confidence=r.confidence)
 
 
 async def _chunks(request_iterator):
