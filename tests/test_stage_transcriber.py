@@ -116,7 +116,7 @@ def test_a_final_on_the_audio_a_speculative_partial_decoded_reuses_it_without_de
     assert decoded.decode_latency_sec > 0 and decoded.words
 
 
-def submit_while_running(backend, first, then, *, slots: int = 1, **session_options):
+def submit_while_running(backend, first, *then, slots: int = 1, **session_options):
     """Submit `first`, let it start on a slot, then submit `then` while it runs: (everything
     delivered, decodes the scheduler ran, the stream's queued audio bytes at the end)."""
     async def scenario():
@@ -127,7 +127,8 @@ def submit_while_running(backend, first, then, *, slots: int = 1, **session_opti
         transcriber.submit(first)
         while scheduler.in_flight == 0:
             await asyncio.sleep(0.001)
-        transcriber.submit(then)
+        for due in then:
+            transcriber.submit(due)
         await asyncio.wait_for(transcriber.wait_idle(), timeout=120)
         while scheduler.in_flight:  # a superseded partial finishes in its thread, unheard
             await asyncio.sleep(0.01)
@@ -186,3 +187,22 @@ def test_in_noise_the_previous_final_is_context_for_the_next_utterance_if_it_end
     # utterance 1 follows 1 s after a final in noise: prompted with its text; 2 comes 10 s later, and 3
     # is clean speech: neither is
     assert recorder.prompts == [None, first_text, None, None]
+
+
+def test_the_next_utterance_speculating_while_a_final_waits_for_its_own_speculation_changes_nothing(
+        backend, prompt_audio):
+    longer = np.tile(prompt_audio, 3)
+    seconds = longer.size / 16_000
+
+    def guess(index, start_sec, audio):
+        return PartialDue(index, audio, start_sec, start_sec + audio.size / 16_000, False, False, speculative=True)
+
+    def same(index, start_sec, audio):
+        return FinalDue(index, audio, start_sec, start_sec + audio.size / 16_000, False, False, same_as_partial=True)
+    # utterance 0's final waits for its running speculation while utterance 1 speculates behind it
+    delivered, decodes, queued_bytes = submit_while_running(
+        backend, guess(0, 0.0, longer), same(0, 0.0, longer), guess(1, seconds + 1, prompt_audio),
+        attributes={"partial": "true"})
+    assert [(r.utterance_index, r.is_final) for r in delivered] == [(0, True), (1, False)]
+    assert delivered[0].end_sec == pytest.approx(seconds, abs=1e-3)  # utterance 0's own hypothesis
+    assert decodes == 2 and queued_bytes == 0

@@ -67,8 +67,9 @@ class Transcriber:
         self._last_final_end_sec = 0.0
         # The hypothesis of the last speculative partial, while it may still become its final.
         self._speculation: tuple[_Job, Transcript] | None = None
-        self._speculating: _Job | None = None  # a speculative partial submitted, its outcome not yet in
-        self._adopting: _Job | None = None  # a final waiting for that running partial's hypothesis
+        self._speculating: _Job | None = None  # the last speculative partial submitted, its outcome not yet in
+        # (a speculative partial still decoding, the final waiting for its hypothesis)
+        self._adoption: tuple[_Job, _Job] | None = None
         # A backend that decodes partials on a shorter encoder window than finals (encode_window
         # "partials") would hand a final a partial's lesser hypothesis: no reuse there.
         self._reuse_allowed = getattr(backend, "encode_window", "full") != "partials"
@@ -127,7 +128,7 @@ class Transcriber:
         if (speculating is None or self._queue.pending != 1 or self._queue.partial_waiting
                 or not self._may_reuse(job, speculating)):
             return False
-        self._adopting = replace(job, queued_at=time.monotonic())
+        self._adoption = (speculating, replace(job, queued_at=time.monotonic()))
         return True
 
     def _reuse_speculation(self, job: _Job) -> bool:
@@ -192,9 +193,9 @@ class Transcriber:
             return
         if job is self._speculating:
             self._speculating = None
-            if self._adopting is not None and error is None:
-                self._adopted(transcript)
-                return
+        if self._adoption is not None and job is self._adoption[0] and error is None:
+            self._adopted(transcript)
+            return
         if error is not None:
             self.close()
             self._deliver(error)
@@ -211,8 +212,9 @@ class Transcriber:
     def _adopted(self, transcript: Transcript | None) -> None:
         """The hypothesis of the speculative partial a final was waiting for becomes that final's;
         if the partial was dropped instead, the final is decoded in its own right."""
-        final, self._adopting = self._adopting, None
-        assert final is not None
+        assert self._adoption is not None
+        final = self._adoption[1]
+        self._adoption = None
         if transcript is not None:
             log.debug("session %s utterance %d: final takes the partial decoded as silence began",
                       self._settings.session_id, final.due.utterance_index)
