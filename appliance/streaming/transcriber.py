@@ -195,8 +195,7 @@ class Transcriber:
             self._speculating = None
         if self._adoption is not None and job is self._adoption[0] and error is None:
             self._adopted(transcript)
-            return
-        if error is not None:
+        elif error is not None:
             self.close()
             self._deliver(error)
         elif transcript is None:  # a partial dropped under load
@@ -221,9 +220,6 @@ class Transcriber:
             self._result(final, transcript)
         else:
             self._queue.submit(final.due.audio, is_final=True, payload=final)
-        self._update_idle()
-        if self._on_progress is not None:
-            self._on_progress()
 
     def _result(self, job: _Job, transcript: Transcript) -> None:
         due = job.due
