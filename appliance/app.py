@@ -108,6 +108,11 @@ async def serve(config: AppConfig, *, ready_file: Path | None = None,
                                            "memory_budget_bytes": runtime.memory_budget.budget_bytes})
         await stop.wait()
         log.info("stop requested: draining")
+        runtime.announce_drain()
+        if config.server.drain_notice_sec > 0:
+            log.info("reporting draining for %g s before refusing new sessions (server.drain_notice_sec)",
+                     config.server.drain_notice_sec)
+            await asyncio.sleep(config.server.drain_notice_sec)
         if wyoming:
             await wyoming.stop_accepting()
         drained = await runtime.drain(float(config.server.decode_timeout_sec))

@@ -57,6 +57,12 @@ class ServerConfig:
     session_timeout_sec: float = setting(
         60.0, "seconds without speech (or without any chunk) before a stream is ended", gt=0)
     first_chunk_timeout_sec: float = setting(10.0, "seconds a new stream may take to send its first chunk", gt=0)
+    resume_window_sec: float = setting(
+        30.0, "how long a resume ticket (on finals and checkpoints) lets a dropped stream re-attach", gt=0, le=3600)
+    drain_notice_sec: float = setting(
+        0.0, "on SIGTERM, seconds /health and gRPC health report draining while sessions are still taken, "
+        "so a load balancer's check moves traffic first (0: drain at once)", ge=0, le=300)
+    node_name: str = setting("", "this node's name in the stt-node response header (empty: the hostname)")
     max_open_streams: int | None = setting(
         None, "open StreamingRecognize calls, attached or not (null = 2 x max_sessions)", ge=1)
     max_chunks_per_sec: float = setting(100.0, "audio chunks per second per stream, 2 s burst (0 disables)", ge=0)

@@ -189,6 +189,11 @@ class Runtime:
         self.memory_budget.mark_baseline()
         self.health.set_state(Lifecycle.SERVING)
 
+    def announce_drain(self) -> None:
+        """Report draining (/health, gRPC health, systemd) while still taking sessions: a load
+        balancer's health check moves new traffic away before `drain` refuses it."""
+        self.health.set_state(Lifecycle.DRAINING)
+
     async def drain(self, timeout_sec: float) -> bool:
         """Refuse new sessions, end every stream's input (each still gets the final of its open
         utterance), and wait up to `timeout_sec` (<= 0: forever) for them; True when all ended."""

@@ -4,6 +4,12 @@
 session; `stream` attaches a StreamingRecognize call to it and runs the stage pipeline
 (`appliance.streaming.stream`) built by `StreamBuilder`, which leases the model and a VAD slot for
 the stream's lifetime. Every refusal is an `ApplianceError` with its code, counted in the metrics.
+
+A stream attaches by its session ticket (`appliance.security.tickets`), so the session need not have
+been created here: a ticket signed with the shared secret is adopted (a fleet's balancer sent
+CreateSession elsewhere, or the stream resumes after a dropped connection), admitted against this
+node's caps and resolved against its models. A resume ticket for a session still streaming here
+takes the session over: the old call (its connection is gone, or about to be) ends first.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from appliance.resources import BufferLedger, MemoryBudget
 from appliance.scheduler import DecodeScheduler
 from appliance.security import Admission, Ticket, peer_ip
 from appliance.security.open_calls import OpenCalls
-from appliance.security.tickets import TicketSigner, tokens_match
+from appliance.security.tickets import TicketClaims, TicketRefused, TicketSigner
 from appliance.streaming.frontend import Frontend
 from appliance.streaming.gate import StreamGate
 from appliance.streaming.listeners import StreamListeners
+from appliance.streaming.resume import START, ResumePoint
 from appliance.streaming.session import (
     SESSION_ID_RE,
     ModelTraits,
@@ -63,7 +70,8 @@ class StreamBuilder:
     admission: Admission
 
     @asynccontextmanager
-    async def build(self, settings: SessionSettings, admission_ticket: object) -> AsyncIterator[Stream]:
+    async def build(self, settings: SessionSettings, admission_ticket: object, start: ResumePoint = START,
+                    resume_ticket: Callable[[ResumePoint], str] | None = None) -> AsyncIterator[Stream]:
         model = self.models.acquire(settings.model_id)
         vad = None
         try:
@@ -77,7 +85,7 @@ class StreamBuilder:
 
             yield Stream(settings, self.limits, gate=StreamGate(settings, self.limits, budget), frontend=Frontend(vad),
                          transcriber_factory=transcriber, ledger=self.ledger, listener=self.listeners,
-                         vad_executor=self.vad_executor)
+                         vad_executor=self.vad_executor, start=start, resume_ticket=resume_ticket)
         finally:
             if vad is not None:
                 self.vad_pool().release(vad)
@@ -99,6 +107,9 @@ class SessionService:
         # A ticket only has to outlive the wait between CreateSession and the stream's first chunk.
         self._ticket_ttl_sec = float(config.server.session_timeout_sec or 60)
         self._live: set[Stream] = set()
+        self._calls: dict[str, _LiveCall] = {}  # session id -> the call streaming it here
+        self._resume_window_sec = float(config.server.resume_window_sec)
+        self._accepting = True  # False once drain() began (health may report draining earlier)
         s = config.server
         self._open_call_caps = OpenCalls(max_total=s.max_open_streams or 2 * s.max_sessions,
                                          max_per_ip=s.max_sessions_per_ip)
@@ -191,9 +202,9 @@ class SessionService:
 
     def _require_serving(self) -> None:
         state = self._health.state
-        if state is Lifecycle.DRAINING or state is Lifecycle.STOPPED:
+        if not self._accepting or state is Lifecycle.STOPPED:
             raise ApplianceError("ERR1015", "the server is draining and accepts no new sessions", retry_after_sec=5.0)
-        if state is not Lifecycle.SERVING:
+        if state is Lifecycle.STARTING:
             raise ApplianceError("ERR1015", "the server is still starting", retry_after_sec=1.0)
 
     # --- StreamingRecognize -------------------------------------------------------------------
@@ -207,7 +218,7 @@ class SessionService:
             self._metrics.error(err.code, "stream")
             raise
         try:
-            async for result in self._stream(chunks.__aiter__()):
+            async for result in self._stream(chunks.__aiter__(), peer):
                 yield result
         finally:
             release()
@@ -224,23 +235,32 @@ class SessionService:
             raise ApplianceError("ERR1012", f"no chunk within {timeout_sec:g} s of opening the stream "
                                  "(server.first_chunk_timeout_sec)") from None
 
-    async def _stream(self, iterator: AsyncIterator[AudioIn]) -> AsyncIterator[RecognitionResult]:
+    async def _stream(self, iterator: AsyncIterator[AudioIn], peer: str) -> AsyncIterator[RecognitionResult]:
         try:
             first = await self._first_chunk(iterator)
             if first is None:
                 return
-            settings = self._attach(first)
+            settings, claims = await self._attach(first, peer)
         except ApplianceError as err:
             self._metrics.error(err.code, "stream")
             raise
         listeners = self._streams.listeners
         error: ApplianceError | None = None
+        call = _LiveCall(asyncio.current_task())
+        self._calls[settings.session_id] = call
         self._attached_calls += 1
         self._all_ended.clear()
+        start = ResumePoint(claims.resume_from_sec or 0.0, claims.next_utterance_index) if claims.is_resume else START
+
+        def resume_ticket(point: ResumePoint) -> str:
+            return self._tickets.issue_resume(claims, point.timeline_sec, point.next_utterance_index,
+                                              ttl_sec=self._resume_window_sec)
+
         try:
-            async with self._streams.build(settings, self._sessions.ticket(settings.session_id)) as stream:
+            async with self._streams.build(settings, self._sessions.ticket(settings.session_id), start,
+                                           resume_ticket) as stream:
                 self._live.add(stream)
-                if self._health.state is Lifecycle.DRAINING:
+                if not self._accepting:
                     stream.close_input()
                 try:
                     async for result in stream.results(_prepend(first, iterator)):
@@ -253,33 +273,87 @@ class SessionService:
         finally:
             listeners.stream_ended(settings.session_id, error)
             self._sessions.end(settings.session_id)
+            if self._calls.get(settings.session_id) is call:
+                del self._calls[settings.session_id]
+            call.ended.set()
             self._attached_calls -= 1
             if self._attached_calls == 0:
                 self._all_ended.set()
 
-    def _attach(self, first: AudioIn) -> SessionSettings:
-        """The session the first chunk names, now streaming; every refusal leaves it as it was."""
-        if self._health.state in (Lifecycle.DRAINING, Lifecycle.STOPPED):
+    async def _attach(self, first: AudioIn, peer: str) -> tuple[SessionSettings, TicketClaims]:
+        """The session the first chunk names, now streaming here, and its ticket's claims; every
+        refusal leaves the session as it was."""
+        if not self._accepting or self._health.state is Lifecycle.STOPPED:
             raise ApplianceError("ERR1015", "the server is draining and starts no new streams; open a session "
                                  "on another replica", retry_after_sec=5.0)
-        if not first.session_id:
+        session_id = first.session_id
+        if not session_id:
             raise ApplianceError("ERR1001", "the first chunk must carry the session_id returned by CreateSession")
-        if not SESSION_ID_RE.fullmatch(first.session_id):
+        if not SESSION_ID_RE.fullmatch(session_id):
             raise ApplianceError("ERR1001", "the first chunk's session_id is not one CreateSession returns")
-        self._check_ticket(first)  # before attaching: a refusal leaves the real session as it was
-        return self._sessions.start_stream(first.session_id)
+        claims = self._verify_ticket(first)  # before anything else: a refusal leaves the real session as it was
+        state = self._sessions.state(session_id)
+        if state == "streaming":
+            if not claims.is_resume:
+                raise ApplianceError("ERR1002", f"session {session_id!r} is already streaming")
+            await self._take_over(session_id)
+            state = self._sessions.state(session_id)
+        if state == "created":
+            settings = self._sessions.start_stream(session_id)
+        else:
+            settings = self._adopt(claims, session_id, peer)
+        return dataclasses.replace(settings, token=first.session_token), claims
 
-    def _check_ticket(self, first: AudioIn) -> None:
-        """ERR1001 for an unknown session, ERR1005 unless the first chunk carries the session's own ticket."""
-        settings = self._sessions.peek(first.session_id)
-        self._tickets.verify(first.session_token, first.session_id)
-        if not tokens_match(first.session_token, settings.token):
-            raise ApplianceError("ERR1005", "session_token is not the ticket issued for this session")
+    def _verify_ticket(self, first: AudioIn) -> TicketClaims:
+        """The claims of the first chunk's ticket. ERR1005 for a missing, forged, expired or other
+        session's ticket; ERR1001 when the session is not known here and its ticket does not prove
+        that a node sharing our secret created it."""
+        try:
+            return self._tickets.verify(first.session_token, first.session_id)
+        except TicketRefused as err:
+            if err.reason != "expired" and self._sessions.state(first.session_id) is None:
+                raise ApplianceError("ERR1001", f"session {first.session_id!r} is unknown or expired; call "
+                                     "CreateSession first") from None
+            raise
+
+    def _adopt(self, claims: TicketClaims, session_id: str, peer: str) -> SessionSettings:
+        """Register, streaming, a session this node did not create (its ticket names the settings),
+        held to this node's capacity and memory caps and resolved against its models."""
+        max_sessions = self._config.server.max_sessions
+        if len(self._sessions) >= max_sessions:
+            raise ApplianceError("ERR1007", f"server.max_sessions={max_sessions} sessions are active",
+                                 retry_after_sec=1.0)
+        self._memory_budget.admit_session(len(self._sessions))
+        request = session_request_from_claims(session_id, claims.settings)
+        settings = resolve_settings(request, self.defaults())
+        admitted = self._admission.admit_adopted(peer_ip(peer), claims.identity_hash, settings.upload_mode)
+        try:
+            self._sessions.add(settings, admitted)
+        except BaseException:
+            self._admission.release(admitted)
+            raise
+        self._metrics.session_created(settings.protocol)
+        return self._sessions.start_stream(session_id)
+
+    async def _take_over(self, session_id: str) -> None:
+        """End the call streaming `session_id` here (its client has re-attached, so that call's
+        connection is gone or going) and wait until it has let go of the session."""
+        call = self._calls.get(session_id)
+        if call is None or call.task is None:
+            raise ApplianceError("ERR1002", f"session {session_id!r} is still attaching; retry", retry_after_sec=0.5)
+        log.info("session %s resumed on a new connection: ending its previous stream", session_id)
+        call.task.cancel()
+        try:
+            await asyncio.wait_for(call.ended.wait(), timeout=TAKEOVER_TIMEOUT_SEC)
+        except TimeoutError:
+            raise ApplianceError("ERR1002", f"session {session_id!r} is still streaming; retry",
+                                 retry_after_sec=1.0) from None
 
     async def drain(self, timeout_sec: float) -> bool:
-        """End every stream's input (each still gets the final of its open utterance) and wait up to
-        `timeout_sec` (<= 0: forever) for them; True when all ended. New sessions are refused by
-        the lifecycle state, which the caller has set to draining."""
+        """Refuse new sessions and streams, end every stream's input (each still gets the final of
+        its open utterance, then ERR1015 so its client resumes elsewhere) and wait up to
+        `timeout_sec` (<= 0: forever) for them; True when all ended."""
+        self._accepting = False
         for stream in list(self._live):
             stream.close_input()
         try:
@@ -290,14 +364,38 @@ class SessionService:
             return False
 
 
+TAKEOVER_TIMEOUT_SEC = 5.0  # a resumed session's previous call has this long to let go of it
+
+
+@dataclass(eq=False)
+class _LiveCall:
+    task: asyncio.Task | None
+    ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
 def ticket_claims(settings: SessionSettings) -> dict:
-    """The resolved settings a ticket carries (what another node would need to serve the session)."""
+    """The session a ticket carries, as the request that resolves to it: what another node needs to
+    serve the session (it resolves them against its own models and policy). Credentials stay out:
+    the claims are signed, not secret."""
     s = settings
-    return {"model_id": s.model_id, "decode_profile": s.decode_profile, "language": s.language, "task": s.task,
-            "vad_mode": s.vad_mode, "vad_silence_sec": s.vad_silence_sec, "vad_threshold": s.vad_threshold,
-            "partials": s.partials, "emit_final_on_vad": s.emit_final_on_vad, "upload_mode": s.upload_mode,
-            "require_token": s.require_token,
-            "decode": {k: v for k, v in sorted(s.attributes.items()) if k.startswith("decode.")}}
+    return {"model_id": s.model_id, "decode_profile": s.decode_profile, "language": s.language or "",
+            "task": s.task, "vad_mode": s.vad_mode, "vad_silence_sec": s.vad_silence_sec,
+            "vad_threshold": s.vad_threshold, "require_token": s.require_token, "protocol": s.protocol,
+            "attributes": {k: v for k, v in sorted(s.attributes.items()) if not k.startswith("api_key")}}
+
+
+def session_request_from_claims(session_id: str, claims: dict) -> SessionRequest:
+    """The request a ticket's claims stand for (see `ticket_claims`); ERR1005 if they are not one."""
+    try:
+        return SessionRequest(
+            session_id=session_id, attributes={str(k): str(v) for k, v in dict(claims["attributes"]).items()},
+            vad_mode=str(claims["vad_mode"]), vad_silence_sec=float(claims["vad_silence_sec"]),
+            vad_threshold=float(claims["vad_threshold"]), language=str(claims["language"]), task=str(claims["task"]),
+            decode_profile=str(claims["decode_profile"]), model_id=str(claims["model_id"]),
+            require_token=bool(claims["require_token"]), protocol=str(claims["protocol"]))
+    except (KeyError, TypeError, ValueError):  # signed with our secret by an older build
+        raise ApplianceError("ERR1005", "session_token's settings are not readable by this server; "
+                             "create a new session") from None
 
 
 async def _prepend(first: AudioIn, rest: AsyncIterator[AudioIn]) -> AsyncIterator[AudioIn]:

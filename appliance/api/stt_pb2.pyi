@@ -106,7 +106,7 @@ class AudioChunk(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., pcm16: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class STTResult(_message.Message):
-    __slots__ = ("session_id", "utterance_index", "is_final", "text", "committed_text", "unstable_text", "start_sec", "end_sec", "language", "language_probability", "decode_latency_sec", "model_id", "partials_dropped", "speech_event", "words", "confidence")
+    __slots__ = ("session_id", "utterance_index", "is_final", "text", "committed_text", "unstable_text", "start_sec", "end_sec", "language", "language_probability", "decode_latency_sec", "model_id", "partials_dropped", "speech_event", "words", "confidence", "resume_token", "resume_from_sec")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,8 @@ class STTResult(_message.Message):
     SPEECH_EVENT_FIELD_NUMBER: _ClassVar[int]
     WORDS_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_SEC_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     utterance_index: int
     is_final: bool
@@ -139,7 +141,9 @@ class STTResult(_message.Message):
     speech_event: SpeechEvent
     words: _containers.RepeatedCompositeFieldContainer[Word]
     confidence: float
-    def __init__(self, session_id: _Optional[str] = ..., utterance_index: _Optional[int] = ..., is_final: _Optional[bool] = ..., text: _Optional[str] = ..., committed_text: _Optional[str] = ..., unstable_text: _Optional[str] = ..., start_sec: _Optional[float] = ..., end_sec: _Optional[float] = ..., language: _Optional[str] = ..., language_probability: _Optional[float] = ..., decode_latency_sec: _Optional[float] = ..., model_id: _Optional[str] = ..., partials_dropped: _Optional[int] = ..., speech_event: _Optional[_Union[SpeechEvent, str]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., confidence: _Optional[float] = ...) -> None: ...
+    resume_token: str
+    resume_from_sec: float
+    def __init__(self, session_id: _Optional[str] = ..., utterance_index: _Optional[int] = ..., is_final: _Optional[bool] = ..., text: _Optional[str] = ..., committed_text: _Optional[str] = ..., unstable_text: _Optional[str] = ..., start_sec: _Optional[float] = ..., end_sec: _Optional[float] = ..., language: _Optional[str] = ..., language_probability: _Optional[float] = ..., decode_latency_sec: _Optional[float] = ..., model_id: _Optional[str] = ..., partials_dropped: _Optional[int] = ..., speech_event: _Optional[_Union[SpeechEvent, str]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., confidence: _Optional[float] = ..., resume_token: _Optional[str] = ..., resume_from_sec: _Optional[float] = ...) -> None: ...
 
 class Word(_message.Message):
     __slots__ = ("word", "start_sec", "end_sec", "probability")

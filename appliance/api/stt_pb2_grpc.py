@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class SpeechToTextStub:
-    """Streaming speech recognition.
+    """Streaming speech recognition. Every response carries the initial metadata header
+    `stt-node`: the name of the node that served the call (server.node_name).
     """
 
     def __init__(self, channel):
@@ -48,7 +49,8 @@ class SpeechToTextStub:
 
 
 class SpeechToTextServicer:
-    """Streaming speech recognition.
+    """Streaming speech recognition. Every response carries the initial metadata header
+    `stt-node`: the name of the node that served the call (server.node_name).
     """
 
     def CreateSession(self, request, context):
@@ -91,7 +93,8 @@ def add_SpeechToTextServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SpeechToText:
-    """Streaming speech recognition.
+    """Streaming speech recognition. Every response carries the initial metadata header
+    `stt-node`: the name of the node that served the call (server.node_name).
     """
 
     @staticmethod

@@ -172,6 +172,19 @@ class Admission:
                 self._per_key[api_key] += 1
         return Ticket(identity, peer_ip, api_key, upload_mode_of(attributes))
 
+    def admit_adopted(self, peer_ip: str, creator: str, upload_mode: str) -> Ticket:
+        """A Ticket for a session whose stream carries a session ticket from another node (or from
+        before a dropped connection): the ticket stands for authentication, so only the per-IP cap
+        applies here; its audio budget is keyed by the creator (`creator`, hashed in the ticket)."""
+        max_ip = self.server.max_sessions_per_ip
+        with self._lock:
+            if max_ip and self._per_ip[peer_ip] >= max_ip:
+                raise ApplianceError("ERR1007", f"too many concurrent sessions from this client IP "
+                                     f"(max_sessions_per_ip={max_ip})",
+                                     retry_after_sec=self.capacity_retry_after_sec)
+            self._per_ip[peer_ip] += 1
+        return Ticket(f"ticket:{creator}", peer_ip, None, upload_mode)
+
     def release(self, ticket: Ticket) -> bool:
         """Give back a ticket's cap slots; True the first time, False (no-op) on a repeat."""
         with self._lock:

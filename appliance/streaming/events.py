@@ -58,3 +58,7 @@ class FinalDue(DecodeDue):
 
     is_final = True
     same_as_partial: bool = False
+    # Where the utterance's own audio starts: `start_sec`, or after a buffer-cap cut the cut itself
+    # (the overlap before it is the previous final's). A stream resumed before this final went out
+    # restarts here.
+    own_start_sec: float = 0.0

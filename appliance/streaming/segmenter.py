@@ -30,6 +30,10 @@ CUT_SEARCH_SEC = 1.5  # how far back from the buffer cap to look for a gap betwe
 # decoded with the previous final's text as context, as offline Whisper conditions on earlier text.
 # In clean speech that context costs more than it gives; in noise it is what offline had over us.
 NOISY_BELOW_DB = 10.0
+# A stream resumed after a dropped connection starts this much before the speech it must not lose:
+# a fresh VAD needs a little audio before an onset, and the decode its pre-roll (started right at the
+# onset, Whisper can invent words). Whole frames, so the resumed frames fall on the original grid.
+RESUME_LEAD_FRAMES = 16
 
 
 class DecodeBacklog(Protocol):
@@ -94,15 +98,24 @@ def _seconds(samples: int) -> float:
 
 
 class Segmenter:
-    def __init__(self, config: SegmenterConfig, backlog: DecodeBacklog):
+    def __init__(self, config: SegmenterConfig, backlog: DecodeBacklog, *, origin_sample: int = 0,
+                 first_utterance_index: int = 0):
+        """`origin_sample` and `first_utterance_index`: where the timeline and the utterance count
+        stand when the stream starts (not 0 when it resumes a session after a dropped connection)."""
         self._config = config
         self._backlog = backlog
         self._endpointer = Endpointer(config.endpoint)
         self._buffer = UtteranceBuffer(preroll_frames=round(config.preroll_sec / FRAME_SEC))
         self._min_speech_frames = max(1, round(config.min_speech_sec / FRAME_SEC))
         self._tail_samples = int(config.tail_sec * MODEL_SAMPLE_RATE_HZ)
-        self._timeline_samples = 0
-        self.utterance_index = 0  # of the open (or next) utterance
+        self._timeline_samples = origin_sample
+        self._buffer.last_speech_end_sample = origin_sample
+        # Where the open utterance's own audio starts: its pre-roll, or after a cut the cut itself
+        # (the overlap before it belongs to the previous final).
+        self._open_from_sample = origin_sample
+        # A resume point never reaches back past the last final's speech and tail (on the frame grid).
+        self._resume_floor_sample = origin_sample
+        self.utterance_index = first_utterance_index  # of the open (or next) utterance
         self.speech_frames_total = 0  # every speech frame so far: the stream's idle timer watches it
         self._speech_frames = 0  # in the open utterance, across cuts
         self._samples_at_last_partial = 0  # buffer length at the last partial; 0: none yet in this utterance
@@ -132,6 +145,22 @@ class Segmenter:
         return self._buffer.samples
 
     @property
+    def timeline_sample(self) -> int:
+        """The timeline position of the end of the last frame pushed."""
+        return self._timeline_samples
+
+    @property
+    def resume_sample(self) -> int:
+        """Where a resumed stream must start so that no speech after the finals already made is
+        lost: a lead before the open utterance (after a buffer-cap cut: the cut itself, as the
+        speech goes on), or between utterances, a lead before the pre-roll an onset now would take."""
+        buffer = self._buffer
+        if buffer.is_open and self._continues_speech:
+            return self._open_from_sample
+        onset = self._open_from_sample if buffer.is_open else self._timeline_samples - buffer.preroll_samples
+        return max(self._resume_floor_sample, onset - RESUME_LEAD_FRAMES * FRAME_SAMPLES)
+
+    @property
     def buffered_bytes(self) -> int:
         return self._buffer.samples * np.dtype(np.float32).itemsize  # frames are float32
 
@@ -147,6 +176,7 @@ class Segmenter:
                 buffer.idle_frame(frame, probability)
                 return None
             buffer.open(frame_start)
+            self._open_from_sample = buffer.start_sample
             self._boundaries.append(SpeechBoundary("started", self.utterance_index, _seconds(frame_start)))
             self._speech_frames = 0
             self._samples_at_last_partial = 0
@@ -179,6 +209,8 @@ class Segmenter:
             same = end == self._speculated_end_sample and self._speech_frames == self._speech_frames_at_last_partial
             due = self._final(buffer.audio(end_sample=end), buffer.start_sample, buffer.last_speech_end_sample,
                               same_as_partial=same)
+        speech_end = buffer.last_speech_end_sample + self._tail_samples
+        self._resume_floor_sample = min(-(-speech_end // FRAME_SAMPLES) * FRAME_SAMPLES, self._timeline_samples)
         buffer.close()
         self._after_overlap = False
         self._continues_speech = False
@@ -196,6 +228,7 @@ class Segmenter:
         head, cut_sample, after_cut_probs = self._buffer.split_at_quietest(
             search_frames=round(CUT_SEARCH_SEC / FRAME_SEC), overlap_frames=overlap_frames)
         due = self._final(head, cut_sample - head.size, cut_sample) if had_speech else None
+        self._open_from_sample = cut_sample
         self._after_overlap = overlap_frames > 0
         self._continues_speech = had_speech
         threshold = self._config.endpoint.threshold
@@ -214,7 +247,8 @@ class Segmenter:
     def _final(self, audio: np.ndarray, start_sample: int, end_sample: int, *, same_as_partial: bool = False
                ) -> FinalDue:
         due = FinalDue(self.utterance_index, audio, _seconds(start_sample), _seconds(end_sample),
-                       self._after_overlap, self._continues_speech, self._in_noise(), same_as_partial=same_as_partial)
+                       self._after_overlap, self._continues_speech, self._in_noise(), same_as_partial=same_as_partial,
+                       own_start_sec=_seconds(self.resume_sample))
         self.utterance_index += 1
         self._speech_frames_at_last_partial = -1
         self._speculated_end_sample = -1

@@ -70,6 +70,7 @@ class SessionSettings:
     protocol: str = "grpc"  # the transport that opened it (SessionRequest.protocol)
     speech_events: bool = False  # attribute speech_events: results marking where the VAD opens and closes
     word_timestamps: bool = False  # attribute word_timestamps: finals carry a timing for each word
+    resumable: bool = False  # attribute resumable: checkpoints keep the client's resume ticket fresh
 
     @property
     def decode_overridden(self) -> bool:
@@ -224,6 +225,7 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
         partials=parse_bool_attribute(attributes, "partial", False),
         speech_events=parse_bool_attribute(attributes, "speech_events", False),
         word_timestamps=parse_bool_attribute(attributes, "word_timestamps", False),
+        resumable=parse_bool_attribute(attributes, "resumable", False),
         emit_final_on_vad=parse_bool_attribute(attributes, "emit_final_on_vad", defaults.emit_final_on_vad),
         upload_mode=upload_mode,
         token="",
@@ -275,17 +277,13 @@ class SessionRegistry:
             self._streaming[session_id] = (entry[0], entry[2])
             return entry[0]
 
-    def peek(self, session_id: str) -> SessionSettings:
-        """A created, not yet streaming session's settings, without attaching to it (ERR1001/1002)."""
+    def state(self, session_id: str) -> str | None:
+        """"created" (not yet streaming), "streaming", or None (not known here)."""
         with self._lock:
             self._expire_unused()
             if session_id in self._streaming:
-                raise ApplianceError("ERR1002", f"session {session_id!r} is already streaming")
-            entry = self._created.get(session_id)
-            if entry is None:
-                raise ApplianceError(
-                    "ERR1001", f"session {session_id!r} is unknown or expired; call CreateSession first")
-            return entry[0]
+                return "streaming"
+            return "created" if session_id in self._created else None
 
     def ticket(self, session_id: str) -> object:
         with self._lock:

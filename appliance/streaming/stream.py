@@ -11,12 +11,20 @@ or is over its chunk-message rate, chunks are not read (gRPC flow control then s
 A stream without speech for `session_timeout_sec` (time spent waiting on the server not counted)
 ends with ERR1012, however many chunks it sends. Every utterance that received speech ends in one
 final or in the error that ended the stream; when the input ends (half-close, or `close_input` on
-drain), the open utterance's final is still decoded and sent.
+drain), the open utterance's final is still decoded and sent (and a drained stream then ends with
+ERR1015, so its client resumes elsewhere instead of taking the end for its own).
+
+Resume (`appliance.streaming.resume`): each final carries a resume ticket, and a session with the
+attribute `resumable=true` also gets a checkpoint (a result with no text, only the ticket) when it
+attaches and every CHECKPOINT_EVERY_SEC of audio, so its client can drop the audio it keeps for a
+resume and always holds a fresh ticket. A resumed stream starts at the ticket's timeline offset
+and utterance index.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -24,13 +32,16 @@ from concurrent.futures import Executor
 
 import numpy as np
 
+from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.errors import ApplianceError
 from appliance.observability.snapshot import StreamLevels
 from appliance.resources import BufferLedger
+from appliance.streaming.events import DecodeDue, FinalDue
 from appliance.streaming.frontend import Frontend
 from appliance.streaming.gate import AcceptedAudio, StreamGate
 from appliance.streaming.listeners import StreamListener
 from appliance.streaming.reader import ChunkReader
+from appliance.streaming.resume import START, ResumeLedger, ResumePoint
 from appliance.streaming.segmenter import Segmenter, SegmenterConfig
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.transcriber import Delivery, StreamEnd, Transcriber
@@ -39,28 +50,46 @@ from appliance.streaming.types import AudioIn, RecognitionResult, StreamLimits
 log = logging.getLogger(__name__)
 
 MAX_UNSENT_RESULTS = 32  # results a slow reader may leave waiting before the stream stops reading audio
+CHECKPOINT_EVERY_SEC = 2.0  # of audio, between a resumable session's checkpoints
+
+
+class _Checkpoint:
+    """Queued by the reading side; the ticket is written when it goes out (see ResumeLedger)."""
+
+
+_CHECKPOINT = _Checkpoint()
 
 
 class Stream:
     def __init__(self, settings: SessionSettings, limits: StreamLimits, *, gate: StreamGate, frontend: Frontend,
                  transcriber_factory: Callable[[Callable[[Delivery], None], Callable[[], None]], Transcriber],
                  ledger: BufferLedger, listener: StreamListener,
-                 vad_executor: Executor | None = None):
-        """`transcriber_factory(deliver, on_progress)` builds the transcriber (it needs the loop)."""
+                 vad_executor: Executor | None = None, start: ResumePoint = START,
+                 resume_ticket: Callable[[ResumePoint], str] | None = None):
+        """`transcriber_factory(deliver, on_progress)` builds the transcriber (it needs the loop).
+        `start`: where the session's timeline stands (a resumed stream's ticket); `resume_ticket`
+        signs a resume ticket for a point (None: results carry none)."""
         self._settings = settings
         self._limits = limits
         self._gate = gate
         self._frontend = frontend
-        self._out: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._out: asyncio.Queue[Delivery | _Checkpoint] = asyncio.Queue()
         self._progress = asyncio.Event()
         self._transcriber: Transcriber = transcriber_factory(self._out.put_nowait, self._on_decode_progress)
-        self._segmenter = Segmenter(SegmenterConfig.for_session(settings, limits), self._transcriber)
+        self._segmenter = Segmenter(SegmenterConfig.for_session(settings, limits), self._transcriber,
+                                    origin_sample=start.timeline_sample,
+                                    first_utterance_index=start.next_utterance_index)
+        self._resume_ticket = resume_ticket
+        self._resume_ledger = ResumeLedger()
+        self._checkpoint_every = (round(CHECKPOINT_EVERY_SEC * MODEL_SAMPLE_RATE_HZ)
+                                  if resume_ticket is not None and settings.resumable else 0)
+        self._next_checkpoint_sample = start.timeline_sample
         self._ledger = ledger
         self._listener = listener
         self._vad_executor = vad_executor
         self._accounted_bytes = 0  # this stream's share of the global buffer ledger
         self._reader: ChunkReader | None = None
-        self._input_closed = False
+        self._input_closed = False  # by the server (drain), not by the client
         self._started_at = time.monotonic()
         self._silent_since = self._started_at  # moved on by speech, and by time spent waiting on us
         self._speech_frames_seen = 0
@@ -79,13 +108,14 @@ class Stream:
             age_sec=round(time.monotonic() - self._started_at, 2))
 
     def close_input(self) -> None:
-        """Stop reading audio as if the client had half-closed (used when the server drains):
-        the open utterance still gets its final, then the stream ends normally."""
+        """Stop reading audio (the server drains): the open utterance still gets its final, then
+        the stream ends with ERR1015, which tells a resuming client to go on elsewhere."""
         self._input_closed = True
         if self._reader is not None:
             self._reader.close()
 
     async def results(self, chunks: AsyncIterable[AudioIn]) -> AsyncIterator[RecognitionResult]:
+        self._queue_checkpoint_if_due()
         ingest = asyncio.create_task(self._ingest(chunks))
         try:
             while True:
@@ -95,6 +125,11 @@ class Stream:
                     return
                 if isinstance(item, ApplianceError):
                     raise item
+                if isinstance(item, _Checkpoint):
+                    yield self._checkpoint()
+                    continue
+                if item.is_final:
+                    item = self._with_resume_ticket(item)
                 self._listener.result_sent(item)
                 yield item
         finally:
@@ -117,9 +152,14 @@ class Stream:
                 try:
                     chunk = await reader.next()
                 except StopAsyncIteration:
+                    if self._input_closed:
+                        error = ApplianceError("ERR1015", "the server is draining: the open utterance got its "
+                                               "final; resume the session on another replica",
+                                               retry_after_sec=1.0)
                     break
                 await self._accept(chunk)
                 self._check_silence()
+                self._queue_checkpoint_if_due()
             await self._feed(self._frontend.flush())
         except ApplianceError as err:
             error = err
@@ -127,10 +167,10 @@ class Stream:
             log.exception("session %s: ingest failed", self._settings.session_id)
             error = ApplianceError("ERR1016", f"internal error while reading audio: {type(err).__name__}")
         final = self._segmenter.finish()
-        if error is None:
+        if error is None or error.code == "ERR1015":
             self._announce_boundaries()
         if final is not None and not self._transcriber.ended:
-            self._transcriber.submit(final)
+            self._submit(final)
         await self._transcriber.wait_idle()  # earlier results go out before the end or the error
         self._out.put_nowait(error or StreamEnd())
 
@@ -188,9 +228,14 @@ class Stream:
             due = segmenter.push(frame, probability, level)
             self._announce_boundaries()
             if due is not None:
-                transcriber.submit(due)
+                self._submit(due)
                 if transcriber.ended:
                     return
+
+    def _submit(self, due: DecodeDue) -> None:
+        if isinstance(due, FinalDue):
+            self._resume_ledger.final_due(due.utterance_index, due.own_start_sec)
+        self._transcriber.submit(due)
 
     def _announce_boundaries(self) -> None:
         boundaries = self._segmenter.take_boundaries()  # taken either way: the list must not grow
@@ -207,3 +252,33 @@ class Stream:
         held = self._segmenter.buffered_bytes + self._transcriber.queued_audio_bytes
         self._ledger.apply(held - self._accounted_bytes)
         self._accounted_bytes = held
+
+    # --- resume -------------------------------------------------------------------------------
+
+    def _resume_point(self) -> ResumePoint:
+        segmenter = self._segmenter
+        return self._resume_ledger.point(segmenter.resume_sample, segmenter.utterance_index)
+
+    def _with_resume_ticket(self, final: RecognitionResult) -> RecognitionResult:
+        self._resume_ledger.final_sent(final.utterance_index)
+        if self._resume_ticket is None:
+            return final
+        point = self._resume_point()
+        return dataclasses.replace(final, resume_token=self._resume_ticket(point),
+                                   resume_from_sec=round(point.timeline_sec, 6))
+
+    def _queue_checkpoint_if_due(self) -> None:
+        if self._checkpoint_every and self._segmenter.timeline_sample >= self._next_checkpoint_sample:
+            self._next_checkpoint_sample = self._segmenter.timeline_sample + self._checkpoint_every
+            self._out.put_nowait(_CHECKPOINT)
+
+    def _checkpoint(self) -> RecognitionResult:
+        assert self._resume_ticket is not None
+        point = self._resume_point()
+        s = self._settings
+        at = round(point.timeline_sec, 6)
+        return RecognitionResult(
+            session_id=s.session_id, utterance_index=point.next_utterance_index, is_final=False, text="",
+            committed_text="", unstable_text="", start_sec=at, end_sec=at, language=s.language or "",
+            language_probability=0.0, decode_latency_sec=0.0, model_id=s.model_id,
+            resume_token=self._resume_ticket(point), resume_from_sec=at)

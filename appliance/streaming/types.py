@@ -35,6 +35,13 @@ class RecognitionResult:
     speech_event: str = ""  # "started" / "ended" on a speech event (no text, not final); "" on results
     words: tuple[Word, ...] = ()  # finals of sessions with word_timestamps=true: one per word of `text`
     confidence: float = 0.0  # the decoder's, 0-1, for the decode that produced this result's text
+    resume_token: str = ""  # finals and checkpoints: the ticket a dropped stream re-attaches with
+    resume_from_sec: float = 0.0  # ... and where in the timeline its client resends audio from
+
+    @property
+    def is_checkpoint(self) -> bool:
+        """A resumable session's checkpoint: no text, only a fresh resume ticket."""
+        return bool(self.resume_token) and not self.is_final
 
 
 @dataclass(frozen=True)

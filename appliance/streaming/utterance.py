@@ -30,6 +30,10 @@ class UtteranceBuffer:
         return len(self._frames) * FRAME_SAMPLES
 
     @property
+    def preroll_samples(self) -> int:
+        return len(self._preroll) * FRAME_SAMPLES
+
+    @property
     def end_sample(self) -> int:
         return self.start_sample + self.samples
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -67,7 +68,7 @@ def create_grpc_server(config: AppConfig, sessions: SessionService, health_publi
                        host: str | None = None, port: int | None = None) -> tuple[grpc.aio.Server, int]:
     """Build (not start) the server; returns it with the bound port (port 0 picks a free one)."""
     server = grpc.aio.server(options=server_options(config))
-    register(SpeechToTextServicer(sessions), server)
+    register(SpeechToTextServicer(sessions, node_name=config.server.node_name or socket.gethostname()), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_publisher.servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = listen_address(host or config.server.grpc_host, config.server.port if port is None else port)

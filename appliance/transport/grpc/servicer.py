@@ -85,7 +85,7 @@ def result_to_proto(r: RecognitionResult) -> stt_pb2.STTResult:
         speech_event=_SPEECH_EVENT_OUT.get(r.speech_event, stt_pb2.SPEECH_EVENT_UNSPECIFIED),
         words=[stt_pb2.Word(word=w.word, start_sec=w.start_sec, end_sec=w.end_sec, probability=w.probability)
                for w in r.words],
-        confidence=r.confidence)
+        confidence=r.confidence, resume_token=r.resume_token, resume_from_sec=r.resume_from_sec)
 
 
 async def _chunks(request_iterator):
@@ -96,11 +96,16 @@ async def _chunks(request_iterator):
                       session_token=msg.session_token)
 
 
+NODE_HEADER = "stt-node"  # initial metadata on every call: which node of a fleet served it
+
+
 class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
-    def __init__(self, sessions: SessionService):
+    def __init__(self, sessions: SessionService, node_name: str = ""):
         self._sessions = sessions
+        self._node_metadata = ((NODE_HEADER, node_name),) if node_name else ()
 
     async def CreateSession(self, request, context):
+        await context.send_initial_metadata(self._node_metadata)
         try:
             if isinstance(request, Unparseable):
                 raise request.error()
@@ -116,6 +121,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         return session_response_to_proto(settings, MODEL_SAMPLE_RATE_HZ, max_chunk_ms)
 
     async def StreamingRecognize(self, request_iterator, context):
+        await context.send_initial_metadata(self._node_metadata)
         try:
             # aclosing: a cancel while this handler waits at `yield` closes the stream's generator (and
             # releases its session, VAD slot, buffers and caps) right here, not whenever it is collected.
