@@ -8,16 +8,20 @@ stream at a time per iterator:
         session = client.create_session(vad_mode="continue")
         for result in client.stream_audio(session, pcm16, 16000):
             print(result.is_final, result.text, result.latency_sec)
+
+Streams resume by default: when the connection drops (or the node drains), the SDK re-dials with
+backoff, re-attaches with the session's latest resume ticket (on this node or another of a fleet)
+and resends the audio the server still needs (`clients.resume`); the results go on as if nothing
+happened: no final lost or repeated, positions on one timeline. `resume=NO_RESUME` turns it off.
 """
 
 from __future__ import annotations
 
 import bisect
-import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +29,26 @@ from typing import Any
 import grpc
 
 from appliance.api import stt_pb2, stt_pb2_grpc
+from clients.resume import NO_RESUME as NO_RESUME  # re-exported: SttClient(resume=NO_RESUME)
+from clients.resume import AudioTape, AudioTapeGap, ResumePolicy, dropped, worth_retrying
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
 # Long streams sit on one HTTP/2 connection for minutes; pings keep NATs and
-# proxies from dropping it while the client is between utterances.
+# proxies from dropping it while the client is between utterances, and find a
+# connection that died silently (Wi-Fi gone, no reset) within ~20 s, well inside
+# the server's resume window. Reconnects back off from 0.2 s to 2 s, not gRPC's
+# default 1 s to 2 min: a resuming stream waits on them.
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.keepalive_time_ms", 30000),
-    ("grpc.keepalive_timeout_ms", 10000),
+    ("grpc.keepalive_time_ms", 15000),
+    ("grpc.keepalive_timeout_ms", 5000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 )
+NODE_HEADER = "stt-node"  # initial metadata: the node of a fleet that served the call
 
 VAD_MODES = {
     "": stt_pb2.VAD_MODE_UNSPECIFIED,
@@ -137,6 +150,29 @@ class TimedResult:
         )
 
 
+class ResultStream(Iterator[TimedResult]):
+    """The results of one stream as they arrive (iterate it), plus what a fleet operator watches:
+    `nodes`, the names of the nodes that served it in order (one per connection; the `stt-node`
+    header), and `resumes`, how many times it re-attached after a dropped connection."""
+
+    def __init__(self) -> None:
+        self.nodes: list[str] = []
+        self.resumes = 0
+        self._results: Iterator[TimedResult] = iter(())
+
+    def __iter__(self) -> ResultStream:
+        return self
+
+    def __next__(self) -> TimedResult:
+        return next(self._results)
+
+    def close(self) -> None:
+        """Stop the stream (as leaving the loop early does)."""
+        close = getattr(self._results, "close", None)
+        if close is not None:
+            close()
+
+
 class SentAudioLog:
     """When each chunk went out: (cumulative audio end, seconds; monotonic send time).
 
@@ -204,14 +240,17 @@ _END = object()
 
 
 class SttClient:
-    """A channel to one appliance. Close it (or use `with`) when done."""
+    """A channel to one appliance (or a fleet's balancer). Close it (or use `with`) when done.
+    `resume`: how streams recover from a dropped connection (NO_RESUME: they fail instead)."""
 
     def __init__(self, server: str = DEFAULT_SERVER, tls: bool = False,
                  tls_ca_file: str | Path | None = None,
-                 metadata: Sequence[tuple[str, str]] = (), *, timeout_sec: float | None = 30.0):
+                 metadata: Sequence[tuple[str, str]] = (), *, timeout_sec: float | None = 30.0,
+                 resume: ResumePolicy | None = None):
         self.server = server
         self._metadata = tuple(metadata)
         self._timeout_sec = timeout_sec  # unary calls only; streams run as long as the audio
+        self._resume = resume or ResumePolicy()
         if tls or tls_ca_file:
             root_certificates = Path(tls_ca_file).read_bytes() if tls_ca_file else None
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
@@ -234,10 +273,14 @@ class SttClient:
                        language: str = "", task: str = "", decode_profile: str = "",
                        model_id: str = "", require_token: bool = False,
                        attributes: Mapping[str, str] | None = None) -> stt_pb2.SessionResponse:
-        """CreateSession; returns the settings the server resolved. Raises SttError."""
+        """CreateSession; returns the settings the server resolved. Raises SttError. While this
+        client resumes streams, the session asks for checkpoints (attribute resumable=true)."""
+        attributes = {str(k): _attribute_text(v) for k, v in (attributes or {}).items()}
+        if self._resume.enabled:
+            attributes.setdefault("resumable", "true")
         request = stt_pb2.SessionRequest(
             session_id=session_id or "",
-            attributes={str(k): _attribute_text(v) for k, v in (attributes or {}).items()},
+            attributes=attributes,
             vad_mode=_enum_value(VAD_MODES, vad_mode, "vad_mode"),
             language=language or "",
             task=_enum_value(TASKS, task, "task"),
@@ -255,7 +298,7 @@ class SttClient:
             raise SttError.from_rpc_error(err) from err
 
     def stream_audio(self, session: stt_pb2.SessionResponse, pcm16: bytes, sample_rate_hz: int, *,
-                     chunk_ms: float = 100, realtime: bool = True) -> Iterator[TimedResult]:
+                     chunk_ms: float = 100, realtime: bool = True) -> ResultStream:
         """Stream mono pcm16 in chunk_ms chunks; yield results as they arrive.
 
         realtime=True paces chunks like a live source; False sends as fast as gRPC takes them.
@@ -264,66 +307,124 @@ class SttClient:
         return self.send_chunks(session, chunks, sample_rate_hz, realtime=realtime)
 
     def send_chunks(self, session: stt_pb2.SessionResponse, chunks: Iterable[bytes],
-                    sample_rate_hz: int, *, realtime: bool = True) -> Iterator[TimedResult]:
+                    sample_rate_hz: int, *, realtime: bool = True) -> ResultStream:
         """Stream pre-cut pcm16 chunks (e.g. from a microphone); yield results as they arrive.
 
         The stream half-closes after the last chunk, so the server flushes the last
-        utterance. Raises SttError from the iterator when the stream fails. Leaving the
-        loop early cancels the stream.
+        utterance. Raises SttError from the iterator when the stream fails (after resuming
+        has given up, when it is on). Leaving the loop early cancels the stream.
         """
         if sample_rate_hz <= 0:
             raise ValueError(f"sample_rate_hz must be > 0, got {sample_rate_hz}")
-        return self._stream(session, chunks, sample_rate_hz, realtime)
+        stream = ResultStream()
+        stream._results = self._stream(session, chunks, sample_rate_hz, realtime, stream)
+        return stream
 
-    def _stream(self, session: stt_pb2.SessionResponse, chunks: Iterable[bytes],
-                sample_rate_hz: int, realtime: bool) -> Iterator[TimedResult]:
+    def _stream(self, session: stt_pb2.SessionResponse, chunks: Iterable[bytes], sample_rate_hz: int,
+                realtime: bool, stream: ResultStream) -> Iterator[TimedResult]:
+        policy = self._resume
         log = SentAudioLog()
-        outbox: queue.Queue = queue.Queue()
+        tape = AudioTape(sample_rate_hz, policy.max_kept_sec if policy.enabled else float("inf"))
         stop = threading.Event()
-        sender_failure: list[BaseException] = []
+        source_failure: list[BaseException] = []
+        current: list[grpc.Future] = []  # the call in flight: a failing source cancels it (no half-close)
 
-        def requests() -> Iterator[stt_pb2.AudioChunk]:
-            # Runs on gRPC's request thread; the send time is taken when gRPC pulls the chunk.
-            first = True
-            while (item := outbox.get()) is not _END:
-                pcm16, audio_end_sec = item
-                chunk = stt_pb2.AudioChunk(pcm16=pcm16, sample_rate_hz=sample_rate_hz,
-                                           session_token=session.session_token)
-                if first:
-                    chunk.session_id = session.session_id
-                    first = False
-                log.record(audio_end_sec, time.monotonic())
-                yield chunk
-            if first:  # no audio at all: the server still needs to learn the session id
-                log.record(0.0, time.monotonic())
-                yield stt_pb2.AudioChunk(session_id=session.session_id, sample_rate_hz=sample_rate_hz,
-                                         session_token=session.session_token)
+        def source_failed(err: BaseException) -> None:
+            source_failure.append(err)
+            for call in current:
+                call.cancel()
 
-        call = self._stub.StreamingRecognize(requests(), metadata=self._metadata)
-        sender = threading.Thread(
-            target=_pace_chunks, name="stt-sender", daemon=True,
-            args=(chunks, sample_rate_hz, realtime, outbox, stop, call, sender_failure))
-        sender.start()
+        pacer = threading.Thread(target=_pace_chunks, name="stt-pacer", daemon=True,
+                                 args=(chunks, sample_rate_hz, realtime, tape, stop, source_failed))
+        pacer.start()
+        merge_samples = round(sample_rate_hz * _resend_chunk_sec(policy, session.max_chunk_ms))
+        token, resume_from_sec = session.session_token, 0.0
+        dropped_at: float | None = None  # when the connection was lost, while re-dialing
+        attempt = 0
         try:
-            for msg in call:
-                received_sec = time.monotonic()
-                yield TimedResult.from_proto(msg, log.latency_sec(msg.end_sec, received_sec))
-            if sender_failure:  # the server ended cleanly before the cancel landed
-                raise sender_failure[0]
-        except grpc.RpcError as err:
-            if sender_failure:
-                raise sender_failure[0] from err
-            raise SttError.from_rpc_error(err) from err
+            while True:
+                call_stop = threading.Event()
+                requests = _requests(session.session_id, token, tape, resume_from_sec, sample_rate_hz, log,
+                                     call_stop, merge_samples)
+                call = self._stub.StreamingRecognize(requests, metadata=self._metadata)
+                current[:] = [call]
+                if source_failure:
+                    call.cancel()
+                answered = False
+                try:
+                    for msg in call:
+                        if not answered:
+                            answered = True
+                            _record_node(call, stream)
+                        if dropped_at is not None:  # back on: a result proves the re-attachment
+                            dropped_at, attempt = None, 0
+                            stream.resumes += 1
+                        if msg.resume_token:
+                            token, resume_from_sec = msg.resume_token, msg.resume_from_sec
+                            tape.trim(resume_from_sec)
+                            if not msg.is_final:
+                                continue  # a checkpoint: nothing for the caller
+                        yield TimedResult.from_proto(msg, log.latency_sec(msg.end_sec, time.monotonic()))
+                    if source_failure:  # the server ended cleanly before the cancel landed
+                        raise source_failure[0]
+                    return
+                except grpc.RpcError as err:
+                    if source_failure:
+                        raise source_failure[0] from err
+                    error = SttError.from_rpc_error(err)
+                    now = time.monotonic()
+                    if dropped_at is None:
+                        if not (policy.enabled and dropped(error.code, error.status)):
+                            raise error from err
+                        dropped_at = now
+                    elif not worth_retrying(error.code, error.status) or now - dropped_at > policy.give_up_after_sec:
+                        raise error from err
+                    attempt += 1
+                    if stop.wait(policy.backoff_sec(attempt)):
+                        return
+                except AudioTapeGap as err:
+                    raise SttError(f"cannot resume: {err}", code=None) from err
+                finally:
+                    call_stop.set()
+                    call.cancel()  # no-op after a clean end; stops the stream when the caller broke off
         finally:
             stop.set()
-            call.cancel()  # no-op after a clean end; stops the stream when the caller broke off
-            sender.join(timeout=5)
+            pacer.join(timeout=5)
 
 
-def _pace_chunks(chunks: Iterable[bytes], sample_rate_hz: int, realtime: bool,
-                 outbox: queue.Queue, stop: threading.Event, call: grpc.Future,
-                 failure: list[BaseException]) -> None:
-    """Hand chunks to the request iterator, each at its due time when realtime.
+def _resend_chunk_sec(policy: ResumePolicy, max_chunk_ms: int) -> float:
+    """How long a resent chunk may be: the policy's, within the server's max_chunk_ms."""
+    return min(policy.resend_chunk_sec, max_chunk_ms / 1000) if max_chunk_ms else policy.resend_chunk_sec
+
+
+def _record_node(call: grpc.Call, stream: ResultStream) -> None:
+    """Note which node served the call (its header came before the call's first answer)."""
+    for key, value in call.initial_metadata() or ():
+        if key == NODE_HEADER and isinstance(value, str):
+            stream.nodes.append(value)
+
+
+def _requests(session_id: str, token: str, tape: AudioTape, from_sec: float, sample_rate_hz: int,
+              log: SentAudioLog, stop: threading.Event, merge_samples: int) -> Iterator[stt_pb2.AudioChunk]:
+    """One call's chunks: the tape from `from_sec` on, the first naming the session. Runs on gRPC's
+    request thread; a chunk's send time is taken when gRPC pulls it the first time it is sent."""
+    first = True
+    for pcm16, end_sec, first_send in tape.read(from_sec, stop, merge_samples):
+        chunk = stt_pb2.AudioChunk(pcm16=pcm16, sample_rate_hz=sample_rate_hz, session_token=token)
+        if first:
+            chunk.session_id = session_id
+            first = False
+        if first_send:
+            log.record(end_sec, time.monotonic())
+        yield chunk
+    if first:  # no audio at all: the server still needs to learn the session id
+        log.record(tape.end_sec, time.monotonic())
+        yield stt_pb2.AudioChunk(session_id=session_id, sample_rate_hz=sample_rate_hz, session_token=token)
+
+
+def _pace_chunks(chunks: Iterable[bytes], sample_rate_hz: int, realtime: bool, tape: AudioTape,
+                 stop: threading.Event, failed: Callable[[BaseException], None]) -> None:
+    """Put chunks on the tape, each at its due time when realtime.
 
     Due times come from one monotonic start, so a late wake-up shortens the next
     wait instead of accumulating drift. Chunk k is due when its last sample would
@@ -342,9 +443,8 @@ def _pace_chunks(chunks: Iterable[bytes], sample_rate_hz: int, realtime: bool,
                     return
             if stop.is_set():
                 return
-            outbox.put((bytes(pcm16), audio_end_sec))
+            tape.append(bytes(pcm16))
     except Exception as err:  # the caller's chunk source failed: surface it, do not half-close
-        failure.append(err)
-        call.cancel()
-    finally:
-        outbox.put(_END)
+        failed(err)
+        return
+    tape.finish()
