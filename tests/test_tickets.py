@@ -53,3 +53,18 @@ def test_nodes_sharing_the_secret_accept_each_others_tickets_and_unset_secrets_d
     ticket = TicketSigner("fleet").issue("kiosk-7", SETTINGS, "ip:10.0.0.7", ttl_sec=60)
     assert TicketSigner("fleet").verify(ticket, "kiosk-7").settings == SETTINGS
     refused(TicketSigner(), TicketSigner().issue("kiosk-7", SETTINGS, "ip:10.0.0.7", ttl_sec=60))
+
+
+def test_a_resume_ticket_carries_where_to_resume_and_lasts_the_resume_window():
+    now = [1000.0]
+    signer = TicketSigner("secret", clock=lambda: now[0])
+    created = signer.verify(signer.issue("kiosk-7", SETTINGS, "ip:10.0.0.7", ttl_sec=60), "kiosk-7")
+    assert not created.is_resume
+    ticket = signer.issue_resume(created, resume_from_sec=12.288, next_utterance_index=4, ttl_sec=30)
+    resumed = TicketSigner("secret", clock=lambda: now[0]).verify(ticket, "kiosk-7")  # any node with the secret
+    assert resumed.is_resume and (resumed.resume_from_sec, resumed.next_utterance_index) == (12.288, 4)
+    assert (resumed.settings, resumed.identity_hash) == (created.settings, created.identity_hash)
+    assert "another session" in refused(signer, ticket, session_id="kiosk-8")
+    now[0] += 31
+    message = refused(signer, ticket)
+    assert "resume_window_sec" in message
