@@ -257,16 +257,26 @@ class SessionService:
                                               ttl_sec=self._resume_window_sec)
 
         try:
-            async with self._streams.build(settings, self._sessions.ticket(settings.session_id), start,
-                                           resume_ticket) as stream:
-                self._live.add(stream)
-                if not self._accepting:
-                    stream.close_input()
-                try:
-                    async for result in stream.results(_prepend(first, iterator)):
-                        yield result
-                finally:
-                    self._live.discard(stream)
+            try:
+                async with self._streams.build(settings, self._sessions.ticket(settings.session_id), start,
+                                               resume_ticket) as stream:
+                    self._live.add(stream)
+                    if not self._accepting:
+                        stream.close_input()
+                    try:
+                        async for result in stream.results(_prepend(first, iterator)):
+                            yield result
+                    finally:
+                        self._live.discard(stream)
+            except asyncio.CancelledError:
+                if not call.taken_over:
+                    raise
+                # Cancelled by _take_over, not by gRPC: end this call with a status its client (if it
+                # is still there) can read, rather than leaving it open with no answer.
+                if (task := asyncio.current_task()) is not None:
+                    task.uncancel()
+                raise ApplianceError("ERR1002", f"session {settings.session_id!r} was resumed on another "
+                                     "connection; this stream has ended") from None
         except ApplianceError as err:
             error = err
             raise
@@ -342,6 +352,7 @@ class SessionService:
         if call is None or call.task is None:
             raise ApplianceError("ERR1002", f"session {session_id!r} is still attaching; retry", retry_after_sec=0.5)
         log.info("session %s resumed on a new connection: ending its previous stream", session_id)
+        call.taken_over = True
         call.task.cancel()
         try:
             await asyncio.wait_for(call.ended.wait(), timeout=TAKEOVER_TIMEOUT_SEC)
@@ -371,6 +382,7 @@ TAKEOVER_TIMEOUT_SEC = 5.0  # a resumed session's previous call has this long to
 class _LiveCall:
     task: asyncio.Task | None
     ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    taken_over: bool = False  # a resume on another connection ended it
 
 
 def ticket_claims(settings: SessionSettings) -> dict:

@@ -23,7 +23,7 @@ import yaml
 
 from appliance.api import stt_pb2
 from clients.audio import load_pcm16, pcm16_duration_sec
-from clients.sdk import DEFAULT_SERVER, SttClient, SttError, TimedResult, split_pcm16
+from clients.sdk import DEFAULT_SERVER, NO_RESUME, ResultStream, SttClient, SttError, TimedResult, split_pcm16
 
 EXIT_OK = 0
 EXIT_ERROR = 2  # usage, config, missing file and server errors alike, as argparse does
@@ -55,6 +55,9 @@ OPTIONS: tuple[Option, ...] = (
            streaming_only=True),
     Option("realtime", ("--no-realtime",), "bool", True,
            "send audio as fast as possible instead of at speaking pace", streaming_only=True),
+    Option("resume", ("--no-resume",), "bool", True,
+           "fail when the connection drops instead of re-dialing and resending the audio since the "
+           "last final", streaming_only=True),
     Option("vad_mode", ("--vad-mode",), "str", "continue",
            "continue: one final per utterance; auto: end after the first utterance",
            choices=("continue", "auto")),
@@ -240,8 +243,10 @@ def connect(settings: dict[str, Any]) -> SttClient:
         from appliance.security.auth import auth_metadata
 
         metadata = auth_metadata(settings["signed_token_secret"], api_key=settings["attributes"].get("api_key"))
+    # Only streaming clients resume (the batch client's file goes at once: there is no tape to keep).
+    resume = None if settings.get("resume", False) else NO_RESUME
     return SttClient(settings["server"], tls=settings["tls"], tls_ca_file=settings["tls_ca_file"],
-                     metadata=metadata)
+                     metadata=metadata, resume=resume)
 
 
 def open_session(client: SttClient, settings: dict[str, Any]) -> stt_pb2.SessionResponse:
@@ -333,7 +338,8 @@ class ResultTally:
         else:
             self.partials += 1
 
-    def summary(self, session: stt_pb2.SessionResponse, audio_sec: float, wall_sec: float) -> dict[str, Any]:
+    def summary(self, session: stt_pb2.SessionResponse, audio_sec: float, wall_sec: float,
+                stream: ResultStream) -> dict[str, Any]:
         return {
             "summary": True,
             "session_id": session.session_id,
@@ -346,6 +352,8 @@ class ResultTally:
             "partials": self.partials,
             **{k: _round(v) for k, v in latency_summary(self.final_latencies_sec).items()},
             "realtime_factor": _round(wall_sec / audio_sec) if audio_sec > 0 else None,
+            "resumes": stream.resumes,  # re-attachments after a dropped connection
+            "nodes": stream.nodes,  # the node (stt-node header) behind each call, in order
         }
 
 
@@ -359,6 +367,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"finals {summary['finals']}, partials {summary['partials']}",
         f"final latency (client): median {sec(summary['final_latency_median_sec'])}, "
         f"p95 {sec(summary['final_latency_p95_sec'])}",
+        *([f"resumed {summary['resumes']} time(s) after a dropped connection; nodes: "
+           f"{' -> '.join(summary['nodes'])}"] if summary["resumes"] else []),
     ))
 
 
@@ -432,5 +442,5 @@ def _transcribe(kind: ClientKind, settings: dict[str, Any], pcm16: bytes, sample
             _print_line(result_line(result, settings["json"]), out)
         wall_sec = time.monotonic() - start_sec
     audio_sec = pcm16_duration_sec(pcm16, sample_rate_hz)
-    print_summary(tally.summary(session, audio_sec, wall_sec), settings, out)
+    print_summary(tally.summary(session, audio_sec, wall_sec, results), settings, out)
     return EXIT_OK

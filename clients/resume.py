@@ -80,11 +80,20 @@ class AudioTape:
         with self._changed:
             self._chunks.append((self._end, pcm16))
             self._end += len(pcm16) // 2
-            while self._chunks and self._end - self._chunks[0][0] > self._max_kept_samples:
-                start, dropped_chunk = self._chunks.popleft()
-                self._kept_from = start + len(dropped_chunk) // 2
+            self._drop_old()
             self._changed.notify_all()
             return self._end / self._rate
+
+    def _drop_old(self) -> None:
+        """Forget audio that has been sent and is older than max_kept_sec (audio not yet sent is
+        always kept: the call still has to send it)."""
+        while self._chunks:
+            start, chunk = self._chunks[0]
+            end = start + len(chunk) // 2
+            if end > self._sent_until or self._end - start <= self._max_kept_samples:
+                return
+            self._chunks.popleft()
+            self._kept_from = end
 
     def finish(self) -> None:
         """The source has no more audio."""
@@ -103,7 +112,7 @@ class AudioTape:
     def read(self, from_sec: float, stop: threading.Event, merge_samples: int = 0
              ) -> Iterator[tuple[bytes, float, bool]]:
         """(pcm16, end in seconds, first time sent) from `from_sec` on, waiting for the pacer, until
-        the tape is finished or `stop` is set. Audio already on the tape is merged into chunks of up
+        the tape is finished or `stop` is set. Audio a call sends again is merged into chunks of up
         to `merge_samples` (a resend goes out in a few messages, not hundreds). AudioTapeGap if the
         audio from `from_sec` is no longer kept."""
         position = round(from_sec * self._rate)
@@ -121,6 +130,7 @@ class AudioTape:
                 first_send = position + len(piece) // 2 > self._sent_until
                 position += len(piece) // 2
                 self._sent_until = max(self._sent_until, position)
+                self._drop_old()
             yield piece, position / self._rate, first_send
 
     def _take(self, position: int, merge_samples: int) -> bytes | None:
@@ -133,7 +143,8 @@ class AudioTape:
             if end <= position:
                 continue
             part = chunk[2 * max(0, position + taken - start):]
-            if parts and taken + len(part) // 2 > merge_samples:
+            # Only resent audio is merged: audio going out the first time keeps the caller's chunks.
+            if parts and (taken + len(part) // 2 > merge_samples or start >= self._sent_until):
                 break
             parts.append(part)
             taken += len(part) // 2

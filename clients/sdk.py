@@ -324,7 +324,7 @@ class SttClient:
                 realtime: bool, stream: ResultStream) -> Iterator[TimedResult]:
         policy = self._resume
         log = SentAudioLog()
-        tape = AudioTape(sample_rate_hz, policy.max_kept_sec if policy.enabled else float("inf"))
+        tape = AudioTape(sample_rate_hz, policy.max_kept_sec if policy.enabled else 0.0)
         stop = threading.Event()
         source_failure: list[BaseException] = []
         current: list[grpc.Future] = []  # the call in flight: a failing source cancels it (no half-close)

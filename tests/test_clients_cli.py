@@ -283,6 +283,19 @@ def test_batch_cli_sends_one_chunk_with_batch_attributes(scripted_server, front_
     assert len(servicer.chunks) == 1
 
 
+def test_the_realtime_cli_resumes_by_default_and_no_resume_turns_it_off(scripted_server, front_center_wav):
+    """A resuming client asks for checkpoints (resumable=true); --no-resume and the batch client do not."""
+    servicer, address = scripted_server
+    for args in ((), ("--no-resume",)):
+        done = run_cli("clients.realtime.file", str(front_center_wav), "--server", address, "--no-realtime",
+                       "--json", "--metrics", *args, timeout_sec=60)
+        assert done.returncode == 0, done.stderr
+        assert json_lines(done.stdout)[-1]["resumes"] == 0
+    batch = run_cli("clients.batch.file", str(front_center_wav), "--server", address, timeout_sec=60)
+    assert batch.returncode == 0, batch.stderr
+    assert [r.attributes.get("resumable") for r in servicer.session_requests[-3:]] == ["true", None, None]
+
+
 # --- the CLIs against the real appliance ------------------------------------------------
 
 def _assert_front_center_final(lines: list[dict]) -> None:

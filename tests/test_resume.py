@@ -122,7 +122,8 @@ def test_a_resume_after_the_window_is_refused_with_a_code(node_b, audio, uncut):
 
 def test_a_resume_ticket_takes_over_a_session_still_streaming_here_and_a_creation_ticket_does_not(node_a, audio):
     """The server may not have noticed the old connection die when the client comes back: the
-    resume ticket ends the old call (CANCELLED) and the new one carries on; the creation ticket,
+    resume ticket ends the old call (ERR1002, should its client still be there) and the new one
+    carries on; the creation ticket,
     which anyone who saw CreateSession's answer holds, cannot do that (ERR1002)."""
     pcm16, rate_hz = audio
     with SttClient(node_a.address) as client:
@@ -153,7 +154,9 @@ def test_a_resume_ticket_takes_over_a_session_still_streaming_here_and_a_creatio
         assert [r.utterance_index for r in resumed if r.is_final] == [0, 1, 2]
         with pytest.raises(grpc.RpcError) as taken_over:
             list(old)
-        assert taken_over.value.code() == grpc.StatusCode.CANCELLED
+        assert taken_over.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert taken_over.value.details().startswith("ERR1002") and "resumed on another connection" in \
+            taken_over.value.details()
     finally:
         old_open.set()
         for channel in channels:

@@ -69,6 +69,9 @@ def add_load_arguments(parser: argparse.ArgumentParser, *, duration_sec: float =
     group.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
                        help="pace audio at speaking rate (default); --no-realtime: each file as fast "
                             "as the stream takes it, in its own session, one after another")
+    group.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                       help="re-dial and resume a stream whose connection dropped (default); "
+                            "--no-resume: count it as a stream error")
     group.add_argument("--partials", action="store_true", help="ask for partial results (partial=true)")
     group.add_argument("--chunk-ms", type=float, default=100.0, help="audio per chunk (default: 100)")
     group.add_argument("--ramp-sec", type=float, default=2.0,
@@ -155,7 +158,7 @@ def load_config(args: argparse.Namespace, channels: int | None = None):
         raise UsageError("no usable audio: pass --audio FILE_OR_DIR"
                          + (f" (skipped as too long: {', '.join(skipped)})" if skipped else ""))
     return LoadConfig(channels=channels, duration_sec=args.duration, clips=tuple(clips),
-                      realtime=args.realtime, partials=args.partials, chunk_ms=args.chunk_ms,
+                      realtime=args.realtime, resume=args.resume, partials=args.partials, chunk_ms=args.chunk_ms,
                       ramp_sec=args.ramp_sec, gap_sec=args.gap_sec, vad_silence_sec=args.vad_silence,
                       decode_profile=args.decode_profile, language=args.language,
                       attributes=dict(args.attr)), skipped

@@ -8,6 +8,9 @@ Definitions (docs/loadtest.md has the long form):
 * utterances sent: distinct (stream, utterance_index) seen, plus one per stream error that no
   open utterance accounts for (unless the stream was refused on its first chunk);
 * finals lost: utterances with partials but no final, plus those a stream error cut off;
+* finals repeated: finals beyond the first for one utterance (a resume must never cause one);
+* finals per node: by the node (gRPC header `stt-node`) whose call sent the final; resumes: how many
+  times streams re-attached after a dropped connection;
 * final latency: TimedResult.latency_sec (final received - the audio up to its end_sec sent);
 * time to first partial: first partial received - the chunk holding the utterance's start sent
   (the start includes the server's 0.3 s pre-roll, so this is up to 0.3 s more than from the onset);
@@ -56,6 +59,9 @@ def compute_figures(result: LoadResult) -> dict[str, Any]:
         "utterances_sent": len(utterances),
         "finals": len(finals),
         "finals_lost": sum(1 for u in utterances if u.lost),
+        "finals_repeated": sum(u.finals - 1 for u in finals),
+        "finals_per_node": dict(sorted(Counter(u.node for u in finals if u.node).items())),
+        "resumes": sum(ch.resumes for ch in result.channels),
         "finals_empty": sum(1 for u in finals if not u.text_len),
         "final_latency_p50_sec": percentile(latencies, 0.50),
         "final_latency_p95_sec": percentile(latencies, 0.95),
@@ -86,6 +92,8 @@ def step_failure(figures: dict[str, Any], p95_limit_sec: float) -> str | None:
         return "no final received"
     if figures["finals_lost"]:
         return f"{figures['finals_lost']} finals lost"
+    if figures.get("finals_repeated"):
+        return f"{figures['finals_repeated']} finals repeated"
     if figures["errors"]:
         return "errors " + ", ".join(f"{code} x{n}" for code, n in figures["errors"].items())
     if p95 > p95_limit_sec:
@@ -95,7 +103,8 @@ def step_failure(figures: dict[str, Any], p95_limit_sec: float) -> str | None:
 
 def final_records(result: LoadResult) -> list[dict[str, Any]]:
     return [{"channel": u.channel, "stream": u.stream, "file": u.file,
-             "utterance_index": u.index, "latency_sec": u.latency_sec, "received_at_sec": u.received_at_sec,
+             "utterance_index": u.index, "node": u.node, "latency_sec": u.latency_sec,
+             "received_at_sec": u.received_at_sec,
              "text_len": u.text_len, "first_partial_sec": u.first_partial_sec,
              "partials": u.partials, "partials_dropped": u.partials_dropped}
             for u in sorted(result.utterances, key=lambda u: u.received_at_sec or 0.0) if u.final]
@@ -145,6 +154,9 @@ def format_report(f: dict[str, Any]) -> str:
         f"partials: {f['partials']} received, {f['partials_dropped']} dropped by the server",
         f"stream realtime factor: mean {_num(f['stream_rtf_mean'])}, max {_num(f['stream_rtf_max'])}; "
         f"decode RTF {_num(f['decode_rtf'])} ({f['decode_sec']:.1f} s decode for {f['audio_sec']:.1f} s audio)",
+        *(["nodes: " + ", ".join(f"{node} {n} finals" for node, n in f["finals_per_node"].items())
+           + f"; {f['resumes']} resumes after a dropped connection, {f['finals_repeated']} finals repeated"]
+          if f["finals_per_node"] or f["resumes"] or f["finals_repeated"] else []),
         f"errors: {errors}" + (" (streams still open after the grace period were cancelled)"
                                if f["cancelled_at_grace"] else ""),
         format_server(f["server"]),

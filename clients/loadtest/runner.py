@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from clients.loadtest import SAMPLE_RATE_HZ, Clip
 from clients.loadtest.procstats import ProcSampler, ProcStats
-from clients.sdk import SentAudioLog, SttClient, SttError, TimedResult, split_pcm16
+from clients.sdk import NO_RESUME, ResultStream, SentAudioLog, SttClient, SttError, TimedResult, split_pcm16
 
 # Refusals that come with a stream's first chunk, before any utterance could have begun.
 START_REFUSALS = {"ERR1001", "ERR1002", "ERR1004", "ERR1005"}
@@ -37,6 +37,7 @@ class LoadConfig:
     duration_sec: float
     clips: tuple[Clip, ...]
     realtime: bool = True
+    resume: bool = True  # streams re-dial after a dropped connection (the SDK's default)
     partials: bool = False
     chunk_ms: float = 100.0
     ramp_sec: float = 2.0
@@ -66,6 +67,8 @@ class Utterance:
     first_partial_sec: float | None = None  # time to first partial
     partial_gaps_sec: list[float] = field(default_factory=list)  # between consecutive partials received
     final: bool = False
+    finals: int = 0  # finals received for it: more than one is a repeat (a resume gone wrong)
+    node: str = ""  # the node (stt-node header) that sent its final
     latency_sec: float | None = None
     received_at_sec: float | None = None  # final, since the run started
     text_len: int | None = None
@@ -94,6 +97,7 @@ class ChannelLog:
     streams: int = 0
     audio_sec: float = 0.0  # audio sent, silence gaps included
     wall_sec: float = 0.0  # time its streams were open
+    resumes: int = 0  # re-attachments after a dropped connection, over its streams
 
 
 @dataclass
@@ -133,6 +137,12 @@ class _Stream:
         self.files: list[tuple[float, str]] = []  # (offset of the file's start, name)
         self.audio_sec = 0.0
         self.results = 0
+        self.calls: ResultStream | None = None  # the SDK's stream: the nodes serving it, its resumes
+
+    @property
+    def node(self) -> str:
+        """The node serving the stream's current call ("" before its first answer)."""
+        return self.calls.nodes[-1] if self.calls is not None and self.calls.nodes else ""
 
     def file_at(self, sec: float) -> str:
         name = self.files[0][1] if self.files else ""
@@ -173,6 +183,8 @@ class _Collector:
                     u.first_partial_sec = None if sent is None else received - sent
                 return
             u.final = True
+            u.finals += 1
+            u.node = stream.node
             u.latency_sec = None if math.isnan(r.latency_sec) else r.latency_sec
             u.received_at_sec = received - self.started
             u.text_len = len(r.text.strip())
@@ -233,14 +245,16 @@ class _Channel:
             self.log.streams += 1
             opened = time.monotonic()
             try:
-                for result in self.client.send_chunks(session, self._audio(stream), SAMPLE_RATE_HZ,
-                                                      realtime=cfg.realtime):
+                stream.calls = self.client.send_chunks(session, self._audio(stream), SAMPLE_RATE_HZ,
+                                                       realtime=cfg.realtime)
+                for result in stream.calls:
                     self.collector.on_result(stream, result, time.monotonic())
             except SttError as err:
                 self.collector.on_error(self.index, stream, err)
             except ValueError as err:  # raised by the SDK for a bad chunk: a client-side fault
                 self.collector.on_error(self.index, stream, SttError(str(err), code="CLIENT_ERROR"))
             self.log.wall_sec += time.monotonic() - opened
+            self.log.resumes += stream.calls.resumes if stream.calls is not None else 0
             self.log.audio_sec += stream.audio_sec
 
     def _audio(self, stream: _Stream) -> Iterator[bytes]:
@@ -268,7 +282,7 @@ def run_load(config: LoadConfig, address: str, pid: int | None = None,
     deadline = started + config.duration_sec
     hard_deadline = deadline + max(c.duration_sec for c in config.clips) + config.gap_sec + config.grace_sec
     collector = _Collector(started)
-    clients = [SttClient(address) for _ in range(config.channels)]
+    clients = [SttClient(address, resume=None if config.resume else NO_RESUME) for _ in range(config.channels)]
     channels = [_Channel(i, config, clients[i], collector, chunks,
                          started + config.ramp_sec * i / config.channels, deadline)
                 for i in range(config.channels)]

@@ -387,7 +387,8 @@ def transcribe_microphone(settings: dict[str, Any], capture: MicCapture, device_
                 display.message(f"listening: {device_name!r} at {rate_hz} Hz, session {session.session_id} "
                                 "(Ctrl-C to stop)")
                 chunks = live_chunks(capture, stop, display, max_samples)
-                for result in client.send_chunks(session, chunks, rate_hz, realtime=False):
+                results = client.send_chunks(session, chunks, rate_hz, realtime=False)
+                for result in results:
                     display.result(result)
                     tally.add(result)
             finally:
@@ -398,7 +399,7 @@ def transcribe_microphone(settings: dict[str, Any], capture: MicCapture, device_
         display.message(f"warning: audio lost: {capture.dropped_blocks} blocks dropped (client too slow), "
                         f"{capture.input_overflows} input overflows (device)")
     return {
-        **tally.summary(session, capture.samples_read / rate_hz, wall_sec),
+        **tally.summary(session, capture.samples_read / rate_hz, wall_sec, results),
         "dropped_blocks": capture.dropped_blocks,
         "input_overflows": capture.input_overflows,
     }
