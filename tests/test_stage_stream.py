@@ -15,12 +15,12 @@ from appliance.scheduler import DecodeScheduler
 from appliance.streaming.frontend import Frontend
 from appliance.streaming.gate import StreamGate
 from appliance.streaming.listeners import IgnoreStream
+from appliance.streaming.resume import START, ResumePoint
 from appliance.streaming.stream import Stream
 from appliance.streaming.transcriber import Transcriber
 from appliance.streaming.types import AudioIn
 from appliance.vad import SileroOnnx, VadStream
 from clients.corpus import wer
-from appliance.streaming.resume import START, ResumePoint
 from tests.stages import MODEL_ID, TICKETS, chunks, limits, settings, to_pcm16
 
 
@@ -98,6 +98,22 @@ def test_closing_the_input_mid_sentence_still_sends_that_utterances_final(backen
     assert len(finals) == 1 and "open" in finals[0].text.lower()
     # Then ERR1015, not a clean end: the client did not finish, the server did (a resuming client goes on).
     assert heard.error is not None and heard.error.code == "ERR1015"
+
+
+def test_a_drained_resumable_stream_leaves_its_open_utterance_to_the_node_it_resumes_on(backend, sentences):
+    """Its client resends that utterance elsewhere from the last resume point: a final here for the
+    part heard so far would split the utterance in two."""
+    audio, rate_hz = sf.read(str(sentences.path), dtype="float32")
+    pcm16 = to_pcm16(audio)
+    whole, _, _ = run_stream(backend, pcm16, rate_hz, attributes={"resumable": "true"})
+    second_sentence = next(r for r in whole if r.is_final and r.utterance_index == 1)
+    mid_second = round((second_sentence.start_sec + second_sentence.end_sec) / 2 * 10)  # 100 ms chunks
+    results, _, heard = run_stream(backend, pcm16, rate_hz, attributes={"resumable": "true"},
+                                   close_after=mid_second)
+    assert [r.utterance_index for r in results if r.is_final] == [0]
+    last_ticketed = [r for r in results if r.resume_token][-1]
+    assert last_ticketed.resume_from_sec <= second_sentence.start_sec
+    assert heard.error is not None and heard.error.code == "ERR1015" and "not finalised" in heard.error.message
 
 
 def test_a_streams_levels_carry_the_key_given_not_its_session_id(backend):

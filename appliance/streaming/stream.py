@@ -11,8 +11,10 @@ or is over its chunk-message rate, chunks are not read (gRPC flow control then s
 A stream without speech for `session_timeout_sec` (time spent waiting on the server not counted)
 ends with ERR1012, however many chunks it sends. Every utterance that received speech ends in one
 final or in the error that ended the stream; when the input ends (half-close, or `close_input` on
-drain), the open utterance's final is still decoded and sent (and a drained stream then ends with
-ERR1015, so its client resumes elsewhere instead of taking the end for its own).
+drain), the open utterance's final is still decoded and sent, and a drained stream then ends with
+ERR1015 (the audio after the drain was not heard). A drained `resumable` stream sends the finals
+already due but not the open utterance's: its client resumes elsewhere from before that utterance,
+which is decoded there whole.
 
 Resume (`appliance.streaming.resume`): each final carries a resume ticket, and a session with the
 attribute `resumable=true` also gets a checkpoint (a result with no text, only the ticket) when it
@@ -108,8 +110,8 @@ class Stream:
             age_sec=round(time.monotonic() - self._started_at, 2))
 
     def close_input(self) -> None:
-        """Stop reading audio (the server drains): the open utterance still gets its final, then
-        the stream ends with ERR1015, which tells a resuming client to go on elsewhere."""
+        """Stop reading audio (the server drains): the stream ends with ERR1015, which tells a
+        resuming client to go on elsewhere (after the open utterance's final, unless resumable)."""
         self._input_closed = True
         if self._reader is not None:
             self._reader.close()
@@ -153,9 +155,7 @@ class Stream:
                     chunk = await reader.next()
                 except StopAsyncIteration:
                     if self._input_closed:
-                        error = ApplianceError("ERR1015", "the server is draining: the open utterance got its "
-                                               "final; resume the session on another replica",
-                                               retry_after_sec=1.0)
+                        error = self._drained()
                     break
                 await self._accept(chunk)
                 self._check_silence()
@@ -166,13 +166,23 @@ class Stream:
         except Exception as err:  # a bug must end this stream with a code, not hang it
             log.exception("session %s: ingest failed", self._settings.session_id)
             error = ApplianceError("ERR1016", f"internal error while reading audio: {type(err).__name__}")
-        final = self._segmenter.finish()
+        # A resumable session's client resends the open utterance to another node, where it is
+        # decoded whole: finalising its first part here would split it in two.
+        abandon_open = error is not None and error.code == "ERR1015" and self._settings.resumable
+        final = None if abandon_open else self._segmenter.finish()
         if error is None or error.code == "ERR1015":
             self._announce_boundaries()
         if final is not None and not self._transcriber.ended:
             self._submit(final)
         await self._transcriber.wait_idle()  # earlier results go out before the end or the error
         self._out.put_nowait(error or StreamEnd())
+
+    def _drained(self) -> ApplianceError:
+        if self._settings.resumable:
+            return ApplianceError("ERR1015", "the server is draining: resume the session on another replica "
+                                  "(the open utterance was not finalised here)", retry_after_sec=1.0)
+        return ApplianceError("ERR1015", "the server is draining: the open utterance got its final; the "
+                              "audio after it was not heard", retry_after_sec=1.0)
 
     async def _admit(self, chunk: AudioIn) -> AcceptedAudio | None:
         """The gate's verdict on a chunk. A batch upload over its byte rate is paced: the chunk waits
