@@ -17,7 +17,8 @@ PLIST = REPO_ROOT / "images/mps-host/com.stt-appliance.plist"
 
 
 def test_lint_deploy_script_passes():
-    tools = [REPO_ROOT / ".venv/bin" / t for t in ("hadolint", "docker-compose", "check-jsonschema")]
+    tools = [REPO_ROOT / ".venv/bin" / t for t in ("hadolint", "docker-compose", "check-jsonschema",
+                                                          "kubernetes-validate")]
     if not all(t.exists() for t in tools) or shutil.which("systemd-analyze") is None:
         pytest.skip("lint tools missing: EXTRAS=test scripts/setup.sh and apt-get install systemd")
     result = subprocess.run(["scripts/lint-deploy.sh"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
