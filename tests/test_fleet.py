@@ -19,14 +19,15 @@ import pytest
 from appliance.api import stt_pb2, stt_pb2_grpc
 from clients.audio import load_pcm16
 from clients.corpus import wer
+from clients.local_fleet import LocalFleet
 from clients.sdk import NODE_HEADER, ResultStream, SttClient, TimedResult
-from tests.haproxy_harness import Fleet, start_fleet
+from tests.haproxy_harness import start_fleet
 
 DRAIN_NOTICE_SEC = 3.0  # > HAProxy's inter 1s x fall 2: the node leaves the rotation first
 
 
 @pytest.fixture(scope="module")
-def fleet(request) -> Fleet:
+def fleet(request) -> LocalFleet:
     return start_fleet(request, 3, env={"STT_SERVER_DRAIN_NOTICE_SEC": str(DRAIN_NOTICE_SEC)})
 
 
@@ -77,7 +78,7 @@ class LiveStream:
         assert self.error is None, repr(self.error)
 
 
-def start_streams(fleet: Fleet, audio, count: int) -> list[LiveStream]:
+def start_streams(fleet: LocalFleet, audio, count: int) -> list[LiveStream]:
     streams = [LiveStream(fleet.address, audio) for _ in range(count)]
     deadline = time.monotonic() + 15
     while not all(s.node for s in streams) and time.monotonic() < deadline:

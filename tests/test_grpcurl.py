@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from clients.audio import load_pcm16
+from clients.local_fleet import REPO_ROOT, LocalFleet
 from clients.sdk import split_pcm16
-from tests.haproxy_harness import REPO_ROOT, Fleet, start_fleet
+from tests.haproxy_harness import start_fleet
 
 PROTO = ("-import-path", str(REPO_ROOT / "proto"), "-proto", "stt.proto")
 
@@ -38,7 +39,7 @@ def grpcurl(address: str, *verb: str, flags: tuple[str, ...] = (), stdin: str | 
 
 
 @pytest.fixture(scope="module")
-def fleet(request) -> Fleet:
+def fleet(request) -> LocalFleet:
     return start_fleet(request, 2)
 
 
