@@ -195,8 +195,8 @@ class Runtime:
         self.health.set_state(Lifecycle.DRAINING)
 
     async def drain(self, timeout_sec: float) -> bool:
-        """Refuse new sessions, end every stream's input (each still gets the final of its open
-        utterance), and wait up to `timeout_sec` (<= 0: forever) for them; True when all ended."""
+        """Refuse new sessions, end every stream's input (SessionService.drain), and wait up to
+        `timeout_sec` (<= 0: forever) for them; True when all ended."""
         self.health.set_state(Lifecycle.DRAINING)
         return await self.sessions.drain(timeout_sec)
 

@@ -361,9 +361,9 @@ class SessionService:
                                  retry_after_sec=1.0) from None
 
     async def drain(self, timeout_sec: float) -> bool:
-        """Refuse new sessions and streams, end every stream's input (each still gets the final of
-        its open utterance, then ERR1015 so its client resumes elsewhere) and wait up to
-        `timeout_sec` (<= 0: forever) for them; True when all ended."""
+        """Refuse new sessions and streams, end every stream's input (each sends the finals due,
+        its open utterance's too unless resumable, then ERR1015 so its client resumes elsewhere)
+        and wait up to `timeout_sec` (<= 0: forever) for them; True when all ended."""
         self._accepting = False
         for stream in list(self._live):
             stream.close_input()

@@ -18,7 +18,6 @@ import pytest
 from appliance.api import stt_pb2, stt_pb2_grpc
 from appliance.config import load_config
 from appliance.errors import ApplianceError
-from appliance.lifecycle import Lifecycle
 from appliance.runtime import Runtime
 from appliance.streaming.types import AudioIn
 from clients.audio import load_pcm16
@@ -227,9 +226,9 @@ def test_a_stream_that_starts_during_drain_is_err1015_and_keeps_its_first_chunk(
     socket, so the runtime is put in drain directly and a stream is started against it."""
     runtime = Runtime(load_config(env={}))
     try:
-        runtime.health.set_state(Lifecycle.DRAINING)
-
         async def attempt() -> ApplianceError:
+            assert await runtime.drain(timeout_sec=1.0)  # past the drain notice: no stream is open
+
             async def chunks():
                 yield AudioIn(session_id="kiosk-late", pcm16=SILENCE_100MS, sample_rate_hz=16_000)
             with pytest.raises(ApplianceError) as info:
