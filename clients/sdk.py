@@ -251,6 +251,7 @@ class SttClient:
         self._metadata = tuple(metadata)
         self._timeout_sec = timeout_sec  # unary calls only; streams run as long as the audio
         self._resume = resume or ResumePolicy()
+        self._closed = False
         if tls or tls_ca_file:
             root_certificates = Path(tls_ca_file).read_bytes() if tls_ca_file else None
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
@@ -260,6 +261,7 @@ class SttClient:
         self._stub = stt_pb2_grpc.SpeechToTextStub(self._channel)
 
     def close(self) -> None:
+        self._closed = True  # before the channel: its streams then fail CANCELLED, and must not resume
         self._channel.close()
 
     def __enter__(self) -> SttClient:
@@ -373,6 +375,8 @@ class SttClient:
                         raise source_failure[0] from err
                     error = SttError.from_rpc_error(err)
                     now = time.monotonic()
+                    if self._closed:  # the caller closed the client: its streams end here
+                        raise error from err
                     if dropped_at is None:
                         if not (policy.enabled and dropped(error.code, error.status)):
                             raise error from err
