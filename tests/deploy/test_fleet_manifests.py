@@ -70,5 +70,5 @@ def test_the_kustomization_applies_every_manifest_and_the_ports_match_the_balanc
     assert {p["port"] for p in nodes["spec"]["ports"]} == {int(check_port), int(grpc_port)}
     balancer = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "stt-balancer")
     haproxy = balancer["spec"]["template"]["spec"]["containers"][0]
-    assert appliance_env(haproxy)["STT_FLEET_NODES"] == "stt-appliance-nodes"
+    assert appliance_env(haproxy)["STT_FLEET_NODES"].split(".")[0] == "stt-appliance-nodes"  # its FQDN
     assert {d["kind"] for d in docs} >= {"Deployment", "Service", "PodDisruptionBudget"}
