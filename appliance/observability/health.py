@@ -136,7 +136,7 @@ def assess(lifecycle: str, decodes: DecodeWindow, models_loaded: int, details: d
     """Combine the lifecycle, the decode window and the model registry into one verdict."""
     if lifecycle != "serving":
         reason = {"starting": "the model is loading or warming up",
-                  "draining": "the server is draining and accepts no new sessions",
+                  "draining": "the server is draining: it stops taking sessions after server.drain_notice_sec",
                   "stopped": "the server has stopped"}.get(lifecycle, lifecycle)
         return HealthReport(lifecycle, (reason,), decodes, details or {})
     reasons = list(decodes.degraded_reasons)
