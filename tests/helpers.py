@@ -1,7 +1,8 @@
 """Plain helpers shared by several test modules (fixtures live in conftest.py).
 
 Paths of the repository and its shipped configuration, transcript normalising, YAML files written
-into tmp_path for the config tests, and copies of the bundled model pack for the model-store tests.
+into tmp_path for the config tests, copies of the bundled model pack for the model-store tests, and
+the check that a resumed stream's finals match an uncut run's (resume and fleet tests).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from appliance.config import AppConfig, load_config
 from appliance.models.store import PACKS
+from clients.corpus import wer
+from clients.sdk import TimedResult
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVER_YAML = REPO_ROOT / "config" / "server.yaml"
@@ -58,3 +61,16 @@ def copy_model(src: Path, dst: Path, *, model_bytes: bytes | None = None, with_m
         else:
             (dst / "model.bin").write_bytes(model_bytes)
     return dst
+
+
+def assert_same_finals(finals: list[TimedResult], uncut: list[TimedResult]) -> None:
+    """A stream that resumed lost and repeated nothing: every utterance index of the uncut run once,
+    in order, at the same timeline positions (±0.4 s), with the same words (WER <= 0.1: the resumed
+    utterance is decoded again from resent audio)."""
+    assert [f.utterance_index for f in finals] == [f.utterance_index for f in uncut], "a final lost or repeated"
+    for resumed, reference in zip(finals, uncut, strict=True):
+        assert abs(resumed.start_sec - reference.start_sec) <= 0.4, (resumed, reference)
+        assert abs(resumed.end_sec - reference.end_sec) <= 0.4, (resumed, reference)
+    starts = [f.start_sec for f in finals]
+    assert starts == sorted(starts) and all(f.end_sec > f.start_sec for f in finals)
+    assert wer(" ".join(f.text for f in uncut), " ".join(f.text for f in finals)) <= 0.1

@@ -22,6 +22,7 @@ from clients.corpus import wer
 from clients.local_fleet import LocalFleet
 from clients.sdk import NODE_HEADER, ResultStream, SttClient, TimedResult
 from tests.haproxy_harness import start_fleet
+from tests.helpers import assert_same_finals
 
 DRAIN_NOTICE_SEC = 3.0  # > HAProxy's inter 1s x fall 2: the node leaves the rotation first
 
@@ -87,14 +88,6 @@ def start_streams(fleet: LocalFleet, audio, count: int) -> list[LiveStream]:
     return streams
 
 
-def assert_nothing_lost_or_repeated(finals: list[TimedResult], reference: list[TimedResult]) -> None:
-    """Every utterance once, in order, at the uncut run's timeline positions, with its words."""
-    assert [f.utterance_index for f in finals] == [f.utterance_index for f in reference], "a final lost or repeated"
-    for final, expected in zip(finals, reference, strict=True):
-        assert abs(final.start_sec - expected.start_sec) <= 0.4 and abs(final.end_sec - expected.end_sec) <= 0.4
-    assert wer(" ".join(f.text for f in reference), " ".join(f.text for f in finals)) <= 0.1
-
-
 def node_of_create_session(channel: grpc.Channel) -> tuple[stt_pb2.SessionResponse, str]:
     response, call = stt_pb2_grpc.SpeechToTextStub(channel).CreateSession.with_call(stt_pb2.SessionRequest())
     return response, dict(call.initial_metadata())[NODE_HEADER]
@@ -134,7 +127,7 @@ def test_a_sigtermed_node_leaves_the_rotation_first_and_its_streams_carry_on_els
         assert [r for r in fresh if r.is_final] and victim not in fresh.nodes
     for live in streams:
         live.join()
-        assert_nothing_lost_or_repeated(live.finals, reference)
+        assert_same_finals(live.finals, reference)
     moved = [live for live in streams if victim in live.stream.nodes]
     assert moved and all(live.stream.resumes >= 1 and live.stream.nodes[-1] != victim for live in moved)
     assert node.process.wait(timeout=30) == 0  # drained, exit 0
@@ -149,7 +142,7 @@ def test_a_killed_node_loses_no_final_its_clients_resume_on_another(fleet, audio
     fleet.nodes[victim].process.kill()
     for live in streams:
         live.join()
-        assert_nothing_lost_or_repeated(live.finals, reference)
+        assert_same_finals(live.finals, reference)
     moved = [live for live in streams if victim in live.stream.nodes]
     assert moved and all(live.stream.resumes == 1 and live.stream.nodes[-1] != victim for live in moved)
     assert fleet.balancer.server_states()[victim] == "DOWN"

@@ -17,9 +17,9 @@ import pytest
 
 from appliance.api import stt_pb2, stt_pb2_grpc
 from clients.audio import load_pcm16
-from clients.corpus import wer
 from clients.sdk import NO_RESUME, ResultStream, SttClient, SttError, TimedResult, split_pcm16
 from tests.conftest import start_appliance
+from tests.helpers import assert_same_finals
 from tests.tcp_cut import CuttableProxy
 
 SECRET = "resume-tests-shared-secret"
@@ -72,16 +72,6 @@ def stream_through(proxy: CuttableProxy, audio, cut_at_sec: float | None = None,
             if timer is not None:
                 timer.cancel()
     return finals, stream
-
-
-def assert_same_finals(finals: list[TimedResult], uncut: list[TimedResult]) -> None:
-    assert [f.utterance_index for f in finals] == [f.utterance_index for f in uncut], "a final lost or repeated"
-    for resumed, reference in zip(finals, uncut, strict=True):
-        assert abs(resumed.start_sec - reference.start_sec) <= 0.4, (resumed, reference)
-        assert abs(resumed.end_sec - reference.end_sec) <= 0.4, (resumed, reference)
-    starts = [f.start_sec for f in finals]
-    assert starts == sorted(starts) and all(f.end_sec > f.start_sec for f in finals)
-    assert wer(" ".join(f.text for f in uncut), " ".join(f.text for f in finals)) <= 0.1
 
 
 def mid_utterance(uncut: list[TimedResult], index: int) -> float:
