@@ -1,0 +1,132 @@
+"""Connection admission for one listener, and the drain gate every door shares.
+
+`Door.admit(address)` hands out a `Slot` (release it once, or use it as a context manager) or
+raises the coded refusal: ERR1015 while draining, ERR1005 outside the allow-list, ERR1007 past the
+door's global cap or the client address's share of it. Thread-safe: waitress admits on its own
+thread, asyncio doors on the loop. Refusals are logged through one `ThrottledLog` per door, so a
+client refused in a loop costs the log a few lines a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+from appliance.errors import ApplianceError
+from appliance.frontdoor.address import AddressPolicy
+from appliance.observability.log_guard import ThrottledLog
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_SEC = 1.0
+
+
+class DrainGate:
+    """The one switch that says whether new work is taken; `close` is for drain, and every door and
+    the session service read it."""
+
+    def __init__(self) -> None:
+        self._open = True
+
+    @property
+    def accepting(self) -> bool:
+        return self._open
+
+    def close(self) -> None:
+        self._open = False
+
+    def check(self, what: str = "new sessions") -> None:
+        if not self._open:
+            raise ApplianceError("ERR1015", f"the server is draining and accepts no {what}; retry on another "
+                                 "replica", retry_after_sec=5.0)
+
+
+@dataclass(frozen=True)
+class DoorLimits:
+    max_connections: int
+    max_per_address: int  # 0: no per-address cap (only behind a balancer that applies its own)
+    setting: str  # the config section, named in refusals ("wyoming", "server", "http")
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ValueError(f"{self.setting}: max_connections must be >= 1")
+        if self.max_per_address and self.max_per_address >= self.max_connections and self.max_connections > 1:
+            raise ValueError(f"{self.setting}: the per-address cap ({self.max_per_address}) must be below "
+                             f"max_connections ({self.max_connections}), or one host can hold every slot")
+
+
+class Slot:
+    """One admitted connection's claim on its door; `release` is idempotent."""
+
+    def __init__(self, door: Door, address: str):
+        self.door = door
+        self.address = address
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.door._release(self.address)
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Door:
+    def __init__(self, name: str, limits: DoorLimits, drain: DrainGate,
+                 policy: AddressPolicy | None = None):
+        self.name = name
+        self.limits = limits
+        self.drain = drain
+        self.policy = policy or AddressPolicy()
+        self.refusals = ThrottledLog(logging.getLogger(f"appliance.door.{name}"))
+        self._per_address: Counter[str] = Counter()
+        self._open = 0
+        self._lock = threading.Lock()
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    def connections_by_address(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._per_address)
+
+    def admit(self, address: str, what: str = "new connections") -> Slot:
+        try:
+            self.drain.check(what)
+            self.policy.check(address)
+            self._take(address)
+        except ApplianceError as err:
+            self.refused(err)
+            raise
+        return Slot(self, address)
+
+    def refused(self, err: ApplianceError, context: str = "connection refused") -> None:
+        """Log a refusal this door made (throttled per code)."""
+        self.refusals.info(err.code, "%s %s: %s", self.name, context, err.code)
+
+    def _take(self, address: str) -> None:
+        limits = self.limits
+        with self._lock:
+            if self._open >= limits.max_connections:
+                raise ApplianceError("ERR1007", f"{self._open} {self.name} connections are open "
+                                     f"({limits.setting}.max_connections={limits.max_connections})",
+                                     retry_after_sec=RETRY_AFTER_SEC)
+            if limits.max_per_address and self._per_address[address] >= limits.max_per_address:
+                raise ApplianceError("ERR1007", f"too many open {self.name} connections from this client address "
+                                     f"({limits.setting}.max_connections_per_address={limits.max_per_address})",
+                                     retry_after_sec=RETRY_AFTER_SEC)
+            self._open += 1
+            self._per_address[address] += 1
+
+    def _release(self, address: str) -> None:
+        with self._lock:
+            self._open -= 1
+            self._per_address[address] -= 1
+            if self._per_address[address] <= 0:
+                del self._per_address[address]
