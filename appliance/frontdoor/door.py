@@ -49,11 +49,16 @@ class DoorLimits:
     setting: str  # the config section, named in refusals ("wyoming", "server", "http")
 
     def __post_init__(self) -> None:
-        if self.max_connections < 1:
-            raise ValueError(f"{self.setting}: max_connections must be >= 1")
-        if self.max_per_address and self.max_per_address >= self.max_connections and self.max_connections > 1:
-            raise ValueError(f"{self.setting}: the per-address cap ({self.max_per_address}) must be below "
-                             f"max_connections ({self.max_connections}), or one host can hold every slot")
+        if self.max_connections < 1 or self.max_per_address < 0:
+            raise ValueError(f"{self.setting}: max_connections must be >= 1 and the per-address cap >= 0")
+
+    @property
+    def per_address(self) -> int:
+        """The per-address cap in force: the configured one, held below the global cap so one host
+        cannot take every slot (0 stays 0: no per-address cap)."""
+        if not self.max_per_address:
+            return 0
+        return min(self.max_per_address, max(1, self.max_connections - 1))
 
 
 class Slot:
@@ -117,9 +122,9 @@ class Door:
                 raise ApplianceError("ERR1007", f"{self._open} {self.name} connections are open "
                                      f"({limits.setting}.max_connections={limits.max_connections})",
                                      retry_after_sec=RETRY_AFTER_SEC)
-            if limits.max_per_address and self._per_address[address] >= limits.max_per_address:
+            if limits.per_address and self._per_address[address] >= limits.per_address:
                 raise ApplianceError("ERR1007", f"too many open {self.name} connections from this client address "
-                                     f"({limits.setting}.max_connections_per_address={limits.max_per_address})",
+                                     f"({limits.setting}.max_connections_per_address={limits.per_address})",
                                      retry_after_sec=RETRY_AFTER_SEC)
             self._open += 1
             self._per_address[address] += 1
