@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from appliance.config import AppConfig
 from appliance.config_schema import ModelLoadProfile
 from appliance.errors import ApplianceError
+from appliance.frontdoor import DrainGate
 from appliance.lifecycle import HealthState, Lifecycle
 from appliance.model_admin import ModelAdmin
 from appliance.models.registry import LoadSettings, ModelRegistry, model_id_for
@@ -101,6 +102,7 @@ class Runtime:
         s = config.server
         self.boot_model_id = model_id_for(config.model.device, str(config.model.name))
         self.models = ModelRegistry()
+        self.drain_gate = DrainGate()  # every door and the session service read this one switch
         self.health = HealthState(DecodeHealth(HealthThresholds(**vars(config.health))),
                                   models_loaded=self.models.__len__)
         self.metrics = ApplianceMetrics(registry or CollectorRegistry(auto_describe=True),
