@@ -4,7 +4,7 @@ The split follows uvicorn's Config → Server: `Runtime(config)` builds every sh
 three facades the transports get — `sessions` (SessionService, for the gRPC servicer), `admin`
 (ModelAdmin) and `status` (StatusView, for the HTTP plane) — and `health` (HealthState), the one
 owner of the lifecycle state. `load`, `mark_serving`, `drain` and `close` move it through
-starting → serving → draining → stopped; `appliance.app.serve` calls them in that order.
+starting → serving → draining → stopped; `appliance.server.ApplianceServer` calls them in that order.
 """
 
 from __future__ import annotations
@@ -200,6 +200,7 @@ class Runtime:
         """Refuse new sessions, end every stream's input (SessionService.drain), and wait up to
         `timeout_sec` (<= 0: forever) for them; True when all ended."""
         self.health.set_state(Lifecycle.DRAINING)
+        self.drain_gate.close()  # every door refuses new work from here on
         return await self.sessions.drain(timeout_sec)
 
     def close(self) -> None:

@@ -1,0 +1,176 @@
+"""`ApplianceServer`: one running appliance — its runtime, its listeners and their order of start and stop.
+
+The shape is uvicorn's (config → server with start, drain, stop): the CLI, hwtests and the tests
+all run this object, the tests in-process. Order matters for operators: config and model files are
+checked before any port opens (a bad setup fails at once); the ports open with health NOT_SERVING /
+503 while the model loads and warms up; SERVING only after the warm-up decode. From then on one
+`HealthState` drives gRPC health, HTTP /health and sd_notify, published as the verdict changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from appliance.config import AppConfig
+from appliance.file_transcriber import FileTranscriber
+from appliance.lifecycle import Lifecycle
+from appliance.observability.sdnotify import SystemdHealthPublisher, SystemdNotifier
+from appliance.runtime import Runtime
+from appliance.security.http_access import HttpAccess, HttpAccessSettings
+from appliance.transport.grpc.server import GrpcHealthPublisher, create_grpc_server, listen_address
+from appliance.transport.http.app import create_app
+from appliance.transport.http.openai import openai_routes
+from appliance.transport.http.server import HTTP_THREADS, MAX_SPOOLED_BODY_BYTES, HttpServer
+from appliance.transport.wyoming.server import WyomingServer
+
+log = logging.getLogger(__name__)
+
+WYOMING_CLOSE_GRACE_SEC = 2.0  # Wyoming clients send a chunk every 20-100 ms: enough to hear ERR1015
+
+
+class StartupError(RuntimeError):
+    """The appliance cannot start as configured (a port is taken, a bad HTTP access setting)."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    grpc: int
+    http: int
+    wyoming: int | None
+
+
+class ApplianceServer:
+    """`await start()` → serving; `await drain()` → every stream ended (or the drain timed out);
+    `await stop()` → ports closed and the runtime released. `stop` is safe after a failed start."""
+
+    def __init__(self, config: AppConfig, *, hardware_report: dict | None = None):
+        self.config = config
+        self.runtime = Runtime(config, hardware_report=hardware_report)
+        self.ports: Ports | None = None
+        self._grpc = None
+        self._http: HttpServer | None = None
+        self._wyoming: WyomingServer | None = None
+        self._notifier = SystemdNotifier()  # a no-op outside systemd
+        self._watchdog: asyncio.Task | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        started = time.monotonic()
+        config, runtime = self.config, self.runtime
+        resolved = runtime.resolve_model()
+        await self._open_listeners()
+        assert self.ports is not None
+        log.info("gRPC listening on %s:%d, HTTP on %s:%d%s (loading model)", config.server.grpc_host,
+                 self.ports.grpc, config.server.http_host, self.ports.http,
+                 f", Wyoming on {config.wyoming.host}:{self.ports.wyoming}" if self._wyoming else "")
+        await asyncio.to_thread(runtime.load, resolved)
+        runtime.mark_serving()
+        log.info("serving model %s on port %d, %.2f s after start", runtime.model_id, self.ports.grpc,
+                 time.monotonic() - started)
+        self._watchdog = asyncio.create_task(self._notifier.run_watchdog(
+            lambda: runtime.state in (Lifecycle.SERVING, Lifecycle.DRAINING)))
+
+    async def _open_listeners(self) -> None:
+        """Bind every port (health not serving yet); on any failure close what was opened."""
+        config, runtime = self.config, self.runtime
+        self._http = _http_server(config, runtime, asyncio.get_running_loop())
+        grpc_health = GrpcHealthPublisher()
+        try:
+            server, port = create_grpc_server(config, runtime.sessions, grpc_health)
+        except RuntimeError:  # grpcio >= 1.60 raises where older ones returned port 0
+            port = 0
+        if port == 0:
+            raise StartupError(f"cannot bind gRPC to {listen_address(config.server.grpc_host, config.server.port)} "
+                               "(address in use, or not an address of this host)")
+        self._grpc = server
+        runtime.health.subscribe(grpc_health)
+        runtime.health.subscribe(SystemdHealthPublisher(
+            self._notifier, loading_status=f"loading model {config.model.name}",
+            serving_status=f"serving {runtime.boot_model_id} on gRPC port {port}"))
+        await asyncio.sleep(0)  # the NOT_SERVING publication lands before the port opens
+        self._wyoming = await _wyoming_server(config, runtime)
+        await server.start()
+        self._http.start()
+        self.ports = Ports(grpc=port, http=self._http.port,
+                           wyoming=config.wyoming.port if self._wyoming else None)
+
+    async def drain(self) -> bool:
+        """Report draining, keep taking sessions for server.drain_notice_sec (a balancer's check moves
+        traffic first), then refuse new work at every door and wait for open streams; True when all ended."""
+        runtime, config = self.runtime, self.config
+        runtime.announce_drain()
+        if config.server.drain_notice_sec > 0:
+            log.info("reporting draining for %g s before refusing new sessions (server.drain_notice_sec)",
+                     config.server.drain_notice_sec)
+            await asyncio.sleep(config.server.drain_notice_sec)
+        if self._wyoming:
+            await self._wyoming.stop_accepting()
+        drained = await runtime.drain(float(config.server.decode_timeout_sec))
+        if self._wyoming:
+            await self._wyoming.wait_idle(WYOMING_CLOSE_GRACE_SEC)
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0 if drained else 0)
+        return drained
+
+    async def stop(self) -> None:
+        """Close every listener and release the runtime (idempotent)."""
+        if self._stopped.is_set():
+            return
+        try:
+            if self._grpc is not None:
+                await self._grpc.stop(grace=0)
+            if self._wyoming:
+                await self._wyoming.stop()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self.runtime.close()
+            await asyncio.sleep(0)  # let the last health publication run
+            self._notifier.close()
+        finally:
+            if self._http is not None:
+                self._http.stop()
+            self._stopped.set()
+
+    async def wait(self) -> None:
+        """Until `stop` has finished."""
+        await self._stopped.wait()
+
+
+async def _wyoming_server(config: AppConfig, runtime: Runtime) -> WyomingServer | None:
+    """The Wyoming port, when wyoming.port is set."""
+    if not config.wyoming.port:
+        return None
+    try:
+        wyoming = WyomingServer(config.wyoming, runtime.sessions)
+        await wyoming.start()
+    except (OSError, ValueError) as err:
+        raise StartupError(f"cannot serve Wyoming on {config.wyoming.host}:{config.wyoming.port}: {err}") from None
+    return wyoming
+
+
+def _http_server(config: AppConfig, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> HttpServer:
+    """Bind the HTTP plane (before the model loads, so /health answers 503 "starting")."""
+    try:
+        access = HttpAccess(HttpAccessSettings.from_config(config.server))
+    except ValueError as err:
+        raise StartupError(f"HTTP access settings: {err}") from None
+    threads, max_body_bytes, add_routes = HTTP_THREADS, MAX_SPOOLED_BODY_BYTES, None
+    openai = config.openai
+    if openai.enabled:
+        transcriber = FileTranscriber(runtime.sessions, loop, max_concurrent=openai.max_concurrent_requests,
+                                      timeout_sec=openai.request_timeout_sec,
+                                      max_audio_sec=config.server.max_audio_seconds_per_session)
+        add_routes = openai_routes(transcriber, runtime.admin, max_body_bytes=openai.max_upload_bytes,
+                                   signed_tokens=config.auth.create_session_auth_profile == "signed_token")
+        # Uploads get threads of their own: /health and the page keep HTTP_THREADS however many run.
+        threads += openai.max_concurrent_requests
+        max_body_bytes = max(max_body_bytes, openai.max_upload_bytes + 1)  # waitress refuses >= its limit
+    try:
+        return HttpServer(create_app(runtime.status, runtime.admin, access, add_routes), config.server.http_host,
+                          config.server.metrics_port, threads=threads, max_body_bytes=max_body_bytes)
+    except OSError as err:
+        raise StartupError(f"cannot bind HTTP to {config.server.http_host}:{config.server.metrics_port}: "
+                           f"{err.strerror or err}") from None
