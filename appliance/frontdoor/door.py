@@ -47,6 +47,10 @@ class DoorLimits:
     max_connections: int
     max_per_address: int  # 0: no per-address cap (only behind a balancer that applies its own)
     setting: str  # the config section, named in refusals ("wyoming", "server", "http")
+    # The keys of the two caps in that section, as refusals name them (gRPC's are server.max_open_streams
+    # and server.max_sessions_per_ip).
+    total_key: str = "max_connections"
+    per_address_key: str = "max_connections_per_address"
 
     def __post_init__(self) -> None:
         if self.max_connections < 1 or self.max_per_address < 0:
@@ -120,11 +124,11 @@ class Door:
         with self._lock:
             if self._open >= limits.max_connections:
                 raise ApplianceError("ERR1007", f"{self._open} {self.name} connections are open "
-                                     f"({limits.setting}.max_connections={limits.max_connections})",
+                                     f"({limits.setting}.{limits.total_key}={limits.max_connections})",
                                      retry_after_sec=RETRY_AFTER_SEC)
             if limits.per_address and self._per_address[address] >= limits.per_address:
                 raise ApplianceError("ERR1007", f"too many open {self.name} connections from this client address "
-                                     f"({limits.setting}.max_connections_per_address={limits.per_address})",
+                                     f"({limits.setting}.{limits.per_address_key}={limits.per_address})",
                                      retry_after_sec=RETRY_AFTER_SEC)
             self._open += 1
             self._per_address[address] += 1
