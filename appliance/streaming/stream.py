@@ -16,17 +16,14 @@ ERR1015 (the audio after the drain was not heard). A drained `resumable` stream 
 already due but not the open utterance's: its client resumes elsewhere from before that utterance,
 which is decoded there whole.
 
-Resume (`appliance.streaming.resume`): each final carries a resume ticket, and a session with the
-attribute `resumable=true` also gets a checkpoint (a result with no text, only the ticket) when it
-attaches and every CHECKPOINT_EVERY_SEC of audio, so its client can drop the audio it keeps for a
-resume and always holds a fresh ticket. A resumed stream starts at the ticket's timeline offset
-and utterance index.
+Resume (`appliance.streaming.stream_resume`): each final carries a resume ticket, and a
+`resumable=true` session also gets checkpoints; a resumed stream starts at the ticket's timeline
+offset and utterance index.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -34,32 +31,24 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.errors import ApplianceError
 from appliance.observability.snapshot import StreamLevels
 from appliance.resources import BufferLedger
-from appliance.streaming.events import DecodeDue, FinalDue
+from appliance.streaming.events import DecodeDue
 from appliance.streaming.frontend import Frontend
 from appliance.streaming.gate import AcceptedAudio, StreamGate
 from appliance.streaming.listeners import StreamListener
 from appliance.streaming.reader import ChunkReader
-from appliance.streaming.resume import START, ResumeLedger, ResumePoint
+from appliance.streaming.resume import START, ResumePoint
 from appliance.streaming.segmenter import Segmenter, SegmenterConfig
 from appliance.streaming.session import SessionSettings
+from appliance.streaming.stream_resume import CHECKPOINT, Checkpoint, StreamResume
 from appliance.streaming.transcriber import Delivery, StreamEnd, Transcriber
 from appliance.streaming.types import AudioIn, RecognitionResult, StreamLimits
 
 log = logging.getLogger(__name__)
 
 MAX_UNSENT_RESULTS = 32  # results a slow reader may leave waiting before the stream stops reading audio
-CHECKPOINT_EVERY_SEC = 2.0  # of audio, between a resumable session's checkpoints
-
-
-class _Checkpoint:
-    """Queued by the reading side; the ticket is written when it goes out (see ResumeLedger)."""
-
-
-_CHECKPOINT = _Checkpoint()
 
 
 class Stream:
@@ -75,17 +64,13 @@ class Stream:
         self._limits = limits
         self._gate = gate
         self._frontend = frontend
-        self._out: asyncio.Queue[Delivery | _Checkpoint] = asyncio.Queue()
+        self._out: asyncio.Queue[Delivery | Checkpoint] = asyncio.Queue()
         self._progress = asyncio.Event()
         self._transcriber: Transcriber = transcriber_factory(self._out.put_nowait, self._on_decode_progress)
         self._segmenter = Segmenter(SegmenterConfig.for_session(settings, limits), self._transcriber,
                                     origin_sample=start.timeline_sample,
                                     first_utterance_index=start.next_utterance_index)
-        self._resume_ticket = resume_ticket
-        self._resume_ledger = ResumeLedger()
-        self._checkpoint_every = (round(CHECKPOINT_EVERY_SEC * MODEL_SAMPLE_RATE_HZ)
-                                  if resume_ticket is not None and settings.resumable else 0)
-        self._next_checkpoint_sample = start.timeline_sample
+        self._resume = StreamResume(settings, self._segmenter, start, resume_ticket)
         self._ledger = ledger
         self._listener = listener
         self._vad_executor = vad_executor
@@ -127,11 +112,11 @@ class Stream:
                     return
                 if isinstance(item, ApplianceError):
                     raise item
-                if isinstance(item, _Checkpoint):
-                    yield self._checkpoint()
+                if isinstance(item, Checkpoint):
+                    yield self._resume.checkpoint()
                     continue
                 if item.is_final:
-                    item = self._with_resume_ticket(item)
+                    item = self._resume.with_ticket(item)
                 self._listener.result_sent(item)
                 yield item
         finally:
@@ -243,8 +228,7 @@ class Stream:
                     return
 
     def _submit(self, due: DecodeDue) -> None:
-        if isinstance(due, FinalDue):
-            self._resume_ledger.final_due(due.utterance_index, due.own_start_sec)
+        self._resume.decode_due(due)
         self._transcriber.submit(due)
 
     def _announce_boundaries(self) -> None:
@@ -263,32 +247,6 @@ class Stream:
         self._ledger.apply(held - self._accounted_bytes)
         self._accounted_bytes = held
 
-    # --- resume -------------------------------------------------------------------------------
-
-    def _resume_point(self) -> ResumePoint:
-        segmenter = self._segmenter
-        return self._resume_ledger.point(segmenter.resume_sample, segmenter.utterance_index)
-
-    def _with_resume_ticket(self, final: RecognitionResult) -> RecognitionResult:
-        self._resume_ledger.final_sent(final.utterance_index)
-        if self._resume_ticket is None:
-            return final
-        point = self._resume_point()
-        return dataclasses.replace(final, resume_token=self._resume_ticket(point),
-                                   resume_from_sec=round(point.timeline_sec, 6))
-
     def _queue_checkpoint_if_due(self) -> None:
-        if self._checkpoint_every and self._segmenter.timeline_sample >= self._next_checkpoint_sample:
-            self._next_checkpoint_sample = self._segmenter.timeline_sample + self._checkpoint_every
-            self._out.put_nowait(_CHECKPOINT)
-
-    def _checkpoint(self) -> RecognitionResult:
-        assert self._resume_ticket is not None
-        point = self._resume_point()
-        s = self._settings
-        at = round(point.timeline_sec, 6)
-        return RecognitionResult(
-            session_id=s.session_id, utterance_index=point.next_utterance_index, is_final=False, text="",
-            committed_text="", unstable_text="", start_sec=at, end_sec=at, language=s.language or "",
-            language_probability=0.0, decode_latency_sec=0.0, model_id=s.model_id,
-            resume_token=self._resume_ticket(point), resume_from_sec=at)
+        if self._resume.checkpoint_due():
+            self._out.put_nowait(CHECKPOINT)
