@@ -52,6 +52,14 @@ class ServerConfig:
     http_rate_limit_burst: float = setting(10.0, "HTTP burst tokens (0 uses rps)", ge=0)
     http_trusted_proxies: list[str] = setting(None, "trusted proxy CIDRs/hostnames for X-Forwarded-For",
                                            factory=list, nonempty=True)
+    # The operator plane (/health, /metrics, admin): its slots are its own, and no address holds them all.
+    http_max_connections: int = setting(32, "open connections to the operator plane (HTTP on metrics_port)",
+                                        ge=2, le=1024)
+    http_max_connections_per_address: int = setting(
+        8, "open operator-plane connections per client address (0 disables; held below the total)", ge=0)
+    http_header_timeout_sec: float = setting(
+        10.0, "seconds a connection may take to send a complete request (a byte now and then does not count)",
+        gt=0, le=300)
     decode_timeout_sec: float = setting(30.0, "wait for pending decodes while draining (<= 0 waits forever)")
     log_metrics: bool = setting(False, "log decode latency and real-time factor per decode")
     session_timeout_sec: float = setting(
@@ -210,6 +218,17 @@ class OpenAIConfig:
 
 
 @dataclass(frozen=True)
+    # The client plane: its own listener, so uploads and slow clients never take the operator's slots.
+    host: str = setting("", "bind address of the OpenAI API (empty: server.http_host)")
+    port: int = setting(8001, "TCP port of the OpenAI API (the client plane; 0 = any free port)", **PORT)
+    max_connections: int = setting(32, "open connections to the OpenAI API", ge=2, le=1024)
+    max_connections_per_address: int = setting(
+        8, "open OpenAI API connections per client address (0 disables; held below the total)", ge=0)
+    header_timeout_sec: float = setting(
+        10.0, "seconds a connection may take to send a request header (a byte now and then does not count)",
+        gt=0, le=300)
+    body_timeout_sec: float = setting(120.0, "seconds an upload's body may take to arrive after its header",
+                                      gt=0, le=3600)
 class ModelConfig:
     name: str = setting("tiny.en", "Whisper model name or path", nonempty=True)
     backend: str = setting("faster_whisper", "decode backend", choices=BACKENDS)

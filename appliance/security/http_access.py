@@ -1,5 +1,7 @@
 """Who may use the HTTP plane, and how much: client IP, allowlist, rate limit, tokens.
 
+Both HTTP planes (operator and client, see transport/http/planes.py) check every request with their
+own instance; addresses are read by `appliance.frontdoor.client_address`, as at every other door.
 The settings come from the environment (secrets never live in YAML) and `server.http_*` keys:
 
 - `STT_OBSERVABILITY_TOKEN`: when set, /metrics, /metrics.json, /system and a detailed /health need
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 from appliance.config_schema import ServerConfig
 from appliance.errors import ApplianceError
+from appliance.frontdoor import AddressPolicy, client_address
 from appliance.security.limiter import KeyedRateLimiter
 from appliance.security.tickets import tokens_match
 
@@ -60,14 +63,6 @@ def parse_networks(entries: Iterable[str], *, what: str, resolve_hostnames: bool
 
 def _split(value: str | None) -> list[str]:
     return [part for part in (value or "").split(",") if part.strip()]
-
-
-def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        addr = ipaddress.ip_address(value.strip().strip("[]").split("%", 1)[0])
-    except ValueError:
-        return None
-    return getattr(addr, "ipv4_mapped", None) or addr
 
 
 @dataclass(frozen=True)
@@ -109,16 +104,17 @@ class HttpAccess:
     def __init__(self, settings: HttpAccessSettings):
         self.settings = settings
         self._limiter = KeyedRateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
+        self._allowlist = AddressPolicy(settings.allowlist, setting="STT_HTTP_ALLOWLIST")
 
     def client_ip(self, remote_addr: str, forwarded_for: str | None) -> str:
         """The socket peer, or, when that peer is a trusted proxy, the right-most untrusted X-Forwarded-For hop."""
-        peer = _ip(remote_addr or "")
+        peer = client_address(remote_addr or "")
         if peer is None:
             return remote_addr or "unknown"
         if not forwarded_for or not self._trusted(peer):
             return str(peer)
         for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
-            addr = _ip(hop)
+            addr = client_address(hop)
             if addr is None:
                 break  # a garbled header: trust nothing further left
             if not self._trusted(addr):
@@ -130,10 +126,7 @@ class HttpAccess:
 
     def admit(self, client_ip: str) -> None:
         """ERR1005 outside the allowlist, ERR1006 over the rate limit."""
-        if self.settings.allowlist:
-            addr = _ip(client_ip)
-            if addr is None or not any(addr in net for net in self.settings.allowlist):
-                raise ApplianceError("ERR1005", "this client address is not in STT_HTTP_ALLOWLIST")
+        self._allowlist.check(client_ip)
         wait_sec = self._limiter.allow(client_ip)
         if wait_sec > 0:
             raise ApplianceError("ERR1006", f"HTTP rate limit exceeded (server.http_rate_limit_rps="

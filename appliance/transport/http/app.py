@@ -90,10 +90,9 @@ def _serialize_http_error(req: falcon.Request, resp: falcon.Response, err: falco
     resp.media = _error_body(req, code, message, err.status_code)
 
 
-def create_app(status: StatusView, admin: ModelAdmin, access: HttpAccess,
-               add_routes: Callable[[falcon.App], None] | None = None) -> falcon.App:
-    """The plane; `add_routes` mounts a front door that lives elsewhere (the OpenAI-compatible API)."""
-    app = falcon.App(middleware=[AccessMiddleware(access, status.metrics)])
+def _plane(access: HttpAccess, metrics: ApplianceMetrics) -> falcon.App:
+    """An app with the access middleware, the bounded form parser and the one error format."""
+    app = falcon.App(middleware=[AccessMiddleware(access, metrics)])
     multipart = app.req_options.media_handlers[falcon.MEDIA_MULTIPART]
     assert isinstance(multipart, falcon.media.MultipartFormHandler)
     multipart.parse_options.max_body_part_count = MAX_FORM_PARTS
@@ -101,16 +100,38 @@ def create_app(status: StatusView, admin: ModelAdmin, access: HttpAccess,
     app.add_error_handler(Exception, _unexpected_error)
     app.add_error_handler(ApplianceError, _appliance_error)
     app.set_error_serializer(_serialize_http_error)
+    return app
+
+
+def create_app(status: StatusView, admin: ModelAdmin, access: HttpAccess,
+               add_routes: Callable[[falcon.App], None] | None = None, *,
+               client_port: int | Callable[[], int] | None = None) -> falcon.App:
+    """The operator plane. `add_routes` mounts another door's routes here (tools and tests that want
+    one app); `client_port`: where the OpenAI routes live, named in the answer to /v1/* here."""
+    app = _plane(access, status.metrics)
     app.add_route("/", resources.StatusPage())
     app.add_static_route("/static", str(resources.STATIC_DIR))
     app.add_route("/health", resources.Health(status, access))
     app.add_route("/metrics", resources.Metrics(status, access))
     app.add_route("/metrics.json", resources.MetricsJson(status, access))
     app.add_route("/system", resources.System(status, access))
-    app.add_route("/openapi.json", resources.OpenApi(openapi_document()))
+    app.add_route("/openapi.json", resources.OpenApi(openapi_document("operator" if add_routes is None else "all")))
     app.add_route("/admin/models", resources.AdminModels(admin, access))
     app.add_route("/admin/load_model", resources.AdminLoadModel(admin, access))
     app.add_route("/admin/unload_model", resources.AdminUnloadModel(admin, access))
     if add_routes is not None:
         add_routes(app)
+    elif client_port is not None:
+        app.add_sink(resources.Moved(client_port, "openai.port", "the OpenAI API"), prefix=r"/v1(/|$)")
+    return app
+
+
+def create_client_app(status: StatusView, access: HttpAccess, add_routes: Callable[[falcon.App], None],
+                      operator_port: int | Callable[[], int]) -> falcon.App:
+    """The client plane: the OpenAI routes and their own OpenAPI document, nothing an operator needs."""
+    app = _plane(access, status.metrics)
+    app.add_route("/openapi.json", resources.OpenApi(openapi_document("client")))
+    add_routes(app)
+    app.add_sink(resources.Moved(operator_port, "server.metrics_port", "the operator plane"),
+                 prefix=r"/(health|metrics|metrics\.json|system)$|/admin/")
     return app

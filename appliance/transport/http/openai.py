@@ -9,7 +9,6 @@ OpenAI's {"error": {...}} object beside it (see app.py), so either kind of clien
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 from dataclasses import dataclass, field
@@ -18,9 +17,9 @@ import falcon
 
 from appliance.errors import ApplianceError
 from appliance.file_transcriber import FileTranscriber
+from appliance.frontdoor import client_address, peer_label
 from appliance.model_admin import ModelAdmin
 from appliance.observability.log_guard import ThrottledLog
-from appliance.security.admission import grpc_style_peer
 from appliance.streaming.session import SessionRequest
 from appliance.transcript_formats import RESPONSE_FORMATS, render
 
@@ -163,7 +162,10 @@ class AudioUpload:
         form = read_form(req, self._task)
         request = session_request(form, self._task, api_key)
         assert form.file is not None
-        transcription = self._transcriber.transcribe(form.file, request, _peer(req.context.client_ip))
+        # waitress tells whether the client has hung up (it reads on while the request is answered).
+        disconnected = req.env.get("waitress.client_disconnected") or _connected
+        peer = peer_label(client_address(req.context.client_ip))
+        transcription = self._transcriber.transcribe(form.file, request, peer, disconnected)
         content_type, body = render(transcription, form.response_format,
                                     tuple(dict.fromkeys(form.granularities)) or ("segment",))
         resp.content_type = content_type
@@ -197,16 +199,13 @@ def _model(model: dict) -> dict:
             "owned_by": "stt-appliance"}
 
 
-def _peer(client_ip: str) -> str:
-    try:
-        return grpc_style_peer(ipaddress.ip_address(client_ip))
-    except ValueError:
-        return client_ip or "unknown"
+def _connected() -> bool:
+    return False
 
 
 def openai_routes(transcriber: FileTranscriber, admin: ModelAdmin, *, signed_tokens: bool,
                   max_body_bytes: int):
-    """Mounts the /v1 routes on the plane (create_app's `add_routes`)."""
+    """Mounts the /v1 routes on a plane (create_client_app's `add_routes`)."""
     def add(app: falcon.App) -> None:
         for path, task in (("/v1/audio/transcriptions", "transcribe"), ("/v1/audio/translations", "translate")):
             app.add_route(path, AudioUpload(transcriber, task, signed_tokens=signed_tokens,

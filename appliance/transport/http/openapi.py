@@ -243,13 +243,36 @@ def _post(summary: str, request: str, responses: dict) -> dict:
     }}
 
 
-def openapi_document() -> dict:
+_TITLES = {
+    "operator": ("stt-appliance operator plane", "Health, metrics, system information, model administration and "
+                 "the status page of the speech-to-text appliance (server.metrics_port). The OpenAI-compatible "
+                 "API is on the client plane (openai.port). Errors are always {code, message}."),
+    "client": ("stt-appliance client plane", "The OpenAI-compatible transcription API of the speech-to-text "
+               "appliance (openai.port). Health and metrics are on the operator plane (server.metrics_port). "
+               "Errors are always {code, message}, with OpenAI's error object beside them."),
+    "all": ("stt-appliance HTTP planes", "Both planes' routes: the operator plane (server.metrics_port) and the "
+            "OpenAI-compatible API (/v1, openai.port). Errors are always {code, message}."),
+}
+
+
+def _on_plane(path: str, plane: str) -> bool:
+    if plane == "all" or path == "/openapi.json":
+        return True
+    return path.startswith("/v1/") == (plane == "client")
+
+
+def openapi_document(plane: str = "all") -> dict:
+    """The document of one plane ("operator", "client") or of both ("all")."""
+    document = _document()
+    document["info"]["title"], document["info"]["description"] = _TITLES[plane]
+    document["paths"] = {path: item for path, item in document["paths"].items() if _on_plane(path, plane)}
+    return document
+
+
+def _document() -> dict:
     return {
         "openapi": "3.0.3",
-        "info": {"title": "stt-appliance HTTP plane", "version": __version__,
-                 "description": "Health, metrics, system information, model administration and the status page "
-                                "of the speech-to-text appliance, and the OpenAI-compatible transcription API "
-                                "(/v1). Errors are always {code, message}."},
+        "info": {"title": "", "version": __version__, "description": ""},
         "paths": {
             "/health": _get("Health from the lifecycle and recent decode outcomes", {
                 "200": _json(_ref("Health"), "serving and healthy"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import falcon
@@ -69,6 +70,21 @@ class OpenApi:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._document
+
+
+class Moved:
+    """A sink for routes that live on the other plane's port: ERR1018 naming that port, so a client
+    pointed at the old address learns where to go (the /v1 routes moved off metrics_port)."""
+
+    def __init__(self, port: int | Callable[[], int], setting: str, plane: str):
+        self._port = port  # a callable when the other plane binds a free port after this app is built
+        self._setting = setting
+        self._plane = plane
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, **params) -> None:
+        port = self._port() if callable(self._port) else self._port
+        raise ApplianceError("ERR1018", f"{req.method} {req.path[:128]}: not served on this port; {self._plane} "
+                             f"is on port {port} ({self._setting})")
 
 
 class StatusPage:
