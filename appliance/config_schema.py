@@ -216,8 +216,6 @@ class OpenAIConfig:
                                            ge=1, le=64)
     request_timeout_sec: float = setting(300.0, "longest an upload may take to transcribe (ERR1012 past it)", gt=0)
 
-
-@dataclass(frozen=True)
     # The client plane: its own listener, so uploads and slow clients never take the operator's slots.
     host: str = setting("", "bind address of the OpenAI API (empty: server.http_host)")
     port: int = setting(8001, "TCP port of the OpenAI API (the client plane; 0 = any free port)", **PORT)
@@ -229,6 +227,9 @@ class OpenAIConfig:
         gt=0, le=300)
     body_timeout_sec: float = setting(120.0, "seconds an upload's body may take to arrive after its header",
                                       gt=0, le=3600)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = setting("tiny.en", "Whisper model name or path", nonempty=True)
     backend: str = setting("faster_whisper", "decode backend", choices=BACKENDS)

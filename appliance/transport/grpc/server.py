@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from appliance.api import stt_pb2
 from appliance.config import AppConfig
+from appliance.frontdoor import Door, DoorLimits, DrainGate
 from appliance.lifecycle import Lifecycle
 from appliance.observability.health import HealthReport
 from appliance.sessions import SessionService
@@ -64,11 +65,23 @@ def listen_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def create_grpc_server(config: AppConfig, sessions: SessionService, health_publisher: GrpcHealthPublisher,
-                       host: str | None = None, port: int | None = None) -> tuple[grpc.aio.Server, int]:
-    """Build (not start) the server; returns it with the bound port (port 0 picks a free one)."""
+def grpc_door(config: AppConfig, drain: DrainGate) -> Door:
+    """Admission of StreamingRecognize calls: open calls, attached to a session or not yet, globally
+    (server.max_open_streams, null: 2 x max_sessions) and per client address (max_sessions_per_ip)."""
+    s = config.server
+    limits = DoorLimits(s.max_open_streams or 2 * s.max_sessions, s.max_sessions_per_ip, "server",
+                        total_key="max_open_streams", per_address_key="max_sessions_per_ip")
+    return Door("grpc", limits, drain)
+
+
+def create_grpc_server(config: AppConfig, sessions: SessionService, health_publisher: GrpcHealthPublisher, *,
+                       drain: DrainGate | None = None, host: str | None = None, port: int | None = None
+                       ) -> tuple[grpc.aio.Server, int]:
+    """Build (not start) the server; returns it with the bound port (port 0 picks a free one). `drain`
+    is the runtime's one gate (runtime.drain_gate; None only until every caller passes it)."""
     server = grpc.aio.server(options=server_options(config))
-    register(SpeechToTextServicer(sessions, node_name=config.server.node_name or socket.gethostname()), server)
+    register(SpeechToTextServicer(sessions, grpc_door(config, drain or DrainGate()),
+                                  node_name=config.server.node_name or socket.gethostname()), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_publisher.servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = listen_address(host or config.server.grpc_host, config.server.port if port is None else port)

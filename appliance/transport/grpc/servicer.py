@@ -1,5 +1,10 @@
 """stt.v1.SpeechToText servicer: translates messages and errors, nothing else.
 
+Each StreamingRecognize call is admitted through the gRPC `Door` when it opens (the drain gate,
+server.max_open_streams and the client address's share, server.max_sessions_per_ip), before its
+first chunk names a session: a host opening calls and never sending a byte runs into its own cap,
+not the box's. The slot is given back when the call ends, however it ends.
+
 Requests are parsed by `register`'s deserializers, which turn bytes that are not a valid message
 (invalid UTF-8 in a string field, truncated fields) into `Unparseable` instead of letting grpcio
 answer UNKNOWN with a traceback; the handlers refuse those with ERR1010.
@@ -18,6 +23,7 @@ from google.protobuf.message import DecodeError, Message
 from appliance.api import stt_pb2, stt_pb2_grpc
 from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.errors import ApplianceError
+from appliance.frontdoor import Door, grpc_peer_address
 from appliance.observability.log_guard import ThrottledLog
 from appliance.sessions import SessionService
 from appliance.streaming.session import SessionRequest, SessionSettings
@@ -100,8 +106,9 @@ NODE_HEADER = "stt-node"  # initial metadata on every call: which node of a flee
 
 
 class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
-    def __init__(self, sessions: SessionService, node_name: str = ""):
+    def __init__(self, sessions: SessionService, door: Door, node_name: str = ""):
         self._sessions = sessions
+        self._door = door
         self._node_metadata = ((NODE_HEADER, node_name),) if node_name else ()
 
     async def CreateSession(self, request, context):
@@ -123,14 +130,20 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
     async def StreamingRecognize(self, request_iterator, context):
         await context.send_initial_metadata(self._node_metadata)
         try:
-            # aclosing: a cancel while this handler waits at `yield` closes the stream's generator (and
-            # releases its session, VAD slot, buffers and caps) right here, not whenever it is collected.
-            async with aclosing(self._sessions.stream(_chunks(request_iterator), peer=context.peer())) as results:
-                async for result in results:
-                    yield result_to_proto(result)
-        except ApplianceError as err:
-            refusals.info(err.code, "stream ended with %s", err.code)
+            slot = self._door.admit(grpc_peer_address(context.peer()), "new streams")
+        except ApplianceError as err:  # logged (throttled) by the door
             await abort(context, err)
+            return
+        with slot:
+            try:
+                # aclosing: a cancel while this handler waits at `yield` closes the stream's generator (and
+                # releases its session, VAD slot, buffers and caps) right here, not whenever it is collected.
+                async with aclosing(self._sessions.stream(_chunks(request_iterator), peer=context.peer())) as results:
+                    async for result in results:
+                        yield result_to_proto(result)
+            except ApplianceError as err:
+                refusals.info(err.code, "stream ended with %s", err.code)
+                await abort(context, err)
 
 
 def register(servicer: SpeechToTextServicer, server: grpc.aio.Server) -> None:

@@ -1,37 +1,43 @@
 """One Wyoming connection: describe → info; transcribe → audio-start → audio-chunk* → audio-stop →
 transcript (with transcript-start/-chunk/-stop around it for clients that stream transcripts).
 
-Events are read by the wyoming package's own parser through `BoundedReader`, which caps what one
-event may make us buffer and how long a connection may sit between events. Audio goes into a
-`PushStream` as it arrives, so the pipeline endpoints and decodes while the speaker talks and the
-transcript after audio-stop waits only for the last utterance's final, as a gRPC client's would.
-Every refusal is an `error` event carrying the ERR code, and then the connection closes.
+Events are read by `EventReader` (strict framing, bounded size) against the connection's
+`ConnectionClock`: the first event must come within `wyoming.idle_timeout_sec` of connecting, and
+after it only progress — transcribe, audio-start, audio-chunk, audio-stop, a finished transcript —
+restarts the idle deadline; describe, ping and unknown events are answered but extend nothing, so
+chatter cannot hold a connection slot. Audio goes into a `PushStream` as it arrives, so the pipeline
+endpoints and decodes while the speaker talks. Every refusal is one `error` event carrying the ERR
+code (logged through the door's throttled log), and then the connection closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import traceback
 
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioChunkConverter, AudioStart, AudioStop
 from wyoming.error import Error
-from wyoming.event import Event, async_read_event, async_write_event
+from wyoming.event import Event, async_write_event
 from wyoming.info import Describe, Info
 from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler
 
 from appliance.audio import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
+from appliance.config import WyomingConfig
 from appliance.errors import ApplianceError
+from appliance.frontdoor import ConnectionClock, Deadlines, Slot
 from appliance.observability.log_guard import ThrottledLog
 from appliance.sessions import SessionService
 from appliance.streaming.push import PushStream
 from appliance.streaming.session import SessionRequest
 from appliance.streaming.types import RecognitionResult
+from appliance.transport.wyoming import messages
+from appliance.transport.wyoming.wire import EventReader
 
 log = logging.getLogger(__name__)
-refusals = ThrottledLog(log)
+failures = ThrottledLog(log, per_minute=5)  # our own bugs: visible, but never one traceback per connection
 # After a refusal the client may still be sending (audio it queued before the error reached it).
 # Closing with its bytes unread would reset the connection and could lose the error event, so what
 # it sends is read and dropped first, up to these bounds.
@@ -39,6 +45,11 @@ LINGER_SEC = 2.0
 LINGER_BYTES = 4 * 1024 * 1024
 SAMPLE_WIDTHS = (1, 2, 3, 4)  # bytes per sample the converter turns into 16-bit
 CHANNEL_COUNTS = (1, 2)  # the converter mixes stereo down; more channels it cannot
+
+
+def deadlines(config: WyomingConfig) -> Deadlines:
+    return Deadlines(first_event_sec=config.idle_timeout_sec, idle_sec=config.idle_timeout_sec,
+                     setting="wyoming.idle_timeout_sec")
 
 
 async def send_error_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, err: Error) -> None:
@@ -55,57 +66,20 @@ async def send_error_and_close(reader: asyncio.StreamReader, writer: asyncio.Str
             if not data:
                 break
             dropped += len(data)
-    except (ConnectionError, RuntimeError, TimeoutError):
+    except (OSError, RuntimeError, TimeoutError):  # the client is gone already (ENOTCONN at write_eof, a reset)
         pass
     finally:
         writer.close()
 
 
-class BoundedReader:
-    """The two calls `async_read_event` makes, each bounded: a JSON header line (the stream's own
-    64 KiB line limit), data and payload blocks of at most `max_event_bytes` in all, and no wait
-    longer than `idle_timeout_sec`. Past a bound it records why and reads as a malformed event."""
-
-    def __init__(self, reader: asyncio.StreamReader, max_event_bytes: int, idle_timeout_sec: float):
-        self._reader = reader
-        self._max_event_bytes = max_event_bytes
-        self._idle_timeout_sec = idle_timeout_sec
-        self._event_bytes = 0
-        self.refusal: ApplianceError | None = None
-        self.at_eof = False
-
-    async def readline(self) -> bytes:
-        self._event_bytes = 0
-        try:
-            line = await asyncio.wait_for(self._reader.readline(), self._idle_timeout_sec)
-        except TimeoutError:
-            self.refusal = ApplianceError("ERR1012", f"no event within {self._idle_timeout_sec:g} s "
-                                          "(wyoming.idle_timeout_sec)")
-            return b""
-        except ValueError:
-            self.refusal = ApplianceError("ERR1010", "event header line longer than 64 KiB")
-            raise
-        self.at_eof = not line
-        return line
-
-    async def readexactly(self, n: int) -> bytes:
-        self._event_bytes += n
-        if n < 0 or self._event_bytes > self._max_event_bytes:
-            self.refusal = ApplianceError("ERR1010", f"event of {self._event_bytes} bytes is over "
-                                          f"wyoming.max_event_bytes={self._max_event_bytes}")
-            raise ValueError(self.refusal.message)
-        return await asyncio.wait_for(self._reader.readexactly(n), self._idle_timeout_sec)
-
-
 def pcm16_mono(chunk: AudioChunk, converter: AudioChunkConverter) -> bytes:
     """The chunk as 16-bit mono at its own rate (the pipeline resamples); ERR1003 for a format
     the converter cannot take."""
-    if type(chunk.rate) is not int or not MIN_SAMPLE_RATE_HZ <= chunk.rate <= MAX_SAMPLE_RATE_HZ:
-        raise ApplianceError("ERR1003", f"audio-chunk rate {str(chunk.rate)[:16]!r}: expected whole Hz in "
+    if not MIN_SAMPLE_RATE_HZ <= chunk.rate <= MAX_SAMPLE_RATE_HZ:
+        raise ApplianceError("ERR1003", f"audio-chunk rate {chunk.rate}: expected whole Hz in "
                              f"{MIN_SAMPLE_RATE_HZ}-{MAX_SAMPLE_RATE_HZ}")
     if chunk.width not in SAMPLE_WIDTHS or chunk.channels not in CHANNEL_COUNTS:
-        raise ApplianceError("ERR1003", f"audio-chunk width {str(chunk.width)[:16]!r} / channels "
-                             f"{str(chunk.channels)[:16]!r}: "
+        raise ApplianceError("ERR1003", f"audio-chunk width {chunk.width} / channels {chunk.channels}: "
                              f"expected width in {SAMPLE_WIDTHS} and channels in {CHANNEL_COUNTS}")
     if len(chunk.audio) % (chunk.width * chunk.channels):
         raise ApplianceError("ERR1003", f"audio-chunk of {len(chunk.audio)} bytes is not whole frames of "
@@ -115,72 +89,79 @@ def pcm16_mono(chunk: AudioChunk, converter: AudioChunkConverter) -> bytes:
 
 class WyomingHandler(AsyncEventHandler):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, service: SessionService,
-                 info: Info, peer: str, api_key: str, max_event_bytes: int, idle_timeout_sec: float,
-                 on_close: Callable[[], None]):
+                 info: Info, peer: str, config: WyomingConfig, slot: Slot):
         super().__init__(reader, writer)
-        self._on_close = on_close
         self._service = service
         self._info = info
         self._peer = peer
-        self._api_key = api_key
-        self._events = BoundedReader(reader, max_event_bytes, idle_timeout_sec)
+        self._api_key = config.api_key
+        self._slot = slot
+        self._clock = ConnectionClock(deadlines(config))
+        self._events = EventReader(reader, self._clock, config.max_event_bytes)
         self._request = Transcribe()
         self._stream: PushStream | None = None
         self._converter = AudioChunkConverter(width=2, channels=1)
 
     async def run(self) -> None:
-        """wyoming's loop, with the bounded reader, and a coded `error` event before any close we cause."""
-        refusal: ApplianceError | None = None
+        """Answer events until the client closes or we refuse (a coded `error` event before any close
+        we cause); the stream is cancelled and the connection's slot given back however it ends."""
         try:
-            while True:
-                event = await async_read_event(self._events)  # type: ignore[arg-type]  # reads as a StreamReader
-                if event is None:
-                    refusal = self._events.refusal
-                    if refusal is None and not self._events.at_eof:
-                        refusal = ApplianceError("ERR1010", "malformed event (not a Wyoming event header with "
-                                                 "JSON data)")
-                    break
-                if not await self.handle_event(event):
-                    break
-        except ApplianceError as err:
-            refusal = err
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            pass  # the client went away mid-event
-        finally:
+            refusal = await self._serve()
             await self.disconnect()
             if refusal is not None:
-                refusals.info(refusal.code, "Wyoming request refused: %s", refusal.code)
+                self._slot.door.refused(refusal, "event refused")
                 await send_error_and_close(self.reader, self.writer, Error(text=refusal.message, code=refusal.code))
-            self.writer.close()
-            self._on_close()
+        finally:
+            try:
+                await self.disconnect()
+            finally:
+                self.writer.close()
+                self._slot.release()
+
+    async def _serve(self) -> ApplianceError | None:
+        try:
+            while (event := await self._events.read()) is not None:
+                self._clock.first_event_done()
+                await self._dispatch(event)
+        except ApplianceError as err:
+            return err
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client went away (a reset, a write to a closed socket)
+        except Exception:  # a bug of ours, not the client's: the client still gets a code
+            failures.info("internal", "Wyoming handler failed: %s", traceback.format_exc(limit=8))
+            return ApplianceError("ERR1016", "internal error while handling this Wyoming event (logged)")
+        return None
 
     async def disconnect(self) -> None:
         if self._stream is not None:
-            await self._stream.cancel()
-            self._stream = None
+            stream, self._stream = self._stream, None
+            await stream.cancel()
 
     async def handle_event(self, event: Event) -> bool:
-        try:
-            await self._dispatch(event)
-        except (KeyError, TypeError, ValueError, AttributeError) as err:  # from_event on data of the wrong shape
-            raise ApplianceError("ERR1010", f"{event.type[:32]!r} event with unusable data "
-                                 f"({type(err).__name__})") from None
+        await self._dispatch(event)
         return True
 
     async def _dispatch(self, event: Event) -> None:
-        if Describe.is_type(event.type):
+        kind = event.type
+        if Describe.is_type(kind):
             await self.write_event(self._info.event())
-        elif Ping.is_type(event.type):
-            await self.write_event(Pong(text=Ping.from_event(event).text).event())
-        elif Transcribe.is_type(event.type):
-            self._request = Transcribe.from_event(event)
-        elif AudioStart.is_type(event.type):
+        elif Ping.is_type(kind):
+            await self.write_event(Pong(text=messages.ping(event).text).event())
+        elif Transcribe.is_type(kind):
+            self._request = messages.transcribe(event)
+            self._clock.progress()
+        elif AudioStart.is_type(kind):
+            messages.audio_start(event)
             await self._start()
-        elif AudioChunk.is_type(event.type):
-            await self._audio(AudioChunk.from_event(event))
-        elif AudioStop.is_type(event.type):
+            self._clock.progress()
+        elif AudioChunk.is_type(kind):
+            await self._audio(messages.audio_chunk(event))
+            self._clock.progress()
+        elif AudioStop.is_type(kind):
+            messages.audio_stop(event)
             await self._finish()
-        # Other event types are not ours to answer: Wyoming peers ignore them.
+            self._clock.progress()  # from the transcript on: the decode's wait is not the client's idleness
+        # Other event types are not ours to answer: Wyoming peers ignore them (chatter: no progress).
 
     async def _start(self) -> None:
         if self._stream is not None:
@@ -197,7 +178,7 @@ class WyomingHandler(AsyncEventHandler):
     async def _audio(self, chunk: AudioChunk) -> None:
         if self._stream is None:
             raise ApplianceError("ERR1010", "audio-chunk before audio-start")
-        await self._stream.send(pcm16_mono(chunk, self._converter), int(chunk.rate))
+        await self._stream.send(pcm16_mono(chunk, self._converter), chunk.rate)
 
     async def _finish(self) -> None:
         if self._stream is None:

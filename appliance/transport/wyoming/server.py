@@ -1,29 +1,31 @@
-"""The Wyoming TCP server: wyoming's `AsyncTcpServer` with a gate in front of each connection.
+"""The Wyoming TCP server: wyoming's `AsyncTcpServer` with the front door in front of each connection.
 
-Before a handler exists the gate checks the client's address against `wyoming.allow_networks`
-(Wyoming has no credentials, so the network is the only identity) and the count of open
-connections against `wyoming.max_connections`; a refused client gets one coded `error` event.
-Sessions and streams then meet the same admission, caps and rate limits as gRPC, with the client
-IP as identity. Draining closes the port to new connections; open streams finish through
-`SessionService.drain` like any other.
+Before a handler exists the `Door` checks the drain gate, the client's address against
+`wyoming.allow_networks` (Wyoming has no credentials, so the network is the only identity), and the
+open connections against `wyoming.max_connections` and this address's share of them
+(`wyoming.max_connections_per_address`, held below the total so one host cannot take every slot);
+a refused client gets one coded `error` event. Sessions and streams then meet the same admission,
+caps and rate limits as gRPC, with the client IP as identity. Draining is the shared `DrainGate`;
+open streams finish through `SessionService.drain` like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
-import ipaddress
 import logging
 import socket
 
 from wyoming.error import Error
+from wyoming.event import Event
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 from wyoming.server import AsyncEventHandler, AsyncTcpServer
 
 from appliance import __version__
 from appliance.config import WyomingConfig
-from appliance.security.admission import grpc_style_peer
-from appliance.security.http_access import IpNetwork, parse_networks
+from appliance.errors import ApplianceError
+from appliance.frontdoor import AddressPolicy, Door, DoorLimits, DrainGate, client_address, peer_label
+from appliance.security.http_access import parse_networks
 from appliance.sessions import SessionService
 from appliance.transport.wyoming.discovery import Announcement, lan_address
 from appliance.transport.wyoming.handler import WyomingHandler, send_error_and_close
@@ -42,40 +44,35 @@ def describe(service: SessionService) -> Info:
                                 supports_transcript_streaming=True)])
 
 
-def client_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The client's address; an IPv4 client of a dual-stack socket ("::ffff:10.0.0.5") as IPv4, so
-    allow-lists and per-IP caps see the same address whichever way the port was bound."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-    return mapped or ip
+def wyoming_door(config: WyomingConfig, drain: DrainGate) -> Door:
+    limits = DoorLimits(config.max_connections, config.max_connections_per_address, "wyoming")
+    policy = AddressPolicy(parse_networks(config.allow_networks, what="wyoming.allow_networks"),
+                           setting="wyoming.allow_networks")
+    return Door("wyoming", limits, drain, policy)
 
 
 class _Refused(AsyncEventHandler):
-    """Stands in for a handler when the gate refuses: says why, once, and closes."""
+    """Stands in for a handler when the door refuses: says why, once, and closes."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, code: str, text: str):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, err: ApplianceError):
         super().__init__(reader, writer)
-        self._error = Error(text=text, code=code)
+        self._error = Error(text=err.message, code=err.code)
 
     async def run(self) -> None:
         await send_error_and_close(self.reader, self.writer, self._error)
 
-    async def handle_event(self, event) -> bool:
+    async def handle_event(self, event: Event) -> bool:
         return False
 
 
 class WyomingServer:
-    def __init__(self, config: WyomingConfig, service: SessionService):
+    def __init__(self, config: WyomingConfig, service: SessionService, *, drain: DrainGate | None = None):
         self._config = config
         self._service = service
-        self._allowed: tuple[IpNetwork, ...] = parse_networks(config.allow_networks, what="wyoming.allow_networks")
+        # drain: the runtime's one gate (runtime.drain_gate); None only until every caller passes it.
+        self.door = wyoming_door(config, drain or DrainGate())
         # "*": every address of both families ("" to asyncio; "::" alone would be IPv6 only).
         self._server = AsyncTcpServer("" if config.host == "*" else config.host, config.port)
-        self._open = 0
-        self._accepting = True
         self._announcement: Announcement | None = None
 
     async def start(self) -> None:
@@ -105,34 +102,17 @@ class WyomingServer:
         log.info("Wyoming announced by zeroconf as %r at %s:%d", name, address, config.port)
 
     def _handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> AsyncEventHandler:
-        address = writer.get_extra_info("peername") or ("unknown", 0)
-        ip = client_ip(str(address[0]))
-        refusal = self._gate(ip)
-        if refusal:
-            code, text = refusal
-            log.info("Wyoming connection refused: %s", code)
-            return _Refused(reader, writer, code, text)
-        self._open += 1
+        host, port = (writer.get_extra_info("peername") or ("unknown", 0))[:2]
+        ip = client_address(str(host))
+        try:
+            slot = self.door.admit(str(ip) if ip is not None else "unknown", "new Wyoming connections")
+        except ApplianceError as err:  # logged (throttled) by the door
+            return _Refused(reader, writer, err)
         return WyomingHandler(reader, writer, service=self._service, info=describe(self._service),
-                              peer=grpc_style_peer(ip, int(address[1])), api_key=self._config.api_key,
-                              max_event_bytes=self._config.max_event_bytes,
-                              idle_timeout_sec=self._config.idle_timeout_sec, on_close=self._closed)
-
-    def _closed(self) -> None:
-        self._open -= 1
-
-    def _gate(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> tuple[str, str] | None:
-        if not self._accepting:
-            return "ERR1015", "the server is draining and accepts no new transcriptions"
-        if self._allowed and (ip is None or not any(ip in network for network in self._allowed)):
-            return "ERR1005", "this client's address is not in wyoming.allow_networks"
-        if self._open >= self._config.max_connections:
-            return "ERR1007", f"wyoming.max_connections={self._config.max_connections} connections are open"
-        return None
+                              peer=peer_label(ip, int(port)), config=self._config, slot=slot)
 
     async def stop_accepting(self) -> None:
-        """Draining: no longer announced, new connections are told ERR1015, open ones finish."""
-        self._accepting = False
+        """Draining: no longer announced (the shared drain gate tells new connections ERR1015)."""
         if self._announcement is not None:
             await self._announcement.unregister()
 
@@ -140,7 +120,7 @@ class WyomingServer:
         """After the drain: give connections whose stream it ended a moment to hear ERR1015 at their
         next chunk and close, rather than cutting them off mid-send."""
         deadline = asyncio.get_running_loop().time() + timeout_sec
-        while self._open and asyncio.get_running_loop().time() < deadline:
+        while self.door.open_connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
