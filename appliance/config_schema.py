@@ -198,7 +198,10 @@ class WyomingConfig:
     allow_networks: list[str] = setting(None, "client CIDRs/addresses allowed ([] = any)", factory=list)
     api_key: str = setting("", "api_key the Wyoming sessions carry when auth requires one")
     max_connections: int = setting(64, "open Wyoming connections", ge=1)
-    idle_timeout_sec: float = setting(30.0, "seconds a connection may wait between events", gt=0)
+    max_connections_per_address: int = setting(
+        16, "open Wyoming connections per client address (0 disables; held below max_connections)", ge=0)
+    idle_timeout_sec: float = setting(
+        30.0, "seconds a connection may go without audio or a transcription (describe/ping do not count)", gt=0)
     max_event_bytes: int = setting(1048576, "largest event data + payload (bytes)", ge=1024)
     zeroconf: bool = setting(False, "announce _wyoming._tcp by mDNS for Home Assistant (the discovery extra)")
     zeroconf_name: str = setting("", "the announced name (empty: stt-appliance-<hostname>)")
