@@ -31,11 +31,11 @@ from appliance.scheduler import DecodeObserver, DecodeScheduler
 from appliance.security import Admission
 from appliance.security.api_keys import allowed_key_digests
 from appliance.security.tickets import TicketSigner
+from appliance.session_table import SessionTable, TableLimits
 from appliance.sessions import SessionService, StreamBuilder
 from appliance.status import StatusView
 from appliance.storage import AudioStore
 from appliance.streaming.listeners import StreamListener, StreamListeners
-from appliance.streaming.session import SessionRegistry
 from appliance.streaming.subscribers import AudioRecorder, StreamMetrics, TranscriptWriter
 from appliance.streaming.types import StreamLimits
 from appliance.vad import SileroOnnx, VadPool
@@ -130,8 +130,7 @@ class Runtime:
                                 self.admission)
         self.sessions = SessionService(
             config, health=self.health, admission=self.admission, memory_budget=self.memory_budget,
-            sessions=SessionRegistry(unused_ttl_sec=float(s.session_timeout_sec or 60),
-                                     on_release=self.admission.release),
+            table=SessionTable(TableLimits.from_config(s)), drain_gate=self.drain_gate,
             streams=streams, metrics=self.metrics, tickets=TicketSigner(config.auth.session_ticket_secret))
         self.admin = ModelAdmin(config, self.models, self.memory_budget, self.load_settings,
                                 on_change=self.health.changed_threadsafe)

@@ -67,7 +67,7 @@ class StatusView:
     def snapshot(self) -> StatusSnapshot:
         cfg = self._config
         active = self._sessions.active_sessions  # first: counting expires unused sessions, freeing their slots
-        per_ip, per_key = self._admission.active_sessions()
+        per_ip, per_key = self._sessions.sessions_by_client()
         by_key = ({hash_api_key(key)[:12]: n for key, n in per_key.items()}
                   if cfg.metrics.expose_api_key_sessions else None)
         stats = self._scheduler.stats

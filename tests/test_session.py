@@ -1,4 +1,4 @@
-"""resolve_settings (CreateSession validation) and the SessionRegistry."""
+"""resolve_settings: CreateSession validation (the session table has tests/test_session_table.py)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,7 @@ import pytest
 
 from appliance.decode_options import DecodeOptions
 from appliance.errors import ApplianceError
-from appliance.streaming.session import (
-    ModelTraits,
-    SessionDefaults,
-    SessionRegistry,
-    SessionRequest,
-    resolve_settings,
-)
+from appliance.streaming.session import ModelTraits, SessionDefaults, SessionRequest, resolve_settings
 
 REALTIME = DecodeOptions(beam_size=1, best_of=1)
 ACCURATE = DecodeOptions(beam_size=5, best_of=5)
@@ -272,107 +266,3 @@ def test_decode_overrides_respect_the_operators_allow_list_and_work_limit():
     limited = defaults(max_client_work=2)
     assert resolve_settings(SessionRequest(decode_profile="accurate", attributes={"decode.patience": "2"}),
                             limited).decode_options.work() == 5
-
-
-# --- SessionRegistry ------------------------------------------------------------------------
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def registry(clock) -> SessionRegistry:
-    return SessionRegistry(unused_ttl_sec=60.0, clock=clock)
-
-
-def session(session_id: str):
-    return resolve(session_id=session_id)
-
-
-def test_add_and_start_stream(registry):
-    settings = session("a")
-    registry.add(settings)
-    assert len(registry) == 1
-    assert registry.active_ids() == []
-    assert registry.start_stream("a") is settings
-    assert registry.active_ids() == ["a"]
-    assert len(registry) == 1
-
-
-def test_duplicate_id_is_err1002_while_created_or_streaming(registry):
-    registry.add(session("a"))
-    with pytest.raises(ApplianceError) as info:
-        registry.add(session("a"))
-    assert info.value.code == "ERR1002"
-    assert "'a'" in info.value.message
-    registry.start_stream("a")
-    with pytest.raises(ApplianceError) as info:
-        registry.add(session("a"))
-    assert info.value.code == "ERR1002"
-
-
-def test_start_stream_of_unknown_session_is_err1001(registry):
-    with pytest.raises(ApplianceError) as info:
-        registry.start_stream("ghost")
-    assert info.value.code == "ERR1001"
-    assert "'ghost'" in info.value.message
-
-
-def test_streaming_twice_is_err1002(registry):
-    registry.add(session("a"))
-    registry.start_stream("a")
-    with pytest.raises(ApplianceError) as info:
-        registry.start_stream("a")
-    assert info.value.code == "ERR1002"
-    assert registry.active_ids() == ["a"]
-
-
-def test_end_frees_the_id(registry):
-    registry.add(session("a"))
-    registry.start_stream("a")
-    registry.end("a")
-    assert len(registry) == 0
-    assert registry.active_ids() == []
-    registry.add(session("a"))  # reusable
-    registry.end("a")  # ending a created-but-unstreamed session works too
-    assert len(registry) == 0
-    registry.end("never-existed")  # no error
-
-
-def test_unused_sessions_expire_after_the_ttl(registry, clock):
-    registry.add(session("old"))
-    clock.now += 30
-    registry.add(session("young"))
-    clock.now += 30  # "old" is exactly 60 s old: not yet expired
-    assert len(registry) == 2
-    clock.now += 0.001
-    assert len(registry) == 1
-    with pytest.raises(ApplianceError) as info:
-        registry.start_stream("old")
-    assert info.value.code == "ERR1001"
-    assert "expired" in info.value.message
-    assert registry.start_stream("young").session_id == "young"
-
-
-def test_streaming_sessions_never_expire(registry, clock):
-    registry.add(session("live"))
-    registry.start_stream("live")
-    clock.now += 10_000
-    assert len(registry) == 1
-    assert registry.active_ids() == ["live"]
-
-
-def test_an_expired_id_can_be_created_again(registry, clock):
-    registry.add(session("a"))
-    clock.now += 61
-    registry.add(session("a"))  # the stale entry is dropped first: no ERR1002
-    assert registry.start_stream("a").session_id == "a"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.errors import ApplianceError
-from appliance.security.tickets import TicketSigner, identity_hash
+from appliance.security.tickets import TicketSigner, identity_hash, new_nonce
 
 SETTINGS = {"model_id": "cpu-tiny.en", "partials": True, "decode": {"decode.beam_size": "2"}}
 
@@ -68,3 +68,16 @@ def test_a_resume_ticket_carries_where_to_resume_and_lasts_the_resume_window():
     now[0] += 31
     message = refused(signer, ticket)
     assert "resume_window_sec" in message
+
+
+def test_a_sessions_tickets_carry_its_incarnation_and_when_they_were_issued():
+    now = [1000.0]
+    signer = TicketSigner("secret", clock=lambda: now[0])
+    created = signer.verify(signer.issue("kiosk-7", SETTINGS, "ip:10.0.0.7", ttl_sec=60, nonce="inc-1"), "kiosk-7")
+    assert (created.nonce, created.issued_at) == ("inc-1", 1000.0)
+    now[0] += 5
+    resumed = signer.verify(signer.issue_resume(created, 1.5, 1, ttl_sec=30), "kiosk-7")
+    assert (resumed.nonce, resumed.issued_at) == ("inc-1", 1005.0)  # the same incarnation, issued later
+    assert new_nonce() != new_nonce() and len(new_nonce()) >= 12
+    legacy = signer.verify(signer.issue("kiosk-7", SETTINGS, "ip:10.0.0.7", ttl_sec=60), "kiosk-7")
+    assert legacy.nonce == ""  # a ticket without one matches any incarnation

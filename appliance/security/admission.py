@@ -1,22 +1,22 @@
 """Admission of CreateSession calls and the inbound audio byte budget of each session.
 
 Owns who may open a session and how fast they may send audio: `Admission.admit` authenticates
-(ERR1004), applies the per-identity CreateSession rate limit (ERR1006) and the concurrent session
-caps per client IP and per api_key (ERR1007), and returns a `Ticket` that must be released once when
-the session ends. The identity that limits key off is the api_key when one was given, else the client
-IP (namespaced, so an api_key can never collide with an IP). `AudioRateLimiter` turns
-`server.max_audio_bytes_per_sec*` into one byte budget per identity and upload mode. The global
-`server.max_sessions` cap stays with the session registry.
+(ERR1004) and applies the per-identity CreateSession rate limit (ERR1006); `Admission.adopt` stands a
+session ticket in for both. Each returns an `AdmissionSlot`: who the session counts against. The
+concurrent session caps (global, per client IP, per api_key: ERR1007) are counted by the one table of
+live sessions (`appliance.session_table`), which holds each session's slot while it is live, so no
+counter here can drift from what actually streams. The identity that limits key off is the api_key
+when one was given, else the client IP (namespaced, so an api_key can never collide with an IP).
+`AudioRateLimiter` turns `server.max_audio_bytes_per_sec*` into one byte budget per identity and
+upload mode.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from appliance.config import AuthConfig, ServerConfig
@@ -24,10 +24,9 @@ from appliance.errors import ApplianceError
 from appliance.security.auth import Authenticator
 from appliance.security.limiter import KeyedRateLimiter
 
-__all__ = ["Admission", "AudioRateLimiter", "Ticket", "grpc_style_peer", "peer_ip", "upload_mode_of"]
+__all__ = ["Admission", "AdmissionSlot", "AudioRateLimiter", "grpc_style_peer", "peer_ip", "upload_mode_of"]
 
 UPLOAD_MODE_ATTR = "upload_mode"
-DEFAULT_CAPACITY_RETRY_AFTER_SEC = 1.0
 
 
 def peer_ip(grpc_peer: str) -> str:
@@ -113,34 +112,30 @@ def _kind(identity: str) -> str:
     return "api_key" if identity.startswith("key:") else "client IP"
 
 
-@dataclass(eq=False)
-class Ticket:
-    """One admitted session's claim on the per-IP and per-key caps; release it exactly once."""
+@dataclass(frozen=True)
+class AdmissionSlot:
+    """Who an admitted session counts against: its client address, its api_key (if any), the
+    identity its audio budget is keyed by, and its upload mode. The session table holds it while the
+    session is live; it is not a session ticket (`appliance.security.tickets`)."""
 
     identity: str
     peer_ip: str
     api_key: str | None
     upload_mode: str
-    released: bool = field(default=False)
 
 
 class Admission:
-    """CreateSession gate: authenticate, rate-limit per identity, cap concurrent sessions. Thread-safe."""
+    """CreateSession gate: authenticate and rate-limit per identity. Thread-safe."""
 
-    def __init__(self, server: ServerConfig, auth: AuthConfig, *, allowed_api_keys: set[str] | None = None,
-                 capacity_retry_after_sec: float = DEFAULT_CAPACITY_RETRY_AFTER_SEC):
+    def __init__(self, server: ServerConfig, auth: AuthConfig, *, allowed_api_keys: set[str] | None = None):
         self.server = server
         self.authenticator = Authenticator(auth, allowed_api_keys=allowed_api_keys)
         self.create_session_limiter = KeyedRateLimiter(server.create_session_rps, server.create_session_burst)
         self.audio = AudioRateLimiter(server)
-        self.capacity_retry_after_sec = capacity_retry_after_sec
-        self._per_ip: Counter[str] = Counter()
-        self._per_key: Counter[str] = Counter()
-        self._lock = threading.Lock()
 
     def admit(self, peer_ip: str, metadata: Mapping[str, str], attributes: Mapping[str, str],
-              now: float | None = None) -> Ticket:
-        """A Ticket for a new session, or ApplianceError ERR1004 / ERR1006 / ERR1007.
+              now: float | None = None) -> AdmissionSlot:
+        """The slot of a new session, or ApplianceError ERR1004 / ERR1006.
         `now` is wall-clock unix seconds (signed tokens carry wall-clock ts)."""
         now = time.time() if now is None else now
         api_key = self.authenticator.authenticate(metadata, attributes, now)
@@ -157,52 +152,14 @@ class Admission:
                 "ERR1006", f"CreateSession rate limit exceeded for this {identity_kind} "
                 f"(create_session_rps={self.server.create_session_rps:g}); retry in {wait_sec:.2f} s",
                 retry_after_sec=wait_sec)
-        max_ip, max_key = self.server.max_sessions_per_ip, self.server.max_sessions_per_api_key
-        with self._lock:
-            if max_ip and self._per_ip[peer_ip] >= max_ip:
-                raise ApplianceError("ERR1007", f"too many concurrent sessions from this client IP "
-                                     f"(max_sessions_per_ip={max_ip})",
-                                     retry_after_sec=self.capacity_retry_after_sec)
-            if api_key and max_key and self._per_key[api_key] >= max_key:
-                raise ApplianceError("ERR1007", f"too many concurrent sessions for this api_key "
-                                     f"(max_sessions_per_api_key={max_key})",
-                                     retry_after_sec=self.capacity_retry_after_sec)
-            self._per_ip[peer_ip] += 1
-            if api_key:
-                self._per_key[api_key] += 1
-        return Ticket(identity, peer_ip, api_key, upload_mode_of(attributes))
+        return AdmissionSlot(identity, peer_ip, api_key, upload_mode_of(attributes))
 
-    def admit_adopted(self, peer_ip: str, creator: str, upload_mode: str) -> Ticket:
-        """A Ticket for a session whose stream carries a session ticket from another node (or from
-        before a dropped connection): the ticket stands for authentication, so only the per-IP cap
-        applies here; its audio budget is keyed by the creator (`creator`, hashed in the ticket)."""
-        max_ip = self.server.max_sessions_per_ip
-        with self._lock:
-            if max_ip and self._per_ip[peer_ip] >= max_ip:
-                raise ApplianceError("ERR1007", f"too many concurrent sessions from this client IP "
-                                     f"(max_sessions_per_ip={max_ip})",
-                                     retry_after_sec=self.capacity_retry_after_sec)
-            self._per_ip[peer_ip] += 1
-        return Ticket(f"ticket:{creator}", peer_ip, None, upload_mode)
+    def adopt(self, peer_ip: str, creator: str, upload_mode: str) -> AdmissionSlot:
+        """The slot of a session whose stream carries a session ticket (from another node, or from
+        before a dropped connection): the ticket stands for authentication and the CreateSession
+        rate; its audio budget is keyed by the creator (`creator`, hashed in the ticket)."""
+        return AdmissionSlot(f"ticket:{creator}", peer_ip, None, upload_mode)
 
-    def release(self, ticket: Ticket) -> bool:
-        """Give back a ticket's cap slots; True the first time, False (no-op) on a repeat."""
-        with self._lock:
-            if ticket.released:
-                return False
-            ticket.released = True
-            for counter, key in ((self._per_ip, ticket.peer_ip), (self._per_key, ticket.api_key)):
-                if key:
-                    counter[key] -= 1
-                    if counter[key] <= 0:
-                        del counter[key]
-            return True
-
-    def audio_budget(self, ticket: Ticket) -> Callable[..., None]:
+    def audio_budget(self, slot: AdmissionSlot) -> Callable[..., None]:
         """The session's `check(nbytes, now=None)` for its audio chunks (ERR1006 when over)."""
-        return self.audio.for_session(ticket.identity, ticket.upload_mode)
-
-    def active_sessions(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Snapshot (per IP, per api_key) of admitted, unreleased sessions."""
-        with self._lock:
-            return dict(self._per_ip), dict(self._per_key)
+        return self.audio.for_session(slot.identity, slot.upload_mode)

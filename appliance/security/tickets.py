@@ -12,6 +12,11 @@ plus where a resumed stream picks up (the timeline offset the client resends its
 index of the next utterance), valid for `server.resume_window_sec`. After a dropped connection the
 client re-attaches with the latest one, on this node or any other sharing the secret.
 
+A signature proves a ticket was issued, not that its session is still live: the session table
+(`appliance.session_table`) refuses the tickets of a session that has ended on this node (ERR1005).
+Each session's tickets carry its incarnation (`nonce`, random per CreateSession), so a ticket of an
+ended session cannot attach to a later session that reuses the same client-chosen id.
+
 Format: `v1.<base64url(JSON claims)>.<base64url(HMAC)>`; the claims are not secret (no credentials,
 no audio), only unforgeable.
 """
@@ -44,6 +49,8 @@ class TicketClaims:
     settings: dict[str, Any]  # the resolved session settings, as CreateSession answered them
     resume_from_sec: float | None = None  # resume tickets: where the resent audio starts in the timeline
     next_utterance_index: int = 0  # resume tickets: the index the next utterance gets
+    nonce: str = ""  # the session's incarnation ("" from builds before it existed)
+    issued_at: float = 0.0  # unix seconds (0 from builds before it existed)
 
     @property
     def is_resume(self) -> bool:
@@ -58,6 +65,11 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def new_nonce() -> str:
+    """A session incarnation for its tickets (see the module docstring)."""
+    return secrets.token_urlsafe(9)
+
+
 def identity_hash(identity: str) -> str:
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
 
@@ -68,16 +80,21 @@ class TicketSigner:
         self._key = secret.encode("utf-8") if secret else secrets.token_bytes(32)
         self._clock = clock
 
-    def issue(self, session_id: str, settings: dict[str, Any], identity: str, ttl_sec: float) -> str:
-        return self._seal({"sid": session_id, "exp": round(self._clock() + ttl_sec, 3),
-                           "idh": identity_hash(identity), "set": settings})
+    def issue(self, session_id: str, settings: dict[str, Any], identity: str, ttl_sec: float,
+              nonce: str = "") -> str:
+        now = self._clock()
+        claims = {"sid": session_id, "exp": round(now + ttl_sec, 3), "iat": round(now, 3),
+                  "idh": identity_hash(identity), "set": settings}
+        return self._seal(claims | ({"n": nonce} if nonce else {}))
 
     def issue_resume(self, claims: TicketClaims, resume_from_sec: float, next_utterance_index: int,
                      ttl_sec: float) -> str:
         """A resume ticket for the session `claims` describe: resend from `resume_from_sec`."""
-        return self._seal({"sid": claims.session_id, "exp": round(self._clock() + ttl_sec, 3),
+        now = self._clock()
+        return self._seal({"sid": claims.session_id, "exp": round(now + ttl_sec, 3), "iat": round(now, 3),
                            "idh": claims.identity_hash, "set": claims.settings,
-                           "rf": round(resume_from_sec, 6), "ui": next_utterance_index})
+                           "rf": round(resume_from_sec, 6), "ui": next_utterance_index}
+                          | ({"n": claims.nonce} if claims.nonce else {}))
 
     def _seal(self, claims: dict[str, Any]) -> str:
         body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode("utf-8"))
@@ -98,7 +115,8 @@ class TicketSigner:
             claims = json.loads(_unb64(body))
             resume_from = claims.get("rf")
             parsed = TicketClaims(str(claims["sid"]), float(claims["exp"]), str(claims["idh"]), dict(claims["set"]),
-                                  None if resume_from is None else float(resume_from), int(claims.get("ui", 0)))
+                                  None if resume_from is None else float(resume_from), int(claims.get("ui", 0)),
+                                  str(claims.get("n", "")), float(claims.get("iat", 0.0)))
         except (ValueError, KeyError, TypeError) as err:  # signed by us, so only a bug lands here
             raise _refuse("session_token could not be read", "forged") from err
         if parsed.session_id != session_id:

@@ -1,14 +1,11 @@
-"""Sessions: resolving a CreateSession request into settings, and the registry of live sessions.
+"""Sessions: resolving a CreateSession request into settings.
 
-A session is created by CreateSession and lives until its stream ends; a session that is created
-but never streamed expires after `server.session_timeout_sec`.
+Which sessions are live, and where they stream, is the session table's (`appliance.session_table`).
 """
 
 from __future__ import annotations
 
 import re
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -235,87 +232,3 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
     )
     _check_model_fit(settings, defaults.model_traits(model_id))
     return settings
-
-
-class SessionRegistry:
-    """Live sessions by id. Thread-safe: CreateSession and streams may run on different threads.
-
-    Each session may hold an admission ticket (per-IP / per-key caps); `on_release` gets it back
-    exactly once, when the stream ends or an unused session expires.
-    """
-
-    def __init__(self, unused_ttl_sec: float, clock=time.monotonic, on_release=None):
-        self._unused_ttl_sec = unused_ttl_sec
-        self._clock = clock
-        self._on_release = on_release
-        self._created: dict[str, tuple[SessionSettings, float, object]] = {}
-        self._streaming: dict[str, tuple[SessionSettings, object]] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        with self._lock:
-            self._expire_unused()
-            return len(self._created) + len(self._streaming)
-
-    def add(self, settings: SessionSettings, ticket: object = None) -> None:
-        with self._lock:
-            self._expire_unused()
-            if settings.session_id in self._created or settings.session_id in self._streaming:
-                raise ApplianceError("ERR1002", f"session_id {settings.session_id!r} is already active")
-            self._created[settings.session_id] = (settings, self._clock(), ticket)
-
-    def start_stream(self, session_id: str) -> SessionSettings:
-        with self._lock:
-            self._expire_unused()
-            if session_id in self._streaming:
-                raise ApplianceError("ERR1002", f"session {session_id!r} is already streaming")
-            entry = self._created.pop(session_id, None)
-            if entry is None:
-                raise ApplianceError(
-                    "ERR1001", f"session {session_id!r} is unknown or expired; call CreateSession first"
-                )
-            self._streaming[session_id] = (entry[0], entry[2])
-            return entry[0]
-
-    def state(self, session_id: str) -> str | None:
-        """"created" (not yet streaming), "streaming", or None (not known here)."""
-        with self._lock:
-            self._expire_unused()
-            if session_id in self._streaming:
-                return "streaming"
-            return "created" if session_id in self._created else None
-
-    def ticket(self, session_id: str) -> object:
-        with self._lock:
-            entry = self._streaming.get(session_id)
-            return entry[1] if entry else None
-
-    def discard_unused(self, session_id: str) -> None:
-        """End a session no stream attached to (its creator gave up on it) and release its ticket
-        now rather than at expiry; a streaming session is left to its stream."""
-        with self._lock:
-            entry = self._created.pop(session_id, None)
-        if entry is not None:
-            self._release(entry[-1])
-
-    def end(self, session_id: str) -> None:
-        with self._lock:
-            streaming = self._streaming.pop(session_id, None)
-            created = self._created.pop(session_id, None)
-        for entry in (streaming, created):
-            if entry is not None:
-                self._release(entry[-1])
-
-    def active_ids(self) -> list[str]:
-        with self._lock:
-            return list(self._streaming)
-
-    def _release(self, ticket: object) -> None:
-        if ticket is not None and self._on_release is not None:
-            self._on_release(ticket)
-
-    def _expire_unused(self) -> None:
-        now = self._clock()
-        stale = [sid for sid, (_, created, _) in self._created.items() if now - created > self._unused_ttl_sec]
-        for sid in stale:
-            self._release(self._created.pop(sid)[2])
