@@ -12,8 +12,8 @@ import threading
 import pytest
 
 from appliance.errors import ApplianceError
-from appliance.frontdoor import (AddressPolicy, ConnectionClock, Deadlines, Door, DoorLimits, DrainGate,
-                                 client_address, grpc_peer_address, peer_label)
+from appliance.frontdoor import AddressPolicy, ConnectionClock, Deadlines, Door, DoorLimits, DrainGate
+from appliance.frontdoor.address import client_address, grpc_peer_address, peer_label
 
 
 def refusal(call) -> ApplianceError:
