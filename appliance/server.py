@@ -79,7 +79,8 @@ class ApplianceServer:
         self._http = _http_server(config, runtime, asyncio.get_running_loop())
         grpc_health = GrpcHealthPublisher()
         try:
-            server, port = create_grpc_server(config, runtime.sessions, grpc_health)
+            server, port = create_grpc_server(config, runtime.sessions, grpc_health, drain=runtime.drain_gate,
+                                              on_refused=runtime.metrics.error)
         except RuntimeError:  # grpcio >= 1.60 raises where older ones returned port 0
             port = 0
         if port == 0:
@@ -144,7 +145,8 @@ async def _wyoming_server(config: AppConfig, runtime: Runtime) -> WyomingServer 
     if not config.wyoming.port:
         return None
     try:
-        wyoming = WyomingServer(config.wyoming, runtime.sessions)
+        wyoming = WyomingServer(config.wyoming, runtime.sessions, drain=runtime.drain_gate,
+                                on_refused=runtime.metrics.error)
         await wyoming.start()
     except (OSError, ValueError) as err:
         raise StartupError(f"cannot serve Wyoming on {config.wyoming.host}:{config.wyoming.port}: {err}") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.errors import ApplianceError
@@ -87,8 +88,9 @@ class Slot:
 
 class Door:
     def __init__(self, name: str, limits: DoorLimits, drain: DrainGate,
-                 policy: AddressPolicy | None = None):
+                 policy: AddressPolicy | None = None, on_refused: Callable[[str, str], None] | None = None):
         self.name = name
+        self._on_refused = on_refused  # (code, door name): the error counters on /metrics
         self.limits = limits
         self.drain = drain
         self.policy = policy or AddressPolicy()
@@ -116,7 +118,9 @@ class Door:
         return Slot(self, address)
 
     def refused(self, err: ApplianceError, context: str = "connection refused") -> None:
-        """Log a refusal this door made (throttled per code)."""
+        """Count a refusal this door made and log it (throttled per code)."""
+        if self._on_refused is not None:
+            self._on_refused(err.code, self.name)
         self.refusals.info(err.code, "%s %s: %s", self.name, context, err.code)
 
     def _take(self, address: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -65,22 +66,23 @@ def listen_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def grpc_door(config: AppConfig, drain: DrainGate) -> Door:
+def grpc_door(config: AppConfig, drain: DrainGate, on_refused: Callable[[str, str], None] | None = None) -> Door:
     """Admission of StreamingRecognize calls: open calls, attached to a session or not yet, globally
     (server.max_open_streams, null: 2 x max_sessions) and per client address (max_sessions_per_ip)."""
     s = config.server
     limits = DoorLimits(s.max_open_streams or 2 * s.max_sessions, s.max_sessions_per_ip, "server",
                         total_key="max_open_streams", per_address_key="max_sessions_per_ip")
-    return Door("grpc", limits, drain)
+    return Door("grpc", limits, drain, on_refused=on_refused)
 
 
 def create_grpc_server(config: AppConfig, sessions: SessionService, health_publisher: GrpcHealthPublisher, *,
-                       drain: DrainGate | None = None, host: str | None = None, port: int | None = None
+                       drain: DrainGate, on_refused: Callable[[str, str], None] | None = None,
+                       host: str | None = None, port: int | None = None
                        ) -> tuple[grpc.aio.Server, int]:
     """Build (not start) the server; returns it with the bound port (port 0 picks a free one). `drain`
-    is the runtime's one gate (runtime.drain_gate; None only until every caller passes it)."""
+    is the runtime's one gate (runtime.drain_gate); `on_refused(code, door)` counts the door's refusals."""
     server = grpc.aio.server(options=server_options(config))
-    register(SpeechToTextServicer(sessions, grpc_door(config, drain or DrainGate()),
+    register(SpeechToTextServicer(sessions, grpc_door(config, drain, on_refused),
                                   node_name=config.server.node_name or socket.gethostname()), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_publisher.servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

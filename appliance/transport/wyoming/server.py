@@ -15,6 +15,7 @@ import asyncio
 import importlib.util
 import logging
 import socket
+from collections.abc import Callable
 
 from wyoming.error import Error
 from wyoming.event import Event
@@ -44,11 +45,12 @@ def describe(service: SessionService) -> Info:
                                 supports_transcript_streaming=True)])
 
 
-def wyoming_door(config: WyomingConfig, drain: DrainGate) -> Door:
+def wyoming_door(config: WyomingConfig, drain: DrainGate,
+                 on_refused: Callable[[str, str], None] | None = None) -> Door:
     limits = DoorLimits(config.max_connections, config.max_connections_per_address, "wyoming")
     policy = AddressPolicy(parse_networks(config.allow_networks, what="wyoming.allow_networks"),
                            setting="wyoming.allow_networks")
-    return Door("wyoming", limits, drain, policy)
+    return Door("wyoming", limits, drain, policy, on_refused=on_refused)
 
 
 class _Refused(AsyncEventHandler):
@@ -66,11 +68,12 @@ class _Refused(AsyncEventHandler):
 
 
 class WyomingServer:
-    def __init__(self, config: WyomingConfig, service: SessionService, *, drain: DrainGate | None = None):
+    def __init__(self, config: WyomingConfig, service: SessionService, *, drain: DrainGate,
+                 on_refused: Callable[[str, str], None] | None = None):
         self._config = config
         self._service = service
-        # drain: the runtime's one gate (runtime.drain_gate); None only until every caller passes it.
-        self.door = wyoming_door(config, drain or DrainGate())
+        # drain: the runtime's one gate (runtime.drain_gate); on_refused(code, door) counts refusals.
+        self.door = wyoming_door(config, drain, on_refused)
         # "*": every address of both families ("" to asyncio; "::" alone would be IPv6 only).
         self._server = AsyncTcpServer("" if config.host == "*" else config.host, config.port)
         self._announcement: Announcement | None = None
