@@ -6,30 +6,32 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance import __version__
+
+if TYPE_CHECKING:
+    from appliance.config import AppConfig
 
 
 def _serve(args: argparse.Namespace) -> int:
     from appliance.app import StartupError, configure_logging, serve
-    from appliance.config import ConfigError, load_config, overrides_from_args
-    from appliance.hardware import apply_decision
+    from appliance.config import ConfigError, load_config_from_args
     from appliance.models.store import ModelStoreError
     from appliance.transport.grpc.tls import TlsError
 
     try:
-        config = load_config(server_path=args.config, model_path=args.model_config,
-                             overrides=overrides_from_args(args))
+        config = load_config_from_args(args)
     except ConfigError as err:
         print(f"stt-appliance: configuration error: {err}", file=sys.stderr)
         return 2
     configure_logging(config)
-    decision = _hardware_decision(config)
-    config = apply_decision(config, decision)
+    config, hardware_report = decide_hardware(config)
     try:
         return asyncio.run(serve(config, ready_file=Path(args.ready_file) if args.ready_file else None,
-                                 hardware_report=decision.to_dict()))
+                                 hardware_report=hardware_report))
     except TlsError as err:
         print(f"stt-appliance: TLS error: {err}", file=sys.stderr)
         return 2
@@ -41,16 +43,26 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
 
-def _hardware_decision(config):
-    """Probe the machine and choose the model setup; logged at boot and shown by /system."""
+def parse_serve_args(argv: Sequence[str]) -> argparse.Namespace:
+    """`stt-appliance serve ARGV`'s flags, parsed as the command line parses them (SystemExit on a bad one).
+
+    With `appliance.config.load_config_from_args` and `decide_hardware` this is the whole of how
+    `serve` arrives at its config: the in-process appliance of the tests (tests/inprocess.py) goes
+    the same way."""
+    return build_parser().parse_args(["serve", *argv])
+
+
+def decide_hardware(config: AppConfig) -> tuple[AppConfig, dict]:
+    """Probe the machine, log the model setup chosen, and return the effective config with the
+    decision's report (shown by /system)."""
     import logging
 
-    from appliance.hardware import detect
+    from appliance.hardware import apply_decision, detect
     from appliance.hardware.report import log_decision
 
     decision = detect(config)
     log_decision(decision, logging.getLogger("appliance.hardware"))
-    return decision
+    return apply_decision(config, decision), decision.to_dict()
 
 
 def _detect(args: argparse.Namespace) -> int:

@@ -2,6 +2,8 @@
 
 `LocalAppliance` runs `python -m appliance serve --port 0 --ready-file ...` and waits for the
 ready file, which the server writes only after its warm-up decode, so `address` is usable at once.
+Tests that only talk to an appliance run one in-process instead (tests/inprocess.py), with the
+same defaults: every port free and on loopback.
 """
 
 from __future__ import annotations
@@ -13,9 +15,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Free ports on loopback, so several appliances can run at once; arguments given after these win.
+LOOPBACK_DEFAULTS = ("--port", "0", "--grpc-host", "127.0.0.1", "--metrics-port", "0", "--http-host", "127.0.0.1")
+LOOPBACK_ENV = {"STT_OPENAI_PORT": "0"}  # the OpenAI API's own listener (no flag): free too, unless set
+
+
+def loopback_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with LOOPBACK_ENV's settings where it does not set them itself."""
+    return {**LOOPBACK_ENV, **env}
 
 
 class LocalAppliance:
@@ -24,11 +35,9 @@ class LocalAppliance:
         self._workdir = tempfile.TemporaryDirectory(prefix="stt-appliance-")
         self.ready_file = Path(self._workdir.name) / "ready.json"
         self.log_path = log_path or Path(self._workdir.name) / "server.log"
-        # Ports default to free ones on loopback (so several appliances can run at once); extra_args win.
-        defaults = ["--port", "0", "--grpc-host", "127.0.0.1", "--metrics-port", "0", "--http-host", "127.0.0.1"]
-        self.command = [sys.executable, "-m", "appliance", "serve", *defaults,
+        self.command = [sys.executable, "-m", "appliance", "serve", *LOOPBACK_DEFAULTS,
                         "--ready-file", str(self.ready_file), *extra_args]
-        self._env = {**os.environ, **(env or {})}
+        self._env = loopback_env({**os.environ, **(env or {})})
         self._startup_timeout_sec = startup_timeout_sec
         self.process: subprocess.Popen | None = None
         self.port: int | None = None

@@ -1,4 +1,5 @@
-"""Shared fixtures: real appliance processes on loopback ports, real recordings, the model cache."""
+"""Shared fixtures: real appliances on loopback ports (in this process unless the process itself is
+under test), real recordings, the model cache."""
 
 from __future__ import annotations
 
@@ -13,10 +14,20 @@ from clients.local_server import LocalAppliance
 from clients.sdk import SttClient, SttError, TimedResult
 from tests import speech
 from tests.helpers import PACK
+from tests.inprocess import InProcessAppliance
+
+
+def serve_in_process(request, *args: str, env: dict[str, str] | None = None) -> InProcessAppliance:
+    """An appliance in this process with these `serve` arguments and STT_* settings; stopped (drained
+    first, as SIGTERM would) when `request` finishes."""
+    server = InProcessAppliance(*args, env=env)
+    request.addfinalizer(server.stop)  # before start: a half-started one is stopped too
+    return server.start()
 
 
 def start_appliance(request, *args: str, env: dict[str, str] | None = None) -> LocalAppliance:
-    """Start an appliance with these arguments and STT_* variables; stopped when `request` finishes."""
+    """A separate appliance process with these arguments and STT_* variables; stopped when `request`
+    finishes. Only for tests of the process itself (signals, exit codes, its log file, a crash)."""
     server = LocalAppliance(*args, env=env)
     server.start()
     request.addfinalizer(lambda: server.__exit__(None, None, None))
@@ -24,30 +35,26 @@ def start_appliance(request, *args: str, env: dict[str, str] | None = None) -> L
 
 
 @pytest.fixture(scope="session")
-def appliance_server(request) -> LocalAppliance:
+def appliance_server(request) -> InProcessAppliance:
     """The appliance with the shipped configuration and the bundled model."""
-    return start_appliance(request)
+    return serve_in_process(request)
 
 
 @pytest.fixture(scope="session")
-def tight_server(request) -> LocalAppliance:
+def tight_server(request) -> InProcessAppliance:
     """An appliance with short limits, for the timeout and buffer-cap paths."""
-    return start_appliance(request, env={"STT_SERVER_SESSION_TIMEOUT_SEC": "2", "STT_SERVER_MAX_BUFFER_SEC": "4"})
+    return serve_in_process(request, env={"STT_SERVER_SESSION_TIMEOUT_SEC": "2", "STT_SERVER_MAX_BUFFER_SEC": "4"})
 
 
 @pytest.fixture
 def server_with(request):
-    """Start an appliance with the given STT_* settings; stopped after the test."""
-    started = []
+    """Start an appliance with the given STT_* settings (keyword `server_max_sessions=2` is
+    STT_SERVER_MAX_SESSIONS); stopped after the test."""
 
-    def start(**settings) -> LocalAppliance:
-        server = LocalAppliance(env={f"STT_{k.upper()}": str(v) for k, v in settings.items()}).start()
-        started.append(server)
-        return server
+    def start(**settings) -> InProcessAppliance:
+        return serve_in_process(request, env={f"STT_{k.upper()}": str(v) for k, v in settings.items()})
 
-    yield start
-    for server in started:
-        server.__exit__(None, None, None)
+    return start
 
 
 @pytest.fixture(scope="session")
