@@ -132,6 +132,10 @@ class SessionService:
     def active_streams(self) -> int:
         return self._table.count(SessionState.STREAMING)
 
+    @property
+    def resumable_sessions(self) -> int:
+        return self._table.count(SessionState.RESUMABLE)
+
     def sessions_by_client(self) -> tuple[dict[str, int], dict[str, int]]:
         """Live sessions per client IP and per api_key."""
         return self._table.by_client()

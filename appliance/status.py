@@ -75,7 +75,8 @@ class StatusView:
         return StatusSnapshot(
             state=self._health.state.value, health=self._health.report().status, uptime_sec=self.uptime_sec(),
             sessions=SessionLevels(active=active, streaming=self._sessions.active_streams,
-                                   max=cfg.server.max_sessions, client_ips=len(per_ip), by_api_key=by_key),
+                                   max=cfg.server.max_sessions, client_ips=len(per_ip),
+                                   resumable=self._sessions.resumable_sessions, by_api_key=by_key),
             decode=DecodeLevels(
                 queue_depth=self._scheduler.pending, in_flight=self._scheduler.in_flight,
                 slots=self._scheduler.max_in_flight, decodes=stats.decodes, batches=stats.batches,

@@ -17,10 +17,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class SessionLevels:
-    active: int  # created and not yet ended
-    streaming: int  # StreamingRecognize calls in progress
+    active: int  # created or streaming (they hold the caps)
+    streaming: int  # streaming calls in progress
     max: int  # server.max_sessions
     client_ips: int
+    resumable: int = 0  # lost their connection, waiting for a resume (server.resume_window_sec)
     by_api_key: dict[str, int] | None = None  # sha256 prefix -> sessions (metrics.expose_api_key_sessions)
 
 

@@ -10,8 +10,10 @@ only as the copy first sent.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -141,6 +143,12 @@ class CutCall:
         return [r for _, r in self.received]
 
 
+def sessions(server) -> dict:
+    """The session counts of /metrics.json (the session table's)."""
+    with urllib.request.urlopen(server.http_url + "/metrics.json", timeout=10) as reply:
+        return json.loads(reply.read())["sessions"]
+
+
 def latest_token(results) -> tuple[str, float]:
     last = [r for r in results if r.resume_token][-1]
     return last.resume_token, last.resume_from_sec
@@ -179,7 +187,13 @@ def test_after_a_dropped_connection_it_resumes_within_the_window_and_not_after(s
         call = CutCall(proxy, late, audio)
         call.wait_until(lambda: call.final_at(0) is not None)
         token, _ = latest_token(call.cut(proxy))
+        deadline = time.monotonic() + WINDOW_SEC / 2
+        while sessions(brief_window)["resumable"] != 1:  # the server noticed the link go
+            assert time.monotonic() < deadline, sessions(brief_window)
+            time.sleep(0.05)
+        assert sessions(brief_window)["active"] == 0  # a session waiting for its client holds no cap
         time.sleep(WINDOW_SEC + 1.0)
+        assert sessions(brief_window)["resumable"] == 0
     for stale in (token, late.session_token):  # the creation ticket itself lasts longer than the window
         assert_ticket_refused(refusal(brief_window.address, late.session_id, stale, audio), "resume_window_sec")
 
