@@ -15,6 +15,12 @@ from clients.sdk import SttClient, SttError, TimedResult
 from tests import speech
 from tests.helpers import PACK
 from tests.inprocess import InProcessAppliance
+from tests.markers import apply_markers
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m and -k deselect, so `-m "not slow"` sees the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    apply_markers(items)
 
 
 def serve_in_process(request, *args: str, env: dict[str, str] | None = None) -> InProcessAppliance:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-from clients.local_server import LocalAppliance
 from tests.conftest import stream_file
+from tests.inprocess import InProcessAppliance
 
 
 def test_debug_log_holds_no_transcript_words(sentences):
-    with LocalAppliance("--log-level", "DEBUG", "--log-metrics", "--faster-whisper-log-level", "DEBUG") as server:
+    with InProcessAppliance("--log-level", "DEBUG", "--log-metrics", "--faster-whisper-log-level", "DEBUG") as server:
         results = stream_file(server.address, sentences.path, attributes={"partial": "true"}, realtime=True)
         log = server.log().lower()
     finals = [r.text for r in results if r.is_final and r.text]
@@ -29,7 +29,7 @@ def test_opt_in_transcript_sink_and_audio_persistence(sentences, tmp_path):
     audio_dir = tmp_path / "audio"
     env = {"STT_LOGGING_LOG_TRANSCRIPTS": "true", "STT_LOGGING_TRANSCRIPT_FILE": str(transcript_file),
            "STT_STORAGE_PERSIST_AUDIO": "true", "STT_STORAGE_DIRECTORY": str(audio_dir)}
-    with LocalAppliance("--log-level", "DEBUG", env=env) as server:
+    with InProcessAppliance("--log-level", "DEBUG", env=env) as server:
         results = stream_file(server.address, sentences.path, session_id="kiosk-9")
         main_log = server.log().lower()
     finals = [r for r in results if r.is_final and r.text]

@@ -21,9 +21,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from appliance.transport.grpc.server import SERVICE_NAME
 from appliance.transport.grpc.tls import TlsError, load_tls_pair, server_credentials
 from clients.audio import load_pcm16
-from clients.local_server import LocalAppliance
 from clients.sdk import SttClient, SttError
 from tests.helpers import REPO_ROOT, normalise
+from tests.inprocess import InProcessAppliance
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def other_certs(tmp_path_factory) -> CertPair:
 
 @pytest.fixture(scope="module")
 def tls_server(certs):
-    with LocalAppliance("--tls-cert-file", str(certs.cert), "--tls-key-file", str(certs.key),
+    with InProcessAppliance("--tls-cert-file", str(certs.cert), "--tls-key-file", str(certs.key),
                         "--tls-required") as server:
         yield server
 
