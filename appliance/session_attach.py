@@ -47,6 +47,9 @@ from appliance.streaming.types import AudioIn
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 TAKEOVER_TIMEOUT_SEC = 5.0  # a resumed session's previous call has this long to let go of it
+# A ticket issued this long after an ended session's last call here let go came from another node,
+# where the session lived on (issue times are rounded to the millisecond; the margin covers that).
+ISSUED_AT_MARGIN_SEC = 1.0
 
 
 class SessionAdmission:
@@ -121,7 +124,8 @@ class Attacher:
     def _claim(self, record: SessionRecord | None, claims: TicketClaims, start: ResumePoint, peer: str,
                call: LiveCall) -> SessionRecord:
         session_id = claims.session_id
-        if record is not None and record.state is SessionState.ENDED and claims.issued_at > record.let_go_at:
+        if record is not None and record.state is SessionState.ENDED and \
+                claims.issued_at > record.let_go_at + ISSUED_AT_MARGIN_SEC:
             record = None  # issued after its last call here let go: the session lived on on another node
         if record is None:
             return self._adopt(claims, peer, call)

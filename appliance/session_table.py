@@ -36,7 +36,8 @@ from appliance.session_timeline import SessionTimeline
 from appliance.streaming.session import SessionSettings
 
 CAPACITY_RETRY_AFTER_SEC = 1.0
-MAX_KEPT_RECORDS = 20_000  # ended and resumable records each, beyond the live ones (about 1 KiB apiece)
+MAX_KEPT_RECORDS = 20_000  # ended and resumable records each, beyond the live ones
+_NO_TIMELINE = SessionTimeline()  # an ended record's: never read (its tickets are refused first)
 
 
 class SessionState(enum.Enum):
@@ -90,7 +91,7 @@ class SessionRecord:
     deadline: float  # created: unused expiry; resumable: resume deadline; ended: forgotten then
     generation: int = 0  # node-local attach generation: bumped by every attach
     call: LiveCall | None = None
-    timeline: SessionTimeline = field(default_factory=SessionTimeline)
+    timeline: SessionTimeline = field(default_factory=SessionTimeline)  # on the table's clock
     why_ended: str = ""  # for the refusal of its tickets
     let_go_at: float = 0.0  # unix seconds: when its last call here ended (later tickets came from elsewhere)
 
@@ -151,7 +152,7 @@ class SessionTable:
             self._ended.pop(settings.session_id, None)  # an ended session's id may be used again
             self._live[settings.session_id] = SessionRecord(
                 settings.session_id, nonce, settings, SessionState.CREATED, slot,
-                deadline=self._clock() + self.limits.unused_ttl_sec)
+                deadline=self._clock() + self.limits.unused_ttl_sec, timeline=SessionTimeline(self._clock))
 
     def attach(self, session_id: str, call: LiveCall) -> SessionRecord:
         """A created session starts streaming on `call`; ERR1001 when it is not (or no longer) created."""
@@ -170,7 +171,8 @@ class SessionTable:
             self._claim_id(settings.session_id)
             self._check_caps(slot)
             self._ended.pop(settings.session_id, None)
-            record = SessionRecord(settings.session_id, nonce, settings, SessionState.CREATED, slot, deadline=0.0)
+            record = SessionRecord(settings.session_id, nonce, settings, SessionState.CREATED, slot, deadline=0.0,
+                                   timeline=SessionTimeline(self._clock))
             self._live[settings.session_id] = record
             return self._stream_on(record, call)
 
@@ -248,7 +250,7 @@ class SessionTable:
     def _end(self, record: SessionRecord, why: str) -> None:
         """Keep only what refusing its tickets needs, until they have all expired."""
         record.state, record.why_ended = SessionState.ENDED, why
-        record.settings, record.timeline = None, SessionTimeline()
+        record.settings, record.timeline = None, _NO_TIMELINE  # its copies of finals go now
         record.deadline = self._clock() + self.limits.retention_sec
         self._ended[record.session_id] = record
         while len(self._ended) > self.limits.max_kept:

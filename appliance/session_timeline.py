@@ -68,7 +68,9 @@ class SessionTimeline:
         """The latest resume point its client has surely received (see the module docstring)."""
         cutoff = self._last_chunk_at - IN_FLIGHT_SEC
         while self._issued and self._issued[0][0] <= cutoff:
-            self._delivered = self._issued.popleft()[1]
+            point = self._issued.popleft()[1]
+            if point.next_utterance_index >= self._delivered.next_utterance_index:
+                self._delivered = point
         return self._delivered
 
     def check_resume(self, session_id: str, start: ResumePoint) -> None:
@@ -81,7 +83,11 @@ class SessionTimeline:
                 "delivered; resume with the latest resume_token received")
 
     def replay_guard(self) -> ReplayGuard:
-        """The filter for a call that resumes now (it may re-decode utterances already finalized)."""
+        """A new call attaches: its filter (it may re-decode utterances already finalized). Tokens
+        the previous call sent and its own audio did not prove delivered stay unproven: audio on the
+        new call says nothing of what reached the old one."""
+        self.delivered()
+        self._issued.clear()
         return ReplayGuard(self, self.finalized)
 
     def copy_of(self, utterance_index: int) -> RecognitionResult | None:

@@ -3,18 +3,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from appliance.config import AuthConfig, ServerConfig
 from appliance.errors import ApplianceError
-from appliance.security import AdmissionSlot
+from appliance.observability.metrics import ApplianceMetrics
+from appliance.resources import MemoryBudget
+from appliance.security import Admission, AdmissionSlot
+from appliance.security.tickets import TicketSigner, new_nonce
+from appliance.session_attach import Attacher, SessionAdmission, ticket_claims
 from appliance.session_table import LiveCall, SessionState, SessionTable, TableLimits
 from appliance.session_timeline import IN_FLIGHT_SEC, MAX_KEPT_FINALS, SessionTimeline
 from appliance.streaming.listeners import IgnoreStream
 from appliance.streaming.resume import ResumePoint
-from appliance.streaming.types import RecognitionResult
-from tests.test_session import resolve
+from appliance.streaming.types import AudioIn, RecognitionResult
+from tests.test_session import defaults, resolve
 
 
 class FakeClock:
@@ -223,3 +230,85 @@ def test_a_final_no_longer_kept_is_not_sent_again_at_all(clock):
         timeline.result_sent(result(index))
     guard = timeline.replay_guard()
     assert guard.outgoing(result(0)) is None and guard.outgoing(result(1)) is not None
+
+
+def test_tokens_a_lost_call_sent_stay_unproven_whatever_audio_the_next_call_brings(clock):
+    timeline = SessionTimeline(clock)
+    timeline.chunk_received()
+    timeline.result_sent(result(0))
+    timeline.token_issued(ResumePoint(3.0, 1))  # final 0's token, then the link went
+    timeline.replay_guard()  # a new call attaches
+    for _ in range(3):
+        clock.now += IN_FLIGHT_SEC
+        timeline.chunk_received()
+    assert timeline.delivered() == ResumePoint(0.0, 0)
+    timeline.check_resume("a", ResumePoint(0.0, 0))  # final 0 may never have reached the client
+
+
+# --- attaching by ticket: the table decides ------------------------------------------------------
+
+class Attaching:
+    """A table, a ticket signer and the attacher over them, on a fake clock (wall and monotonic)."""
+
+    def __init__(self, clock: FakeClock):
+        self.clock = clock
+        self.table = table_with(clock)
+        self.tickets = TicketSigner("secret", clock=clock)
+        admission = SessionAdmission(self.table, Admission(ServerConfig(), AuthConfig()), MemoryBudget(None, 0))
+        self.attacher = Attacher(self.table, self.tickets, admission, defaults,
+                                 ApplianceMetrics(CollectorRegistry()))
+
+    def created(self, session_id: str) -> str:
+        settings, nonce = resolve(session_id=session_id), new_nonce()  # as SessionService creates one
+        self.table.create(settings, slot(), nonce)
+        return self.tickets.issue(session_id, ticket_claims(settings), "ip:10.0.0.1", 60, nonce=nonce)
+
+    def attach(self, session_id: str, token: str) -> LiveCall:
+        call = LiveCall(None, "ipv4:10.0.0.1:5000")
+        asyncio.run(self.attacher.attach(AudioIn(session_id, b"", 16_000, token), call.peer, call))
+        return call
+
+    def refused(self, session_id: str, token: str) -> ApplianceError:
+        return refused_code(self.attach, session_id, token)
+
+
+def test_an_ended_session_refuses_its_tickets_unless_one_came_later_from_another_node(clock):
+    node = Attaching(clock)
+    ticket = node.created("a")
+    call = node.attach("a", ticket)
+    claims = node.tickets.verify(ticket, "a")
+    resume = node.tickets.issue_resume(claims, 2.0, 1, ttl_sec=30)
+    node.table.finish("a", call.generation, lost=False)
+    for token in (ticket, resume):
+        err = node.refused("a", token)
+        assert err.code == "ERR1005" and "has ended" in err.message
+    clock.now += 5  # the session lived on elsewhere: that node's later ticket is adopted here
+    later = node.tickets.issue_resume(claims, 8.0, 3, ttl_sec=30)
+    assert node.attach("a", later).generation == 1 and state(node.table, "a") is SessionState.STREAMING
+
+
+def test_a_ticket_of_an_earlier_session_with_the_same_id_is_refused(clock):
+    node = Attaching(clock)
+    first = node.created("kiosk")
+    node.table.discard_unused("kiosk")
+    node.created("kiosk")  # the id is used again
+    err = node.refused("kiosk", first)
+    assert err.code == "ERR1005" and "earlier session" in err.message
+
+
+def test_a_resumable_session_resumes_from_its_tokens_but_not_from_before_what_was_delivered(clock):
+    node = Attaching(clock)
+    ticket = node.created("a")
+    call = node.attach("a", ticket)
+    timeline = node.table.get("a").timeline
+    timeline.chunk_received()
+    timeline.result_sent(result(0))
+    timeline.token_issued(ResumePoint(3.0, 1))
+    clock.now += IN_FLIGHT_SEC + 1
+    timeline.chunk_received()  # audio kept coming: final 0 and its token were delivered
+    node.table.finish("a", call.generation, lost=True)
+    err = node.refused("a", ticket)  # the creation ticket resumes from 0.0
+    assert err.code == "ERR1005" and "already delivered" in err.message
+    resume = node.tickets.issue_resume(node.tickets.verify(ticket, "a"), 3.0, 1, ttl_sec=30)
+    assert node.attach("a", resume).generation == 2
+    assert node.refused("a", ticket).code == "ERR1002"  # streaming: only a resume ticket takes over
