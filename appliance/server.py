@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from appliance.config import AppConfig
@@ -46,8 +48,12 @@ class ApplianceServer:
     """`await start()` → serving; `await drain()` → every stream ended (or the drain timed out);
     `await stop()` → ports closed and the runtime released. `stop` is safe after a failed start."""
 
-    def __init__(self, config: AppConfig, *, hardware_report: dict | None = None):
+    def __init__(self, config: AppConfig, *, hardware_report: dict | None = None,
+                 environ: Mapping[str, str] | None = None):
         self.config = config
+        # Where the STT_* settings that are no config key (HTTP tokens, allow-list) are read: the
+        # process environment unless given (the tests run appliances with different ones side by side).
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.runtime = Runtime(config, hardware_report=hardware_report)
         self.ports: Ports | None = None
         self._grpc = None

@@ -42,6 +42,7 @@ class LocalAppliance:
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.http_port: int | None = None
+        self.openai_port: int | None = None  # the OpenAI API's own listener, when the ready file names one
 
     @property
     def address(self) -> str:
@@ -57,6 +58,11 @@ class LocalAppliance:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def openai_url(self) -> str:
+        """The OpenAI API's base URL (…/v1)."""
+        return f"http://127.0.0.1:{self.openai_port}/v1"
+
     def start(self) -> LocalAppliance:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self._env, stdout=self._log,
@@ -67,6 +73,7 @@ class LocalAppliance:
                 ready = json.loads(self.ready_file.read_text())
                 self.port = int(ready["grpc_port"])
                 self.http_port = int(ready["http_port"])
+                self.openai_port = int(ready["openai_port"]) if ready.get("openai_port") else None
                 return self
             if self.process.poll() is not None:
                 output = self.log()

@@ -26,7 +26,7 @@ from clients.local_server import LOOPBACK_DEFAULTS, REPO_ROOT, loopback_env
 from tests.server_logs import ServerLog, capture_logs, owned_by
 
 # STT_* settings that are no config key: HttpAccessSettings reads them from the environment. Until
-# ApplianceServer passes an environ of its own to the HTTP planes they cannot differ per appliance.
+# ApplianceServer hands its `environ` to the HTTP planes they cannot differ per appliance.
 ENV_ONLY_SETTINGS = frozenset({"STT_OBSERVABILITY_TOKEN", "STT_ADMIN_TOKEN", "STT_HTTP_ALLOWLIST",
                                "STT_PUBLIC_HEALTH", "STT_HEALTH_DETAIL_MODE"})
 
@@ -161,7 +161,7 @@ class InProcessAppliance:
         self.log_record.configure(config)
         log_guard.install()
         config, hardware_report = decide_hardware(config)
-        server = ApplianceServer(config, hardware_report=hardware_report)
+        server = ApplianceServer(config, hardware_report=hardware_report, environ=self.env)
         try:
             await server.start()
         except BaseException as err:
