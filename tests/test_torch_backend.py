@@ -23,9 +23,9 @@ from appliance.models.backends.torch_whisper import (
 )
 from appliance.models.store import ModelStoreError, resolve_model
 from clients.corpus import SHARED_AUDIO, english_corpus, normalize, word_errors
-from clients.local_server import LocalAppliance
 from tests import speech
 from tests.conftest import finals_text, stream_file
+from tests.inprocess import InProcessAppliance
 
 REALTIME = DecodeOptions()  # the shipped realtime profile's values
 
@@ -153,7 +153,7 @@ def test_explicit_cuda_on_this_machine_is_a_model_error(model_cache):
 # --- through the real appliance ---------------------------------------------------------------
 
 def test_the_appliance_serves_with_torch_whisper(sentences, model_cache):
-    with LocalAppliance("--model-backend", "torch_whisper", env={"STT_CACHE_DIR": str(model_cache)}) as server:
+    with InProcessAppliance("--model-backend", "torch_whisper", env={"STT_CACHE_DIR": str(model_cache)}) as server:
         results = stream_file(server.address, sentences.path, attributes={"word_timestamps": "true"})
         log = server.log()
     assert re.search(r"torch_whisper: \d instance\(s\) of", log)  # torch, not faster-whisper, decoded
@@ -170,7 +170,7 @@ def stream_corpus(recordings, *server_args: str, env: dict[str, str]) -> tuple[i
     """Stream each recording (faster than realtime, one at a time); pooled (errors, words) and texts."""
     errors = words = 0
     texts = []
-    with LocalAppliance(*server_args, env={"STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC": "0", **env}) as server:
+    with InProcessAppliance(*server_args, env={"STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC": "0", **env}) as server:
         for recording in recordings:
             text = finals_text(stream_file(server.address, recording.path, realtime=False))
             file_errors, file_words = word_errors(recording.reference, text)
