@@ -30,9 +30,9 @@ RATIO = {"ge": 0, "le": 1}
 class ServerConfig:
     port: int = setting(50051, "gRPC listen port", **PORT)
     grpc_host: str = setting("0.0.0.0", "gRPC bind address", nonempty=True)
-    http_host: str = setting("127.0.0.1", "HTTP metrics/health bind host", nonempty=True)
+    http_host: str = setting("127.0.0.1", "HTTP bind address ('*' = all, or a comma-separated list)", nonempty=True)
     max_sessions: int = setting(50, "concurrent gRPC sessions", ge=1)
-    metrics_port: int = setting(8000, "HTTP metrics/health port", **PORT)
+    metrics_port: int = setting(8000, "HTTP port of the operator plane (/health, /metrics, admin)", **PORT)
     create_session_rps: float = setting(50.0, "CreateSession requests/sec (0 disables)", ge=0)
     create_session_burst: float = setting(100.0, "CreateSession burst tokens (0 uses rps)", ge=0)
     # Below max_sessions, so one host on the LAN cannot hold every slot.
@@ -210,7 +210,8 @@ class WyomingConfig:
 
 @dataclass(frozen=True)
 class OpenAIConfig:
-    """The OpenAI-compatible transcription API on the HTTP plane (/v1/audio/*, /v1/models)."""
+    """The OpenAI-compatible transcription API (/v1/audio/*, /v1/models) on its own HTTP listener, the
+    client plane; /health and /metrics stay on the operator plane (server.metrics_port)."""
 
     enabled: bool = setting(True, "serve /v1/audio/transcriptions, /v1/audio/translations and /v1/models")
     max_upload_bytes: int = setting(26214400, "largest request body of an upload (bytes; OpenAI's own is 25 MiB)",
@@ -218,7 +219,6 @@ class OpenAIConfig:
     max_concurrent_requests: int = setting(2, "uploads transcribed at once; more get ERR1007 with Retry-After",
                                            ge=1, le=64)
     request_timeout_sec: float = setting(300.0, "longest an upload may take to transcribe (ERR1012 past it)", gt=0)
-
     # The client plane: its own listener, so uploads and slow clients never take the operator's slots.
     host: str = setting("", "bind address of the OpenAI API (empty: server.http_host)")
     port: int = setting(8001, "TCP port of the OpenAI API (the client plane; 0 = any free port)", **PORT)

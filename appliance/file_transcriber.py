@@ -76,6 +76,8 @@ class FileTranscriber:
         self._service = service
         self._loop = loop
         self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._running = 0
+        self._running_lock = threading.Lock()
         self.max_concurrent = max_concurrent
         self._timeout_sec = timeout_sec
         self._max_audio_sec = max_audio_sec or None
@@ -90,10 +92,21 @@ class FileTranscriber:
             raise ApplianceError("ERR1007", f"{self.max_concurrent} uploads are being transcribed "
                                  "(openai.max_concurrent_requests); retry shortly",
                                  retry_after_sec=BUSY_RETRY_AFTER_SEC)
+        self._count(+1)
         try:
             return _Run(self, time.monotonic() + self._timeout_sec, disconnected).transcribe(data, request, peer)
         finally:
+            self._count(-1)
             self._slots.release()
+
+    @property
+    def running(self) -> int:
+        """Uploads holding a slot now."""
+        return self._running
+
+    def _count(self, step: int) -> None:
+        with self._running_lock:
+            self._running += step
 
     async def _open(self, request: SessionRequest, peer: str):
         settings = self._service.create_session(request, peer=peer)

@@ -1,9 +1,11 @@
-"""The OpenAPI document stays true: it names exactly the app's routes, and schemathesis fuzzes the
-running appliance against it (every response's status, content type and body must match)."""
+"""The OpenAPI documents stay true: each plane's names exactly its app's routes, and schemathesis fuzzes
+each plane of the running appliance against its own document (every response's status, content type
+and body must match)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import falcon.inspect
@@ -17,13 +19,23 @@ from appliance.config import load_config
 from appliance.file_transcriber import FileTranscriber
 from appliance.runtime import Runtime
 from appliance.security.http_access import HttpAccess, HttpAccessSettings
-from appliance.transport.http.app import create_app
+from appliance.transport.http.app import create_app, create_client_app
 from appliance.transport.http.openai import openai_routes
 from appliance.transport.http.openapi import openapi_document
 from clients.local_server import LocalAppliance
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "fuzz-token"  # both the observability and the admin token, so one header opens everything
+
+
+def routes_of(app) -> set[tuple[str, str]]:
+    return {(route.path, method.method.lower())
+            for route in falcon.inspect.inspect_routes(app)
+            for method in route.methods if not method.internal}
+
+
+def documented(plane: str) -> set[tuple[str, str]]:
+    return {(path, method) for path, item in openapi_document(plane)["paths"].items() for method in item}
 
 
 def test_openapi_names_exactly_the_routes_and_methods_of_the_app():
@@ -33,16 +45,17 @@ def test_openapi_names_exactly_the_routes_and_methods_of_the_app():
     try:
         access = HttpAccess(HttpAccessSettings.from_config(config.server, environ={}))
         transcriber = FileTranscriber(runtime.sessions, loop, max_concurrent=1, timeout_sec=1)
-        app = create_app(runtime.status, runtime.admin, access,
-                         openai_routes(transcriber, runtime.admin, signed_tokens=False, max_body_bytes=1024))
-        served = {(route.path, method.method.lower())
-                  for route in falcon.inspect.inspect_routes(app)
-                  for method in route.methods if not method.internal}
+        routes = openai_routes(transcriber, runtime.admin, signed_tokens=False, max_body_bytes=1024)
+        both = routes_of(create_app(runtime.status, runtime.admin, access, routes))
+        operator = routes_of(create_app(runtime.status, runtime.admin, access, client_port=8001))
+        client = routes_of(create_client_app(runtime.status, access, routes, operator_port=8000))
     finally:
         loop.close()
         runtime.close()
-    documented = {(path, method) for path, item in openapi_document()["paths"].items() for method in item}
-    assert served == documented
+    assert both == documented("all")
+    assert operator == documented("operator"), "each plane's document names exactly its own routes"
+    assert client == documented("client")
+    assert operator | client == both
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +69,25 @@ def fuzz_server(request, tmp_path_factory) -> LocalAppliance:
     path.write_text(yaml.safe_dump(model_config))
     app = LocalAppliance("--model-config", str(path),
                          env={"STT_OBSERVABILITY_TOKEN": TOKEN, "STT_ADMIN_TOKEN": TOKEN,
-                              "STT_HTTP_RATE_LIMIT_RPS": "0"})
+                              "STT_HTTP_RATE_LIMIT_RPS": "0", "STT_OPENAI_PORT": "0"})
     app.start()
     request.addfinalizer(lambda: app.__exit__(None, None, None))
     return app
 
 
-def test_running_appliance_conforms_to_its_openapi_document(fuzz_server):
-    schema = schemathesis.openapi.from_url(fuzz_server.http_url + "/openapi.json")
+def plane_url(app: LocalAppliance, plane: str) -> str:
+    """The operator plane (metrics_port) or the client plane (openai.port, from the ready file)."""
+    if plane == "operator":
+        return app.http_url
+    return f"http://127.0.0.1:{json.loads(app.ready_file.read_text())['openai_port']}"
+
+
+@pytest.mark.parametrize("plane", ["operator", "client"])
+def test_running_appliance_conforms_to_its_openapi_document(fuzz_server, plane):
+    schema = schemathesis.openapi.from_url(plane_url(fuzz_server, plane) + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     fuzzed = {op.path for op in operations}
-    assert fuzzed == set(openapi_document()["paths"]) - {"/openapi.json"}  # schemathesis skips the document itself
+    assert fuzzed == set(openapi_document(plane)["paths"]) - {"/openapi.json"}  # schemathesis skips the document
     for operation in operations:
 
         @given(case=operation.as_strategy())

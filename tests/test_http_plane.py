@@ -7,7 +7,9 @@ appliance are in test_http_e2e.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from appliance.observability.health import Outcome
 from appliance.runtime import Lifecycle, Runtime
 from appliance.security.http_access import HttpAccess, HttpAccessSettings
 from appliance.transport.http.app import create_app
+from appliance.transport.http.planes import HttpPlanes, PlaneError
 from appliance.transport.http.server import HttpServer
 
 OBS_TOKEN = "obs-secret-token"
@@ -248,3 +251,102 @@ def test_bad_access_settings_are_refused_by_name():
         HttpAccessSettings.from_config(config.server, environ={"STT_HTTP_ALLOWLIST": "not-a-network"})
     with pytest.raises(ValueError, match="STT_PUBLIC_HEALTH"):
         HttpAccessSettings.from_config(config.server, environ={"STT_PUBLIC_HEALTH": "full"})
+
+
+# --- the two planes -------------------------------------------------------------------------------
+
+
+@contextmanager
+def planes(**overrides):
+    """Both HTTP planes on free loopback ports in front of an unloaded runtime (nothing is uploaded)."""
+    settings = {"server.metrics_port": 0, "openai.port": 0, "server.http_rate_limit_rps": 0.0, **overrides}
+    config = load_config(overrides=settings, env={})
+    runtime = Runtime(config)
+    runtime.health.set_state(Lifecycle.SERVING)
+    loop = asyncio.new_event_loop()
+    both = HttpPlanes(config, runtime, loop).start()
+    try:
+        yield both
+    finally:
+        both.stop()
+        runtime.close()
+        loop.close()
+
+
+def fetch(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def raw_answer(port: int) -> bytes:
+    """What a fresh connection is told before it sends anything."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        return conn.recv(4096)
+
+
+def test_each_plane_serves_its_routes_and_names_the_port_of_the_others():
+    with planes() as p:
+        assert p.client_port and p.client_port != p.operator_port
+        status, body = fetch(p.client_port, "/v1/models")
+        assert status == 200 and body == {"object": "list", "data": []}
+        status, body = fetch(p.operator_port, "/v1/models")
+        assert status == 404 and body["code"] == "ERR1018" and f"port {p.client_port} (openai.port)" in body["message"]
+        assert body["error"]["code"] == "ERR1018", "OpenAI clients read the error object"
+        for path in ("/health", "/metrics", "/admin/models"):
+            status, body = fetch(p.client_port, path)
+            assert status == 404 and f"port {p.operator_port} (server.metrics_port)" in body["message"], body
+        status, body = fetch(p.operator_port, "/health")
+        assert status == 503 and body["status"] == "degraded"  # no model: but the operator plane answers
+        _, operator_doc = fetch(p.operator_port, "/openapi.json")
+        _, client_doc = fetch(p.client_port, "/openapi.json")
+        assert "/health" in operator_doc["paths"] and not any(k.startswith("/v1") for k in operator_doc["paths"])
+        assert set(client_doc["paths"]) == {"/openapi.json", "/v1/audio/transcriptions", "/v1/audio/translations",
+                                            "/v1/models", "/v1/models/{model_id}"}
+
+
+def test_the_client_plane_refuses_new_connections_while_draining_and_the_operator_plane_answers():
+    with planes() as p:
+        p.operator.door.drain.check()  # the operator plane's gate is its own
+        runtime_gate = p.client.door.drain
+        runtime_gate.close()
+        refusal = raw_answer(p.client_port)
+        assert refusal.startswith(b"HTTP/1.1 503") and b"ERR1015" in refusal and b"Retry-After" in refusal
+        status, body = fetch(p.operator_port, "/health")
+        assert status == 503 and "status" in body
+
+
+def test_one_address_gets_its_share_of_a_plane_and_a_coded_refusal_past_it():
+    with planes(**{"server.http_max_connections": 4, "server.http_max_connections_per_address": 2,
+                   "openai.max_connections": 4, "openai.max_connections_per_address": 2}) as p:
+        for port, key in ((p.operator_port, b"server.http_max_connections_per_address=2"),
+                          (p.client_port, b"openai.max_connections_per_address=2")):
+            held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+            try:
+                refusal = raw_answer(port)
+                assert refusal.startswith(b"HTTP/1.1 503") and b"ERR1007" in refusal and key in refusal, refusal
+            finally:
+                for conn in held:
+                    conn.close()
+
+
+def test_the_allowlist_closes_both_planes_to_other_addresses(monkeypatch):
+    monkeypatch.setenv("STT_HTTP_ALLOWLIST", "10.0.0.0/8")
+    with planes() as p:
+        for port in (p.operator_port, p.client_port):
+            refusal = raw_answer(port)
+            assert refusal.startswith(b"HTTP/1.1 403") and b"ERR1005" in refusal and b"STT_HTTP_ALLOWLIST" in refusal
+
+
+def test_the_two_planes_cannot_share_a_port():
+    config = load_config(overrides={"server.metrics_port": 18123, "openai.port": 18123}, env={})
+    runtime = Runtime(config)
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(PlaneError, match="port of its own"):
+            HttpPlanes(config, runtime, loop)
+    finally:
+        runtime.close()
+        loop.close()

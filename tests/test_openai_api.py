@@ -1,5 +1,5 @@
 """The OpenAI-compatible transcription API, driven by the `openai` Python client (pointed at the
-appliance's base URL, as a script or notebook would be) against a real appliance process: every
+appliance's client plane, openai.port, as a script or notebook would be) against a real appliance process: every
 response format, every accepted container, the model list, the api keys; and with raw HTTP the
 refusals a broken or hostile uploader gets, each with its code, with the appliance serving on."""
 
@@ -45,15 +45,24 @@ def server(request) -> LocalAppliance:
     app = LocalAppliance(env={
         "STT_AUTH_CREATE_SESSION_AUTH_PROFILE": "api_key", "STT_AUTH_ALLOWED_API_KEYS": API_KEY,
         "STT_OPENAI_MAX_CONCURRENT_REQUESTS": "1", "STT_OPENAI_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
-        "STT_HTTP_RATE_LIMIT_RPS": "0", "STT_ADMIN_TOKEN": ADMIN_TOKEN})
+        "STT_HTTP_RATE_LIMIT_RPS": "0", "STT_ADMIN_TOKEN": ADMIN_TOKEN, "STT_OPENAI_PORT": "0"})
     app.start()
     request.addfinalizer(lambda: app.__exit__(None, None, None))
     return app
 
 
+def openai_port(server: LocalAppliance) -> int:
+    """The client plane's port (openai.port; 0 here, so the ready file names the one bound)."""
+    return int(json.loads(server.ready_file.read_text())["openai_port"])
+
+
+def openai_url(server: LocalAppliance) -> str:
+    return f"http://127.0.0.1:{openai_port(server)}/v1"
+
+
 @pytest.fixture(scope="module")
 def client(server) -> OpenAI:
-    return OpenAI(base_url=server.http_url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
+    return OpenAI(base_url=openai_url(server), api_key=API_KEY, max_retries=0, timeout=120)
 
 
 def encoded(path, container: str, subtype: str, rate_hz: int, channels: int) -> bytes:
@@ -140,7 +149,7 @@ def test_models_are_listed_in_openais_shape_and_an_unknown_one_is_404(client):
 
 
 def test_the_bearer_is_the_sessions_api_key(server):
-    stranger = OpenAI(base_url=server.http_url + "/v1", api_key="made-up", max_retries=0)
+    stranger = OpenAI(base_url=openai_url(server), api_key="made-up", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as refused, COMMAND.open("rb") as f:
         stranger.audio.transcriptions.create(model="whisper-1", file=f)
     assert refused.value.code == "ERR1004" and "unknown api_key" in refused.value.message
@@ -148,6 +157,14 @@ def test_the_bearer_is_the_sessions_api_key(server):
         status, headers, body = post(server, {"file": COMMAND.read_bytes()}, headers={"Authorization": authorization})
         assert (status, body["code"]) == (401, "ERR1004") and says in body["message"], body
         assert headers["www-authenticate"] == "Bearer"
+
+
+def test_the_operator_port_names_the_port_the_openai_api_moved_to(server):
+    """/v1 left server.metrics_port: a client still pointed there is told where to go, in OpenAI's shape."""
+    moved = OpenAI(base_url=server.http_url + "/v1", api_key=API_KEY, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as refused:
+        moved.models.list()
+    assert refused.value.code == "ERR1018" and f"port {openai_port(server)} (openai.port)" in refused.value.message
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the client marks translations.create deprecated
@@ -173,7 +190,7 @@ def post(server, fields: Fields, *, content_type: str | None = None, body: bytes
             data = value if isinstance(value, bytes) else value.encode()
             parts.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n")
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    connection = http.client.HTTPConnection("127.0.0.1", openai_port(server), timeout=60)
     try:
         connection.request("POST", path, body=body, headers={
             "Content-Type": content_type or f"multipart/form-data; boundary={boundary}",
@@ -255,7 +272,7 @@ def test_wrong_content_types_are_refused(server):
 
 def test_a_body_over_the_cap_is_refused_before_it_is_sent(server):
     """Headers only: the 413 must come back without the server waiting for the body."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", openai_port(server), timeout=10)
     try:
         connection.putrequest("POST", "/v1/audio/transcriptions")
         connection.putheader("Content-Type", "multipart/form-data; boundary=zz")

@@ -25,6 +25,14 @@ def test_health_url_reaches_a_wildcard_bind_through_loopback():
     assert url("0.0.0.0") == "http://127.0.0.1:8123/health"
     assert url("::") == "http://[::1]:8123/health"
     assert url("10.1.2.3") == "http://10.1.2.3:8123/health"
+    assert url("*") == "http://127.0.0.1:8123/health"  # every address, IPv4 and IPv6
+    assert url("127.0.0.1,::1") == "http://127.0.0.1:8123/health"  # a list of binds: the first
+
+
+def test_health_url_is_the_operator_plane_whatever_the_openai_api_binds():
+    config = load_config(overrides={"server.http_host": "127.0.0.1", "server.metrics_port": 8123,
+                                    "openai.host": "0.0.0.0", "openai.port": 8124}, env={})
+    assert health_url(config) == "http://127.0.0.1:8123/health"
 
 
 def test_healthcheck_follows_the_configured_port_and_token():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from appliance.config import AppConfig
 from appliance.file_transcriber import FileTranscriber
@@ -37,9 +38,9 @@ class PlaneError(RuntimeError):
     """A plane cannot start as configured (a port taken, a bad access setting); the message says which."""
 
 
-def _access(config: AppConfig) -> HttpAccess:
+def _access(config: AppConfig, environ: Mapping[str, str] | None) -> HttpAccess:
     try:
-        return HttpAccess(HttpAccessSettings.from_config(config.server))
+        return HttpAccess(HttpAccessSettings.from_config(config.server, environ))
     except ValueError as err:
         raise PlaneError(f"HTTP access settings: {err}") from None
 
@@ -57,19 +58,23 @@ def _bind(what: str, host: str, port: int, build) -> HttpServer:
     try:
         return build()
     except OSError as err:
-        raise PlaneError(f"cannot bind the HTTP {what} to {host}:{port}: {err.strerror or err}") from None
+        raise PlaneError(f"cannot bind HTTP to {host}:{port} ({what}): {err.strerror or err}") from None
 
 
 class HttpPlanes:
-    """Both listeners, bound at construction (before the model loads: /health answers 503 "starting")."""
+    """Both listeners, bound at construction (before the model loads: /health answers 503 "starting").
+    `environ`: where the STT_* access settings (tokens, allow-list) are read; None: os.environ."""
 
-    def __init__(self, config: AppConfig, runtime: Runtime, loop: asyncio.AbstractEventLoop):
+    def __init__(self, config: AppConfig, runtime: Runtime, loop: asyncio.AbstractEventLoop, *,
+                 environ: Mapping[str, str] | None = None):
+        self._environ = environ
         server, openai = config.server, config.openai
         client_host = openai.host or server.http_host
         if openai.enabled and openai.port and openai.port == server.metrics_port and client_host == server.http_host:
             raise PlaneError(f"openai.port and server.metrics_port are both {openai.port}: the OpenAI API needs a "
                              "port of its own")
         self.client: HttpServer | None = None
+        self.transcriber: FileTranscriber | None = None
         self.operator = self._operator(config, runtime)
         try:
             if openai.enabled:
@@ -88,10 +93,11 @@ class HttpPlanes:
 
     def _operator(self, config: AppConfig, runtime: Runtime) -> HttpServer:
         s = config.server
-        access = _access(config)
+        access = _access(config, self._environ)
         # Its own drain gate, never closed: a draining appliance keeps answering /health and /metrics.
-        door = Door("http", DoorLimits(s.http_max_connections, s.http_max_connections_per_address,
-                                       "server.http"), DrainGate(), _policy(access))
+        door = Door("http", DoorLimits(s.http_max_connections, s.http_max_connections_per_address, "server",
+                                       "http_max_connections", "http_max_connections_per_address"),
+                    DrainGate(), _policy(access))
         deadlines = RequestDeadlines(s.http_header_timeout_sec, s.http_header_timeout_sec,
                                      "server.http_header_timeout_sec", "server.http_header_timeout_sec")
         client_port = (lambda: self.client_port or 0) if config.openai.enabled else None
@@ -103,7 +109,7 @@ class HttpPlanes:
     def _client(self, config: AppConfig, runtime: Runtime, loop: asyncio.AbstractEventLoop,
                 host: str) -> HttpServer:
         openai = config.openai
-        access = _access(config)
+        access = _access(config, self._environ)
         door = Door("openai", DoorLimits(openai.max_connections, openai.max_connections_per_address, "openai"),
                     runtime.drain_gate, _policy(access))
         deadlines = RequestDeadlines(openai.header_timeout_sec, openai.body_timeout_sec,
@@ -112,6 +118,7 @@ class HttpPlanes:
                                       timeout_sec=openai.request_timeout_sec,
                                       max_audio_sec=config.server.max_audio_seconds_per_session,
                                       drain=runtime.drain_gate)
+        self.transcriber = transcriber
         routes = openai_routes(transcriber, runtime.admin, max_body_bytes=openai.max_upload_bytes,
                                signed_tokens=config.auth.create_session_auth_profile == "signed_token")
         app = create_client_app(runtime.status, access, routes, operator_port=lambda: self.operator_port)

@@ -39,7 +39,9 @@ def _with_port(sockinfo: tuple, port: int) -> tuple:
 
 def default_door() -> Door:
     """The door of a server built without one (tests, tools): the operator plane's default caps."""
-    return Door("http", DoorLimits(max_connections=32, max_per_address=8, setting="server.http"), DrainGate())
+    return Door("http", DoorLimits(max_connections=32, max_per_address=8, setting="server",
+                                   total_key="http_max_connections",
+                                   per_address_key="http_max_connections_per_address"), DrainGate())
 
 
 class HttpServer:
