@@ -8,6 +8,7 @@ appliance are in test_http_e2e.py.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import socket
 import urllib.error
@@ -350,3 +351,35 @@ def test_the_two_planes_cannot_share_a_port():
     finally:
         runtime.close()
         loop.close()
+
+
+def test_each_plane_has_its_own_rate_limit_bucket_and_believes_only_trusted_proxies():
+    with planes(**{"server.http_rate_limit_rps": 1.0, "server.http_rate_limit_burst": 2.0,
+                   "server.http_trusted_proxies": ["127.0.0.1"]}) as p:
+        for _ in range(2):
+            assert fetch(p.client_port, "/v1/models")[0] == 200
+        status, body = fetch(p.client_port, "/v1/models")
+        assert status == 429 and body["code"] == "ERR1006"
+        assert fetch(p.operator_port, "/openapi.json")[0] == 200, "the operator plane's bucket is its own"
+        # Behind the trusted proxy (127.0.0.1) each forwarded client has a bucket of its own.
+        forwarded = urllib.request.Request(f"http://127.0.0.1:{p.client_port}/v1/models",
+                                           headers={"X-Forwarded-For": "10.9.8.7"})
+        with urllib.request.urlopen(forwarded, timeout=10) as reply:
+            assert reply.status == 200
+
+
+def test_an_upload_on_a_connection_opened_before_the_drain_is_refused_with_err1015():
+    with planes() as p:
+        conn = http.client.HTTPConnection("127.0.0.1", p.client_port, timeout=10)
+        try:
+            conn.request("GET", "/v1/models")
+            assert conn.getresponse().read() and p.client.door.open_connections == 1
+            p.client.door.drain.close()  # the runtime's drain gate
+            body = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nx\r\n--zz--\r\n'
+            conn.request("POST", "/v1/audio/transcriptions", body=body,
+                         headers={"Content-Type": "multipart/form-data; boundary=zz"})
+            reply = conn.getresponse()
+            answer = json.loads(reply.read())
+            assert reply.status == 503 and answer["code"] == "ERR1015" and reply.getheader("Retry-After"), answer
+        finally:
+            conn.close()

@@ -38,6 +38,7 @@ from tests.helpers import REPO_ROOT
 JFK = REPO_ROOT / "hwtests/speech/sent_en_jfk_ask_not.wav"
 PER_ADDRESS = 4
 HEADER_TIMEOUT_SEC = 2.0
+BODY_TIMEOUT_SEC = 2.0
 HEALTH_BOUND_SEC = 1.0
 SETTINGS = {
     "server.http_host": "127.0.0.1,::1", "server.metrics_port": 0, "server.http_rate_limit_rps": 0.0,
@@ -45,7 +46,7 @@ SETTINGS = {
     "server.http_header_timeout_sec": HEADER_TIMEOUT_SEC,
     "openai.host": "127.0.0.1,::1", "openai.port": 0, "openai.max_concurrent_requests": 1,
     "openai.max_connections": 16, "openai.max_connections_per_address": PER_ADDRESS,
-    "openai.header_timeout_sec": HEADER_TIMEOUT_SEC, "openai.body_timeout_sec": 5.0,
+    "openai.header_timeout_sec": HEADER_TIMEOUT_SEC, "openai.body_timeout_sec": BODY_TIMEOUT_SEC,
     "auth.create_session_auth_profile": "none",
 }
 
@@ -174,11 +175,11 @@ def refusal_of_one_more(port: int) -> bytes:
         return sock.recv(4096)
 
 
-def trickle_until_answered(port: int, path: str, timeout_sec: float) -> tuple[bytes, float]:
-    """Half a header, then a byte every 0.3 s until the server answers; (the answer, seconds taken)."""
+def trickle_until_answered(port: int, start: bytes, timeout_sec: float) -> tuple[bytes, float]:
+    """`start`, then a byte every 0.3 s until the server answers; (the answer, seconds taken)."""
     started = time.monotonic()
     with socket.create_connection(("::1", port), timeout=5) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: victim\r\nX-Slow: ".encode())
+        sock.sendall(start)
         while time.monotonic() - started < timeout_sec:
             sock.settimeout(0.3)
             try:
@@ -275,9 +276,18 @@ def test_slow_clients_on_the_operator_plane_hold_only_their_share(appliance):
 @pytest.mark.parametrize("plane", ["operator", "client"])
 def test_a_byte_now_and_then_does_not_extend_the_header_deadline(appliance, plane):
     port = appliance.operator_port if plane == "operator" else appliance.client_port
-    answer, seconds = trickle_until_answered(port, "/health", HEADER_TIMEOUT_SEC + 5.0)
-    assert answer.startswith(b"HTTP/1.1 408") and b"ERR1012" in answer, answer
+    half_a_header = b"GET /health HTTP/1.1\r\nHost: victim\r\nX-Slow: "
+    answer, seconds = trickle_until_answered(port, half_a_header, HEADER_TIMEOUT_SEC + 5.0)
+    assert answer.startswith(b"HTTP/1.1 408") and b"ERR1012" in answer and b"header_timeout_sec" in answer, answer
     assert HEADER_TIMEOUT_SEC <= seconds < HEADER_TIMEOUT_SEC + 2.0, seconds
+
+
+def test_a_body_sent_a_byte_now_and_then_is_cut_at_the_body_deadline(appliance):
+    header = (b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: victim\r\n"
+              b"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 100000\r\n\r\n--zz")
+    answer, seconds = trickle_until_answered(appliance.client_port, header, HEADER_TIMEOUT_SEC + BODY_TIMEOUT_SEC + 5)
+    assert answer.startswith(b"HTTP/1.1 408") and b"openai.body_timeout_sec" in answer, answer
+    assert HEADER_TIMEOUT_SEC + BODY_TIMEOUT_SEC <= seconds < HEADER_TIMEOUT_SEC + BODY_TIMEOUT_SEC + 2.0, seconds
 
 
 def sessions_open(appliance: Appliance) -> int:
