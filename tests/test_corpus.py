@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from clients.corpus import SHARED_AUDIO, english_corpus, offline_transcribe, word_errors
-from clients.local_server import LocalAppliance
 from clients.noise import noisy_copies
 from tests.conftest import finals_text, stream_file
+from tests.inprocess import InProcessAppliance
 
 pytestmark = pytest.mark.corpus
 
@@ -40,7 +40,7 @@ def streamed():
     # test, so finals may wait as long as they need (no decode_queue_timeout_sec).
     # Every file streams from this one host: the per-IP session cap (16) is lifted too.
     env = {"STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC": "0", "STT_SERVER_MAX_SESSIONS_PER_IP": "0"}
-    with LocalAppliance(env=env) as server, \
+    with InProcessAppliance(env=env) as server, \
             ThreadPoolExecutor(len(CORPUS)) as pool:
         results = pool.map(lambda rec: stream_file(server.address, rec.path, realtime=True), CORPUS)
         return dict(zip((rec.path.name for rec in CORPUS), results, strict=True))
@@ -95,7 +95,7 @@ def test_pooled_streaming_wer_in_noise_stays_near_offline_on_the_same_noisy_audi
     """DESIGN.md's target is 0.5 point at 5 dB; this bound leaves room for the int8 server against the
     float32 offline baseline and for which words a cut moves (bench/wer.py --noise pink --snr 5)."""
     env = {"STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC": "0", "STT_SERVER_MAX_SESSIONS_PER_IP": "0"}
-    with LocalAppliance(env=env) as server, ThreadPoolExecutor(4) as pool:
+    with InProcessAppliance(env=env) as server, ThreadPoolExecutor(4) as pool:
         streamed = list(pool.map(lambda path: finals_text(stream_file(server.address, path)), noisy_corpus))
     stream_errors = offline_errors = words = 0
     for recording, path, text in zip(CORPUS, noisy_corpus, streamed, strict=True):
