@@ -86,11 +86,20 @@ def appliance() -> Iterator[Appliance]:
         yield Appliance(runtime, planes)
     finally:
         planes.stop()
-        loop.call_soon_threadsafe(runtime.close)
-        time.sleep(0.2)
+        asyncio.run_coroutine_threadsafe(shut_down(runtime), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+async def shut_down(runtime: Runtime) -> None:
+    """Release the runtime, then end whatever it left running, so the loop closes with nothing pending."""
+    runtime.close()
+    await asyncio.sleep(0)
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # --- clients ------------------------------------------------------------------------------------

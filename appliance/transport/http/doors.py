@@ -55,6 +55,7 @@ def _send_and_close(conn: socket.socket, reply: bytes) -> None:
         conn.setblocking(False)
         conn.send(reply)  # a few hundred bytes: fits the fresh socket's send buffer, never blocks the loop
         conn.shutdown(socket.SHUT_WR)
+        conn.recv(65536)  # what the client sent already: closing with it unread would reset the answer away
     except OSError:
         pass  # the client is gone already
     finally:
