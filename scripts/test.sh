@@ -8,14 +8,23 @@
 # tests (tests/test_fleet.py, tests/test_grpcurl.py). pulseaudio (+ utils, the ALSA
 # pulse plugin) and PortAudio give the microphone client a virtual microphone to record from.
 #
-# The deploy tests (pytest -m deploy: debootstrap, image builds, containers) spend their minutes
-# waiting on the network and dockerd, so for a whole-suite run they go in a second pytest session
-# started before the lint, beside the rest (-m "not deploy"); its output follows the main one's and
-# either session failing fails the run. Selecting tests yourself (-m, -k, a path) runs one session;
-# so does STT_TEST_SESSIONS=1. A quick check while working: scripts/test.sh -m "not slow and not deploy".
+# For a whole-suite run, the deploy tests (pytest -m deploy: debootstrap, image builds, containers),
+# which spend their minutes waiting on the network and dockerd, run as a second pytest session, and
+# the lint beside both; the main session (-m "not deploy") prints as it goes, the others' output
+# follows it, and any of them failing fails the run. Selecting tests yourself (-m, -k, a path), or
+# STT_TEST_SESSIONS=1, runs the lint and then one session, in order. A quick check while working:
+# scripts/test.sh -m "not slow and not deploy".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=test,torch APT_PACKAGES="espeak-ng alsa-utils chromium systemd docker.io debootstrap umockdev pulseaudio pulseaudio-utils libasound2-plugins libportaudio2 haproxy" scripts/setup.sh
+
+lint() {
+    local status=0
+    scripts/lint-deploy.sh || status=$?
+    .venv/bin/ruff check appliance clients hwtests bench tools tests || status=$?  # [tool.ruff] in pyproject.toml
+    .venv/bin/mypy || status=$?                                                 # [tool.mypy]: appliance and hwtests
+    return "$status"
+}
 
 split=1
 for arg in "$@"; do
@@ -25,27 +34,28 @@ for arg in "$@"; do
 done
 [ "${STT_TEST_SESSIONS:-2}" = 1 ] && split=0
 
-deploy_pid=""
-if [ "$split" = 1 ]; then
-    deploy_log=$(mktemp /tmp/stt-deploy-tests.XXXXXX.log)
-    .venv/bin/python -m pytest -m deploy "$@" >"$deploy_log" 2>&1 &
-    deploy_pid=$!
-    trap 'kill -INT "$deploy_pid" 2>/dev/null || true' INT TERM  # pytest tears down (dockerd) on SIGINT
+if [ "$split" = 0 ]; then
+    status=0
+    lint || status=$?
+    .venv/bin/python -m pytest "$@" || status=$?
+    exit "$status"
 fi
 
+logs=$(mktemp -d /tmp/stt-test-logs.XXXXXX)
+.venv/bin/python -m pytest -m deploy "$@" >"$logs/deploy.log" 2>&1 &
+deploy_pid=$!
+lint >"$logs/lint.log" 2>&1 &
+lint_pid=$!
+trap 'kill -INT "$deploy_pid" "$lint_pid" 2>/dev/null || true' INT TERM  # pytest tears down (dockerd) on SIGINT
 status=0
-scripts/lint-deploy.sh || status=$?
-.venv/bin/ruff check appliance clients hwtests bench tools tests || status=$?  # [tool.ruff] in pyproject.toml
-.venv/bin/mypy || status=$?                                                 # [tool.mypy]: appliance and hwtests
-if [ "$split" = 1 ]; then
-    .venv/bin/python -m pytest -m "not deploy" "$@" || status=$?
-    deploy_status=0
-    wait "$deploy_pid" || deploy_status=$?
-    echo "==================== the deploy tests (pytest -m deploy), run alongside ===================="
-    cat "$deploy_log"
-    rm -f "$deploy_log"
-    [ "$deploy_status" = 0 ] || status=$deploy_status
-else
-    .venv/bin/python -m pytest "$@" || status=$?
-fi
+.venv/bin/python -m pytest -m "not deploy" "$@" || status=$?
+for part in lint deploy; do
+    pid_var="${part}_pid"
+    part_status=0
+    wait "${!pid_var}" || part_status=$?
+    echo "==================== $part (run alongside): exit $part_status ===================="
+    cat "$logs/$part.log"
+    [ "$part_status" = 0 ] || status=$part_status
+done
+rm -rf "$logs"
 exit "$status"
