@@ -6,8 +6,8 @@ registers it there; `stream` attaches a call to it by its ticket (`appliance.ses
 the stage pipeline (`appliance.streaming.stream`) built by `StreamBuilder`, which leases the model and
 a VAD slot for the stream's lifetime. Every refusal is an `ApplianceError` with its code, counted in
 the metrics. How a call ends decides what its session's tickets are worth: a stream that ran to its
-end (half-close and finals), or an error, ends the session and its tickets; a lost connection (or a
-drain of a resumable session) leaves it resumable for server.resume_window_sec.
+end (half-close and finals), an error, or its door's cancel ends the session and its tickets; a lost
+gRPC connection (or a drain of a resumable session) leaves it resumable for server.resume_window_sec.
 
 Connection caps belong to the doors (`appliance.frontdoor`); the drain switch is the shared DrainGate.
 """
@@ -50,6 +50,9 @@ from appliance.vad import VadPool
 
 log = logging.getLogger(__name__)
 DRAIN_POLL_SEC = 0.05  # drain waits for the table's streaming count to reach 0
+# The doors whose clients get resume tokens. A stream of another door that stops early was cancelled
+# by its door (its client left, or its upload failed): nobody can resume it, so it ends.
+RESUMING_PROTOCOLS = frozenset({"grpc"})
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,8 @@ class SessionService:
             ended = True
             raise
         finally:
-            self._table.finish(settings.session_id, call.generation, lost=not ended or call.taken_over)
+            lost = (not ended or call.taken_over) and settings.protocol in RESUMING_PROTOCOLS
+            self._table.finish(settings.session_id, call.generation, lost=lost)
             self._streams.listeners.stream_ended(settings.session_id, error)
             call.ended.set()
 
