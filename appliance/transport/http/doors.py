@@ -93,9 +93,9 @@ class DoorChannel(HTTPChannel):
             if waited > deadlines.header_sec:
                 return ApplianceError("ERR1012", f"no complete request header within {deadlines.header_sec:g} s "
                                       f"({deadlines.header_setting})")
-        elif waited > deadlines.header_sec + deadlines.body_sec:  # a body, or a slow reader of the answer
-            return ApplianceError("ERR1012", f"the request body did not arrive within {deadlines.body_sec:g} s "
-                                  f"({deadlines.body_setting})")
+        elif waited > deadlines.header_sec + deadlines.body_sec:
+            what = "the answer was not read" if self.total_outbufs_len else "the request body did not arrive"
+            return ApplianceError("ERR1012", f"{what} within {deadlines.body_sec:g} s ({deadlines.body_setting})")
         return None
 
     def del_channel(self, map=None) -> None:
