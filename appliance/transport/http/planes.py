@@ -97,7 +97,7 @@ class HttpPlanes:
         # Its own drain gate, never closed: a draining appliance keeps answering /health and /metrics.
         door = Door("http", DoorLimits(s.http_max_connections, s.http_max_connections_per_address, "server",
                                        "http_max_connections", "http_max_connections_per_address"),
-                    DrainGate(), _policy(access))
+                    DrainGate(), _policy(access), on_refused=runtime.metrics.error)
         deadlines = RequestDeadlines(s.http_header_timeout_sec, s.http_header_timeout_sec,
                                      "server.http_header_timeout_sec", "server.http_header_timeout_sec")
         client_port = (lambda: self.client_port or 0) if config.openai.enabled else None
@@ -111,7 +111,7 @@ class HttpPlanes:
         openai = config.openai
         access = _access(config, self._environ)
         door = Door("openai", DoorLimits(openai.max_connections, openai.max_connections_per_address, "openai"),
-                    runtime.drain_gate, _policy(access))
+                    runtime.drain_gate, _policy(access), on_refused=runtime.metrics.error)
         deadlines = RequestDeadlines(openai.header_timeout_sec, openai.body_timeout_sec,
                                      "openai.header_timeout_sec", "openai.body_timeout_sec")
         transcriber = FileTranscriber(runtime.sessions, loop, max_concurrent=openai.max_concurrent_requests,
