@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     appliance = LocalAppliance(env={"STT_OPENAI_MAX_CONCURRENT_REQUESTS": str(max(counts)),
                                     "STT_HTTP_RATE_LIMIT_RPS": "0", "STT_SERVER_MAX_SESSIONS_PER_IP": "0"})
     appliance.start()
-    client = OpenAI(base_url=appliance.http_url + "/v1", api_key="bench", max_retries=0, timeout=600)
+    client = OpenAI(base_url=appliance.openai_url, api_key="bench", max_retries=0, timeout=600)
     steps: list[Step] = []
     try:
         print("path    workers  requests  errors  x realtime  ratio  p50 s   p95 s   WER     CPU %  RSS MB")

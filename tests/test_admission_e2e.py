@@ -105,7 +105,7 @@ def test_realtime_client_signs_with_its_secret(server_with, alsa_prompts):
     assert unsigned.returncode == 2 and "ERR1004" in unsigned.stderr
     # The OpenAI-compatible upload cannot carry a signature: refused up front, saying why.
     upload = urllib.request.Request(
-        server.http_url + "/v1/audio/transcriptions", method="POST", data=b"--b\r\n--b--\r\n",
+        server.openai_url + "/audio/transcriptions", method="POST", data=b"--b\r\n--b--\r\n",
         headers={"Content-Type": "multipart/form-data; boundary=b", "Authorization": "Bearer kiosk"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(upload, timeout=30)
