@@ -13,19 +13,16 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from appliance.config import AppConfig
-from appliance.file_transcriber import FileTranscriber
 from appliance.lifecycle import Lifecycle
+from appliance.models.registry import LoadedModel
 from appliance.observability.sdnotify import SystemdHealthPublisher, SystemdNotifier
 from appliance.runtime import Runtime
-from appliance.security.http_access import HttpAccess, HttpAccessSettings
 from appliance.transport.grpc.server import GrpcHealthPublisher, create_grpc_server, listen_address
-from appliance.transport.http.app import create_app
-from appliance.transport.http.openai import openai_routes
-from appliance.transport.http.server import HTTP_THREADS, MAX_SPOOLED_BODY_BYTES, HttpServer
+from appliance.transport.http.planes import HttpPlanes, PlaneError
 from appliance.transport.wyoming.server import WyomingServer
 
 log = logging.getLogger(__name__)
@@ -40,7 +37,8 @@ class StartupError(RuntimeError):
 @dataclass(frozen=True)
 class Ports:
     grpc: int
-    http: int
+    http: int  # the operator plane (/health, /metrics*, /system, admin, the page)
+    openai: int | None  # the client plane (the OpenAI /v1 routes; None with openai.enabled false)
     wyoming: int | None
 
 
@@ -49,15 +47,17 @@ class ApplianceServer:
     `await stop()` → ports closed and the runtime released. `stop` is safe after a failed start."""
 
     def __init__(self, config: AppConfig, *, hardware_report: dict | None = None,
-                 environ: Mapping[str, str] | None = None):
+                 environ: Mapping[str, str] | None = None, model_loader: Callable[..., LoadedModel] | None = None):
         self.config = config
         # Where the STT_* settings that are no config key (HTTP tokens, allow-list) are read: the
         # process environment unless given (the tests run appliances with different ones side by side).
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.runtime = Runtime(config, hardware_report=hardware_report)
+        if model_loader is not None:  # the tests' in-process appliances share one load of each model
+            self.runtime.models.load_through(model_loader)
         self.ports: Ports | None = None
         self._grpc = None
-        self._http: HttpServer | None = None
+        self._http: HttpPlanes | None = None
         self._wyoming: WyomingServer | None = None
         self._notifier = SystemdNotifier()  # a no-op outside systemd
         self._watchdog: asyncio.Task | None = None
@@ -82,7 +82,10 @@ class ApplianceServer:
     async def _open_listeners(self) -> None:
         """Bind every port (health not serving yet); on any failure close what was opened."""
         config, runtime = self.config, self.runtime
-        self._http = _http_server(config, runtime, asyncio.get_running_loop())
+        try:
+            self._http = HttpPlanes(config, runtime, asyncio.get_running_loop(), environ=self.environ)
+        except PlaneError as err:
+            raise StartupError(str(err)) from None
         grpc_health = GrpcHealthPublisher()
         try:
             server, port = create_grpc_server(config, runtime.sessions, grpc_health, drain=runtime.drain_gate,
@@ -101,7 +104,7 @@ class ApplianceServer:
         self._wyoming = await _wyoming_server(config, runtime)
         await server.start()
         self._http.start()
-        self.ports = Ports(grpc=port, http=self._http.port,
+        self.ports = Ports(grpc=port, http=self._http.operator_port, openai=self._http.client_port,
                            wyoming=config.wyoming.port if self._wyoming else None)
 
     async def drain(self) -> bool:
@@ -158,27 +161,3 @@ async def _wyoming_server(config: AppConfig, runtime: Runtime) -> WyomingServer 
         raise StartupError(f"cannot serve Wyoming on {config.wyoming.host}:{config.wyoming.port}: {err}") from None
     return wyoming
 
-
-def _http_server(config: AppConfig, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> HttpServer:
-    """Bind the HTTP plane (before the model loads, so /health answers 503 "starting")."""
-    try:
-        access = HttpAccess(HttpAccessSettings.from_config(config.server))
-    except ValueError as err:
-        raise StartupError(f"HTTP access settings: {err}") from None
-    threads, max_body_bytes, add_routes = HTTP_THREADS, MAX_SPOOLED_BODY_BYTES, None
-    openai = config.openai
-    if openai.enabled:
-        transcriber = FileTranscriber(runtime.sessions, loop, max_concurrent=openai.max_concurrent_requests,
-                                      timeout_sec=openai.request_timeout_sec,
-                                      max_audio_sec=config.server.max_audio_seconds_per_session)
-        add_routes = openai_routes(transcriber, runtime.admin, max_body_bytes=openai.max_upload_bytes,
-                                   signed_tokens=config.auth.create_session_auth_profile == "signed_token")
-        # Uploads get threads of their own: /health and the page keep HTTP_THREADS however many run.
-        threads += openai.max_concurrent_requests
-        max_body_bytes = max(max_body_bytes, openai.max_upload_bytes + 1)  # waitress refuses >= its limit
-    try:
-        return HttpServer(create_app(runtime.status, runtime.admin, access, add_routes), config.server.http_host,
-                          config.server.metrics_port, threads=threads, max_body_bytes=max_body_bytes)
-    except OSError as err:
-        raise StartupError(f"cannot bind HTTP to {config.server.http_host}:{config.server.metrics_port}: "
-                           f"{err.strerror or err}") from None

@@ -6,8 +6,8 @@ appliance.cli) and STT_* settings given as a dict, never written to os.environ, 
 different settings run side by side. It answers on free loopback ports and has the surface of
 `clients.local_server.LocalAppliance` that tests use (address, port, http_port, http_url, log(),
 stop(), a context manager), plus `ports`, `runtime` and `drain()`. Booting one costs no interpreter
-start and no imports; tests of the process itself (the CLI, signals, exit codes, systemd, Docker,
-cold start) keep using LocalAppliance.
+start, no imports and, after the first, no model load (SHARED_MODELS). Tests of the process itself
+(the CLI, signals, exit codes, systemd, Docker, cold start, a crash) keep using LocalAppliance.
 """
 
 from __future__ import annotations
@@ -20,10 +20,15 @@ from collections.abc import Mapping
 
 from appliance.config import ConfigError, load_config_from_args
 from appliance.config_sources import default_config_paths
+from appliance.models.shared import SharedModels
 from appliance.observability import log_guard
 from appliance.server import ApplianceServer, Ports
 from clients.local_server import LOOPBACK_DEFAULTS, REPO_ROOT, loopback_env
 from tests.server_logs import ServerLog, capture_logs, owned_by
+
+# Each model is loaded and warmed up once per test session (about a second each time otherwise); the
+# appliances that load it share its backend, each with its own registry record and leases.
+SHARED_MODELS = SharedModels()
 
 # STT_* settings that are no config key: HttpAccessSettings reads them from the environment. Until
 # ApplianceServer hands its `environ` to the HTTP planes they cannot differ per appliance.
@@ -161,7 +166,8 @@ class InProcessAppliance:
         self.log_record.configure(config)
         log_guard.install()
         config, hardware_report = decide_hardware(config)
-        server = ApplianceServer(config, hardware_report=hardware_report, environ=self.env)
+        server = ApplianceServer(config, hardware_report=hardware_report, environ=self.env,
+                                 model_loader=SHARED_MODELS)
         try:
             await server.start()
         except BaseException as err:

@@ -23,7 +23,6 @@ SLOW_MODULES = frozenset({
     "test_grpcurl.py",               # the same fleet, through grpcurl
     "test_hwtests.py",               # python -m hwtests --tiny against a real appliance
     "test_loadtest.py",              # stt-loadtest runs
-    "test_mic_client.py",            # speech played into a virtual microphone in real time
     "test_status_page_browser.py",   # chromium renders the page while a stream runs
     "adversarial/test_fuzz.py",      # hundreds of generated requests through the real server
 })
@@ -40,6 +39,14 @@ SLOW_TESTS = frozenset({
     "test_capacity.py::test_fixed_vad_pool_err1008_leaves_the_running_stream_alone",
     "test_capacity.py::test_flooding_stream_does_not_starve_a_realtime_stream",
     "test_logging_pii.py::test_debug_log_holds_no_transcript_words",
+    "test_torch_backend.py::test_the_appliance_serves_with_torch_whisper",
+    "test_mic_client.py::test_appliance_server_mic_transcribes_speech_played_into_the_microphone",
+    "test_resume.py::test_a_cut_mid_utterance_loses_and_repeats_nothing",
+    "test_resume.py::test_a_resume_after_the_window_is_refused_with_a_code",
+    "test_resume.py::test_a_stream_resumes_on_another_node_sharing_the_secret",
+    "test_resume.py::test_a_cut_between_utterances_loses_and_repeats_nothing",
+    "adversarial/test_attach.py::test_a_stolen_ticket_cannot_take_over_a_stream_in_progress",
+    "test_torch_backend.py::test_corpus_wer_matches_faster_whisper_on_the_same_weights",
 })
 
 

@@ -94,6 +94,14 @@ class ModelRegistry:
         with self._lock:
             return len(self._models)
 
+    def load_through(self, loader: Callable[..., LoadedModel]) -> None:
+        """Load with `loader` from now on (appliance.models.shared.SharedModels, where one process runs
+        several appliances); only before the first load, so all of a registry's models had one loader."""
+        with self._lock:
+            if self._models or self._loading:
+                raise RuntimeError("a registry's loader is chosen before its first load")
+            self._loader = loader
+
     def ids(self) -> tuple[str, ...]:
         """Models that accept new sessions (not draining)."""
         with self._lock:
