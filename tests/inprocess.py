@@ -30,22 +30,14 @@ from tests.server_logs import ServerLog, capture_logs, owned_by
 # appliances that load it share its backend, each with its own registry record and leases.
 SHARED_MODELS = SharedModels()
 
-# STT_* settings that are no config key: HttpAccessSettings reads them from the environment. Until
-# ApplianceServer hands its `environ` to the HTTP planes they cannot differ per appliance.
-ENV_ONLY_SETTINGS = frozenset({"STT_OBSERVABILITY_TOKEN", "STT_ADMIN_TOKEN", "STT_HTTP_ALLOWLIST",
-                               "STT_PUBLIC_HEALTH", "STT_HEALTH_DETAIL_MODE"})
-
 
 class InProcessAppliance:
     def __init__(self, *extra_args: str, env: Mapping[str, str] | None = None, startup_timeout_sec: float = 90.0):
         server_yaml, model_yaml = default_config_paths(REPO_ROOT)  # as LocalAppliance's cwd gives them
         self.argv = ["--config", str(server_yaml), "--model-config", str(model_yaml), *LOOPBACK_DEFAULTS,
                      *extra_args]
-        given = dict(env or {})
-        refused = sorted(ENV_ONLY_SETTINGS & given.keys())
-        if refused:
-            raise ValueError(f"{', '.join(refused)} cannot be set per in-process appliance yet: use LocalAppliance")
-        self.env = loopback_env({**os.environ, **given})
+        # Where its STT_* settings are read, config keys or not (HTTP tokens); os.environ is never written.
+        self.env = loopback_env({**os.environ, **(env or {})})
         self._startup_timeout_sec = startup_timeout_sec
         self.log_record = ServerLog()
         self.server: ApplianceServer | None = None
@@ -85,6 +77,16 @@ class InProcessAppliance:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def openai_port(self) -> int | None:
+        """The OpenAI API's own listener (None with openai.enabled false)."""
+        return self.ports.openai
+
+    @property
+    def openai_url(self) -> str:
+        """The OpenAI API's base URL (…/v1)."""
+        return f"http://127.0.0.1:{self.openai_port}/v1"
 
     def log(self) -> str:
         """This appliance's log records, formatted as `stt-appliance serve` writes them."""
