@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from clients.audio import load_pcm16
-from clients.local_server import LocalAppliance
 from clients.sdk import SttClient
+from tests.inprocess import InProcessAppliance
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "page-token"
@@ -35,7 +35,7 @@ def _stream(address: str, path, stop: threading.Event, errors: list) -> None:
 def test_status_page_shows_the_live_session_and_latency_chart(sentences, tmp_path):
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     stop, errors = threading.Event(), []
-    with LocalAppliance(env={"STT_OBSERVABILITY_TOKEN": TOKEN, "STT_HTTP_RATE_LIMIT_RPS": "0"}) as app:
+    with InProcessAppliance(env={"STT_OBSERVABILITY_TOKEN": TOKEN, "STT_HTTP_RATE_LIMIT_RPS": "0"}) as app:
         streamer = threading.Thread(target=_stream, args=(app.address, sentences.path, stop, errors), daemon=True)
         streamer.start()
         try:

@@ -8,8 +8,8 @@ import sys
 
 from appliance.config import load_config
 from appliance.healthcheck import health_url
-from clients.local_server import LocalAppliance
 from tests.deploy.conftest import REPO_ROOT, free_port
+from tests.inprocess import InProcessAppliance
 
 
 def healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -37,7 +37,7 @@ def test_health_url_is_the_operator_plane_whatever_the_openai_api_binds():
 
 def test_healthcheck_follows_the_configured_port_and_token():
     token = "deploy-test-token"
-    with LocalAppliance(env={"STT_OBSERVABILITY_TOKEN": token}) as server:
+    with InProcessAppliance(env={"STT_OBSERVABILITY_TOKEN": token}) as server:
         # the same STT_* settings the server runs with (how the container's HEALTHCHECK gets them)
         env = {"STT_SERVER_METRICS_PORT": str(server.http_port), "STT_SERVER_HTTP_HOST": "0.0.0.0"}
         ok = healthcheck({**env, "STT_OBSERVABILITY_TOKEN": token})
