@@ -18,10 +18,12 @@ import os
 import threading
 from collections.abc import Mapping
 
+from appliance.cli import decide_hardware, parse_serve_args
 from appliance.config import ConfigError, load_config_from_args
 from appliance.config_sources import default_config_paths
 from appliance.models.shared import SharedModels
 from appliance.observability import log_guard
+from appliance.runtime import Runtime
 from appliance.server import ApplianceServer, Ports
 from clients.local_server import LOOPBACK_DEFAULTS, REPO_ROOT, loopback_env
 from tests.server_logs import ServerLog, capture_logs, owned_by
@@ -57,7 +59,7 @@ class InProcessAppliance:
         return self.server.ports
 
     @property
-    def runtime(self):
+    def runtime(self) -> Runtime:
         if self.server is None:
             raise RuntimeError("the appliance has not been started")
         return self.server.runtime
@@ -156,8 +158,6 @@ class InProcessAppliance:
                 self._ready.set()
 
     async def _serve(self) -> None:
-        from appliance.cli import decide_hardware, parse_serve_args
-
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         try:
