@@ -91,7 +91,9 @@ def _bucketed_model_class():
             frames = getattr(self.call_state, "encode_frames", None)
             if frames is not None and features.shape[-1] > frames:
                 features = np.ascontiguousarray(features[..., :frames])
-            return super().encode(features)
+            encoded = super().encode(features)
+            self.call_state.encoded = encoded  # the window being decoded, for word alignment
+            return encoded
 
     return BucketedWhisperModel
 
@@ -129,21 +131,15 @@ class FasterWhisperBackend:
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
                    task: str, provisional: bool = False) -> Transcript:
         started = time.perf_counter()
-        # Word alignment reads the encoder output against Whisper's 30 s frame grid: full window only.
-        bucketed = self._bucketed(provisional) and not options.word_timestamps
-        frames = encode_frames_for(audio.size / 16_000) if bucketed else FULL_WINDOW_FRAMES
+        frames = encode_frames_for(audio.size / 16_000) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
         [transcript] = self._with_retries(
             [audio], frames, lambda batch, f: [self._transcribe_once(batch[0], options, language, task, f)])
         return dataclasses.replace(transcript, decode_sec=time.perf_counter() - started)
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
                          task: str, provisional: bool = False) -> list[Transcript]:
-        """Decode several utterances in one CTranslate2 call (see ct2_batch)."""
+        """Decode several utterances in one CTranslate2 call (see ct2_batch); word timings too."""
         from appliance.models.backends.ct2_batch import transcribe_batch
-
-        if options.word_timestamps:  # the batched path has no alignment: one by one
-            return [self.transcribe(a, options, language=language, task=task, provisional=provisional)
-                    for a in audios]
 
         def decode(batch: list[np.ndarray], frames: int) -> list[Transcript]:
             return transcribe_batch(self._model, batch, options, language=None if self.english_only else language,
@@ -177,33 +173,63 @@ class FasterWhisperBackend:
 
     def _transcribe_once(self, audio: np.ndarray, options: DecodeOptions, language: str | None, task: str,
                          frames: int) -> Transcript:
-        """faster-whisper's own path (temperature fallback included) on a `frames` window."""
+        """faster-whisper's own path (temperature fallback included) on a `frames` window; word
+        timings, when asked for, by aligning each window's tokens against that window's encoding
+        (ct2_words), never through faster-whisper's word mode, which decodes the padding again."""
         audio_sec = audio.size / 16_000
-        self._model.call_state.encode_frames = frames if frames < FULL_WINDOW_FRAMES else None
+        task = "transcribe" if self.english_only else task
+        state = self._model.call_state
+        state.encode_frames = frames if frames < FULL_WINDOW_FRAMES else None
+        windows: list[tuple[object, list]] = []  # (encoder output, its segments), in order
         try:
             segments, info = self._model.transcribe(
                 audio,
                 language="en" if self.english_only else (language or None),
-                task="transcribe" if self.english_only else task,
+                task=task,
                 vad_filter=False,  # the appliance already gated this audio with its own VAD
                 condition_on_previous_text=False,  # never carry text across calls or silence
                 max_new_tokens=token_budget(audio_sec),
-                **options.as_kwargs(),
+                **dataclasses.replace(options, word_timestamps=False).as_kwargs(),
             )
-            segments = list(segments)
+            for segment in segments:  # lazily decoded: state.encoded is this segment's window
+                if not windows or windows[-1][1][0].seek != segment.seek:
+                    windows.append((state.encoded, []))
+                windows[-1][1].append(segment)
         finally:
-            self._model.call_state.encode_frames = None
+            state.encode_frames = state.encoded = None
+        words = self._words(windows, audio.size, task, info.language) if options.word_timestamps else {}
         decoded = tuple(
             Segment(text=s.text, start_sec=s.start, end_sec=s.end, avg_logprob=s.avg_logprob,
                     no_speech_prob=s.no_speech_prob, compression_ratio=s.compression_ratio,
-                    words=tuple(WordTiming(w.word, float(w.start), float(w.end), float(w.probability))
-                                for w in s.words or ()))
-            for s in segments
+                    words=words.get(id(s), ()))
+            for _, window in windows for s in window
         )
-        tokens = [t for s in segments for t in s.tokens if t < self._eot]
+        tokens = [t for _, window in windows for s in window for t in s.tokens if t < self._eot]
         return Transcript(segments=decoded, language=info.language,
                           language_probability=float(info.language_probability), audio_sec=audio_sec,
                           extra={"encode_frames": frames, "tokens": tokens})
+
+    def _words(self, windows: list[tuple[object, list]], audio_samples: int, task: str, language: str
+               ) -> dict[int, tuple[WordTiming, ...]]:
+        """Each decoded segment's words (keyed by id), one alignment per encoder window."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        from appliance.models.backends.ct2_words import AlignWindow, TokenSegment, align_windows, content_frames
+
+        tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task=task,
+                              language=language)
+        words: dict[int, tuple[WordTiming, ...]] = {}
+        last_speech_sec = 0.0
+        for encoded, segments in windows:
+            seek = segments[0].seek
+            window = AlignWindow([TokenSegment(list(s.tokens), s.start, s.end) for s in segments],
+                                 num_frames=min(FULL_WINDOW_FRAMES, content_frames(audio_samples) - seek),
+                                 offset_sec=seek / FRAMES_PER_SEC, last_speech_sec=last_speech_sec)
+            [aligned] = align_windows(self._model, tokenizer, encoded, [window])
+            for segment, segment_words in zip(segments, aligned, strict=True):
+                words[id(segment)] = segment_words
+                last_speech_sec = segment_words[-1].end_sec if segment_words else last_speech_sec
+        return words
 
     def _token_is_word(self, token: int) -> bool:
         return any(ch.isalnum() for ch in self._model.hf_tokenizer.decode([token]))
