@@ -8,10 +8,11 @@
 # tests (tests/test_fleet.py, tests/test_grpcurl.py). pulseaudio (+ utils, the ALSA
 # pulse plugin) and PortAudio give the microphone client a virtual microphone to record from.
 #
-# For a whole-suite run, the deploy tests (pytest -m deploy: debootstrap, image builds, containers),
-# which spend their minutes waiting on the network and dockerd, run as a second pytest session, and
-# the lint beside both; the main session (-m "not deploy") prints as it goes, the others' output
-# follows it, and any of them failing fails the run. Selecting tests yourself (-m, -k, a path), or
+# For a whole-suite run, two pytest sessions run side by side, with the lint beside them: the deploy
+# tests (debootstrap, image builds, containers: minutes spent waiting on the network and dockerd) and
+# the heavy ones (minutes of CPU that assert accuracy or structure, not timing: tests/markers.py) in
+# one, everything else in the other. The main session prints as it goes, the others' output follows
+# it, and any of them failing fails the run. Selecting tests yourself (-m, -k, a path), or
 # STT_TEST_SESSIONS=1, runs the lint and then one session, in order. A quick check while working:
 # scripts/test.sh -m "not slow and not deploy".
 set -euo pipefail
@@ -42,19 +43,19 @@ if [ "$split" = 0 ]; then
 fi
 
 logs=$(mktemp -d /tmp/stt-test-logs.XXXXXX)
-.venv/bin/python -m pytest -m deploy "$@" >"$logs/deploy.log" 2>&1 &
+.venv/bin/python -m pytest -m "deploy or heavy" "$@" >"$logs/deploy-and-heavy.log" 2>&1 &
 deploy_pid=$!
 lint >"$logs/lint.log" 2>&1 &
 lint_pid=$!
 trap 'kill -INT "$deploy_pid" "$lint_pid" 2>/dev/null || true' INT TERM  # pytest tears down (dockerd) on SIGINT
 status=0
-.venv/bin/python -m pytest -m "not deploy" "$@" || status=$?
-for part in lint deploy; do
-    pid_var="${part}_pid"
+.venv/bin/python -m pytest -m "not deploy and not heavy" "$@" || status=$?
+for part in lint:"$lint_pid" deploy-and-heavy:"$deploy_pid"; do
+    name=${part%%:*}
     part_status=0
-    wait "${!pid_var}" || part_status=$?
-    echo "==================== $part (run alongside): exit $part_status ===================="
-    cat "$logs/$part.log"
+    wait "${part##*:}" || part_status=$?
+    echo "==================== $name (run alongside): exit $part_status ===================="
+    cat "$logs/$name.log"
     [ "$part_status" = 0 ] || status=$part_status
 done
 rm -rf "$logs"

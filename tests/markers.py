@@ -1,11 +1,14 @@
-"""Which tests are `deploy` and which are `slow` (markers registered in pyproject.toml).
+"""Which tests are `deploy`, `slow` and `heavy` (markers registered in pyproject.toml).
 
 Every run without `-m` runs them all (CI does). For a quick check while working:
-`pytest -m "not slow and not deploy"`. `deploy` is every test under tests/deploy (images, containers,
-systemd, manifests). `slow` is a test that takes more than about 5 s on a 2-core box, mostly streams
-played in real time, benchmarks and tools run as processes; SLOW names them by module (every test in
-it) or by test, from `pytest --durations`. A test named here that its module (when collected) no
-longer defines fails the collection, so the table cannot silently rot.
+`pytest -m "not slow and not deploy"`.
+- `deploy`: every test under tests/deploy (images, containers, systemd, manifests).
+- `slow`: more than about 5 s on a 2-core box: streams played in real time, benchmarks, tools run
+  as processes. Named below by module (every test in it) or by test, from `pytest --durations`.
+- `heavy`: minutes of CPU that assert accuracy or structure, not timing (the corpus, hwtests, the
+  soak): scripts/test.sh runs them with the deploy tests, in a session beside the rest.
+A test named here that its module (when collected) no longer defines fails the collection, so the
+tables cannot silently rot.
 """
 
 from __future__ import annotations
@@ -16,18 +19,22 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 
-SLOW_MODULES = frozenset({
-    "test_bench_soak.py",            # the soak benchmark, run as a process
-    "test_corpus.py",                # the whole corpus streamed in real time
-    "test_fleet.py",                 # appliance processes behind HAProxy, killed and drained
-    "test_grpcurl.py",               # the same fleet, through grpcurl
-    "test_hwtests.py",               # python -m hwtests --tiny against a real appliance
-    "test_loadtest.py",              # stt-loadtest runs
-    "test_status_page_browser.py",   # chromium renders the page while a stream runs
-    "adversarial/test_fuzz.py",      # hundreds of generated requests through the real server
+# Seconds measured on the shared 2-core box (pytest --durations), for the next one who sorts these.
+HEAVY = frozenset({
+    "test_corpus.py",                # 230 s: the whole corpus streamed at once, WER against offline
+    "test_hwtests.py",               # 110 s: python -m hwtests --tiny, its report's keys and plots
+    "test_torch_backend.py::test_corpus_wer_matches_faster_whisper_on_the_same_weights",  # 95 s
+    "test_bench_soak.py::test_soak_smoke_run_exits_0_and_prints_the_leak_table",         # 30 s
 })
 
-SLOW_TESTS = frozenset({
+SLOW = frozenset({
+    *HEAVY,
+    "test_fleet.py",                 # 45 s: appliance processes behind HAProxy, killed and drained
+    "test_status_page_browser.py",   # 9 s: chromium renders the page while a stream runs
+    "adversarial/test_fuzz.py",      # 20 s: hundreds of generated requests through the real server
+    "adversarial/test_stream_abuse.py",     # 100 s: attacks each held until the server reaps them
+    "adversarial/test_ticket_lifecycle.py",  # 45 s: resume windows run out
+    "adversarial/test_attach.py::test_a_stolen_ticket_cannot_take_over_a_stream_in_progress",
     "test_streaming_e2e.py::test_noise_recording_gives_no_text",
     "test_streaming_e2e.py::test_partials_grow_committed_text_and_precede_the_final",
     "test_streaming_e2e.py::test_invalid_chunk_fails_only_its_own_stream",
@@ -45,8 +52,10 @@ SLOW_TESTS = frozenset({
     "test_resume.py::test_a_resume_after_the_window_is_refused_with_a_code",
     "test_resume.py::test_a_stream_resumes_on_another_node_sharing_the_secret",
     "test_resume.py::test_a_cut_between_utterances_loses_and_repeats_nothing",
-    "adversarial/test_attach.py::test_a_stolen_ticket_cannot_take_over_a_stream_in_progress",
-    "test_torch_backend.py::test_corpus_wer_matches_faster_whisper_on_the_same_weights",
+    "test_http_e2e.py::test_admin_load_and_unload_while_streams_run",
+    "test_loadtest.py::test_loadtest_cli_against_a_real_server",
+    "test_wyoming.py::test_sigterm_mid_transcription_delivers_what_was_heard_then_err1015_and_exits_cleanly",
+    "test_openai_api.py::test_a_multilingual_model_loaded_at_run_time_translates",
 })
 
 
@@ -63,9 +72,13 @@ def apply_markers(items: list[pytest.Item]) -> None:
         modules[module] = getattr(item, "module", None)
         if module.startswith("deploy/"):
             item.add_marker(pytest.mark.deploy)
-        if module in SLOW_MODULES or test in SLOW_TESTS:
+        if module in SLOW or test in SLOW:
             item.add_marker(pytest.mark.slow)
-    stale = sorted(name for name in SLOW_TESTS if name.split("::")[0] in modules
-                   and not hasattr(modules[name.split("::")[0]], name.split("::")[1]))
+        if module in HEAVY or test in HEAVY:
+            item.add_marker(pytest.mark.heavy)
+    stale = [name for name in SLOW if not (TESTS_DIR / name.split("::")[0]).is_file()]
+    for module, test in (name.split("::") for name in SLOW if "::" in name):
+        if module in modules and not hasattr(modules[module], test):
+            stale.append(f"{module}::{test}")
     if stale:
-        raise pytest.UsageError(f"tests/markers.py names tests that do not exist (renamed?): {', '.join(stale)}")
+        raise pytest.UsageError(f"tests/markers.py names tests that are gone (renamed?): {', '.join(sorted(stale))}")
