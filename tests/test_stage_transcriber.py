@@ -110,10 +110,13 @@ def test_a_final_on_the_audio_a_speculative_partial_decoded_reuses_it_without_de
     _, decoded = transcribe(backend, [guess, final(0, prompt_audio)], one_at_a_time=True,
                             attributes={"partial": "true"})
     assert decoded.decode_latency_sec > 0
-    # word timings need the final's own (aligned) decode
-    _, decoded = transcribe(backend, [guess, same], one_at_a_time=True,
-                            attributes={"partial": "true", "word_timestamps": "true"})
-    assert decoded.decode_latency_sec > 0 and decoded.words
+    # a word-timed session reuses it too: the speculative partial was aligned (its words are kept
+    # for the final, not sent on the partial), so the final has words and the plain final's text
+    guessed, reused = transcribe(backend, [guess, same], one_at_a_time=True,
+                                 attributes={"partial": "true", "word_timestamps": "true"})
+    assert reused.decode_latency_sec == 0.0 and reused.text == partial_result.text and not guessed.words
+    assert " ".join(w.word for w in reused.words) == reused.text
+    assert all(0.0 <= w.start_sec <= w.end_sec <= reused.end_sec for w in reused.words)
 
 
 def submit_while_running(backend, first, *then, slots: int = 1, **session_options):
@@ -146,6 +149,17 @@ def test_a_final_that_comes_while_its_speculative_partial_runs_waits_for_that_hy
     [result] = delivered  # the partial's hypothesis went out as the final, not as a partial
     assert result.is_final and "front center" in result.text.lower().replace(",", "")
     assert decodes == 1 and result.decode_latency_sec > 0 and queued_bytes == 0
+
+
+def test_a_word_timed_final_that_adopts_its_running_speculation_carries_words(backend, prompt_audio):
+    guess = PartialDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, speculative=True)
+    same = FinalDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, same_as_partial=True)
+    delivered, decodes, _ = submit_while_running(backend, guess, same,
+                                                 attributes={"partial": "true", "word_timestamps": "true"})
+    [result] = delivered
+    assert result.is_final and decodes == 1 and "front center" in result.text.lower().replace(",", "")
+    assert " ".join(w.word for w in result.words) == result.text
+    assert all(0.0 <= w.start_sec <= w.end_sec <= result.end_sec for w in result.words)
 
 
 def test_a_final_does_not_wait_for_a_running_partial_it_supersedes(backend, prompt_audio):

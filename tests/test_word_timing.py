@@ -41,8 +41,16 @@ def test_collapsed_repeats_and_a_stripped_overlap_keep_the_rest_aligned():
     check(align_words("ten meters.", WORDS, offset_sec=0.0, end_sec=2.0), "ten meters.", 0.0, 2.0)
 
 
-def test_nothing_aligned_gives_no_words_and_times_stay_inside_the_audio():
-    assert align_words("Go forward", [], offset_sec=0.0, end_sec=2.0) == ()
+def test_no_text_gives_no_words_and_times_stay_inside_the_audio():
     assert align_words("", WORDS, offset_sec=0.0, end_sec=2.0) == ()
+    assert align_words("", [], offset_sec=0.0, end_sec=2.0) == ()
     late = decoded((" Go", 1.5, 2.6), (" forward", 2.6, 3.5))  # past the audio's end
     check(align_words("Go forward", late, offset_sec=0.0, end_sec=2.0), "Go forward", 0.0, 2.0)
+
+
+def test_text_with_nothing_aligned_is_spread_over_its_audio_with_probability_0():
+    # a final whose decode the quality filter dropped, its text all committed partial words
+    words = align_words("Go forward ten", [], offset_sec=4.0, end_sec=5.5)
+    check(words, "Go forward ten", 4.0, 5.5)
+    assert [(w.start_sec, w.end_sec) for w in words] == [(4.0, 4.5), (4.5, 5.0), (5.0, 5.5)]
+    assert all(w.probability == 0.0 for w in words)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.decode_options import DecodeOptions
 from appliance.errors import ApplianceError
 from appliance.models.backends import Backend, Transcript
@@ -107,7 +108,7 @@ class Transcriber:
             self._commit = CommitPolicy()
             if self._reuse_speculation(job) or self._adopt_running_speculation(job):
                 return
-        elif isinstance(due, PartialDue) and due.speculative:
+        elif _speculative(due):
             self._speculating = job
         self._queue.submit(due.audio, is_final=due.is_final, payload=job)
         self._update_idle()
@@ -116,7 +117,6 @@ class Transcriber:
         """Whether `final` may take the hypothesis of `speculative` (the same audio and options)."""
         due, guess = final.due, speculative.due
         return (isinstance(due, FinalDue) and due.same_as_partial and self._reuse_allowed
-                and not self._settings.word_timestamps
                 and (guess.utterance_index, guess.start_sec, guess.audio.size)
                 == (due.utterance_index, due.start_sec, due.audio.size))
 
@@ -171,7 +171,9 @@ class Transcriber:
     def _options_for(self, job: _Job) -> DecodeOptions:
         """Asked when the decode is next in line, so the previous final's text is known."""
         options = self._settings.decode_options
-        word_timestamps = job.due.is_final and self._settings.word_timestamps  # partials never pay for it
+        # Partials never pay for word timings, except a speculative one: it may become the final
+        # (its words are kept for that, not sent on the partial), and aligning is no second decode.
+        word_timestamps = self._settings.word_timestamps and (job.due.is_final or _speculative(job.due))
         if options.word_timestamps != word_timestamps:
             options = replace(options, word_timestamps=word_timestamps)
         if self._last_final_text and options.initial_prompt is None and self._wants_context(job.due):
@@ -237,13 +239,14 @@ class Transcriber:
                 self._last_final_end_sec = due.end_sec
             dropped = self._partials_dropped.pop(due.utterance_index, 0)
             aligned = [w for segment in kept_segments(transcript, s.decode_options) for w in segment.words]
+            # the due's own audio: a reused hypothesis reports no decoded audio (audio_sec 0)
             words = align_words(committed, aligned, offset_sec=due.start_sec,
-                                end_sec=due.start_sec + transcript.audio_sec)
+                                end_sec=due.start_sec + due.audio.size / MODEL_SAMPLE_RATE_HZ)
         else:
             committed, unstable = job.commit.partial(text)
             dropped = self._partials_dropped.get(due.utterance_index, 0)
             words = ()
-            self._speculation = (job, transcript) if isinstance(due, PartialDue) and due.speculative else None
+            self._speculation = (job, transcript) if _speculative(due) else None
         self._deliver(RecognitionResult(
             session_id=s.session_id, utterance_index=due.utterance_index, is_final=due.is_final,
             text=f"{committed} {unstable}".strip(), committed_text=committed, unstable_text=unstable,
@@ -255,3 +258,8 @@ class Transcriber:
         if due.is_final and committed and s.vad_mode == "auto":
             self.close()
             self._deliver(STREAM_END)
+
+
+def _speculative(due: DecodeDue) -> bool:
+    """A partial on exactly the audio its final will decode, issued once silence began."""
+    return isinstance(due, PartialDue) and due.speculative

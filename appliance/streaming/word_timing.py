@@ -4,7 +4,9 @@ The backend aligns the words it decoded, but the final's text is not always exac
 repetition loops are collapsed, words an overlap repeats are stripped, and committed words win over
 a final that changed its mind (streaming/commit.py). So the text's words are matched to the decoded
 ones (case and punctuation aside); a word with no match gets the time between its neighbours and
-the lower of their probabilities, so every word of the text has a timing, in order.
+the lower of their probabilities, so every word of the text has a timing, in order. A final whose
+decode kept no words (the quality filter dropped it, its text is all committed partial words) has
+its words spread evenly over its audio, probability 0: an estimate, marked as one.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ class Word:
 
 def align_words(text: str, decoded: Sequence[WordTiming], *, offset_sec: float, end_sec: float) -> tuple[Word, ...]:
     """`text`'s words with times from `decoded` (seconds from `offset_sec`), kept within
-    [offset_sec, end_sec] and in order. Empty when the backend aligned no words."""
+    [offset_sec, end_sec] and in order; spread evenly, probability 0, when nothing was aligned."""
     tokens = text.split()
     decoded = [w for w in decoded if w.text.strip()]
-    if not tokens or not decoded:
+    if not tokens:
         return ()
+    if not decoded:
+        step = max(0.0, end_sec - offset_sec) / len(tokens)
+        decoded = [WordTiming(t, i * step, (i + 1) * step, 0.0) for i, t in enumerate(tokens)]
     matched: list[WordTiming | None] = [None] * len(tokens)
     matcher = difflib.SequenceMatcher(None, [_norm(t) for t in tokens], [_norm(w.text) for w in decoded],
                                       autojunk=False)
