@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
+import numpy as np
 import pytest
+import soundfile as sf
 
 from appliance.config import default_config_paths, load_config
 from appliance.models.backends.faster_whisper import (
@@ -12,8 +17,9 @@ from appliance.models.backends.faster_whisper import (
     retry_frames,
 )
 from appliance.models.store import resolve_model
-from clients.corpus import normalize
+from clients.corpus import corpus, normalize
 from tests import speech
+from tests.helpers import REPO_ROOT
 
 
 @pytest.mark.parametrize("encode_window, frames", [("full", FULL_WINDOW_FRAMES), ("bucketed", 1000)])
@@ -56,8 +62,6 @@ def test_batched_call_matches_single_decodes(prompt_audio):
 def test_utterances_longer_than_one_window_decode_within_the_token_limit(prompt_audio):
     # With max_buffer_sec disabled an utterance can pass 30 s; the token budget must stay inside
     # Whisper's 448-token context per window (faster-whisper raises otherwise).
-    import numpy as np
-
     from appliance.models.backends.faster_whisper import MAX_TOKEN_BUDGET, token_budget
 
     assert token_budget(45.0) == MAX_TOKEN_BUDGET <= 448 // 2
@@ -119,3 +123,76 @@ def test_numpy_blas_runs_on_one_thread_beside_the_model():
     blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
     assert blas, "numpy is linked against a BLAS that threadpoolctl can see"
     assert all(pool["num_threads"] == 1 for pool in blas)
+
+
+def _shipped_clips() -> list[tuple[str, np.ndarray]]:
+    """The recordings the project ships (hwtests/speech), 16 kHz mono float32."""
+    clips = []
+    for recording in corpus(REPO_ROOT / "hwtests" / "speech"):
+        audio, rate_hz = sf.read(str(recording.path), dtype="float32")
+        assert rate_hz == 16_000 and audio.ndim == 1
+        clips.append((recording.path.name, audio))
+    assert clips, "hwtests/speech ships its recordings"
+    return clips
+
+
+def _check_words_cover(transcript, audio_sec: float) -> None:
+    """Every word of every segment is timed, in order, inside the decoded audio."""
+    for segment in transcript.segments:
+        assert "".join(w.text for w in segment.words).split() == segment.text.split()
+        words = segment.words
+        assert all(0.0 <= w.start_sec <= w.end_sec <= audio_sec + 0.05 for w in words)
+        assert all(a.start_sec <= b.start_sec for a, b in itertools.pairwise(words))
+        assert all(0.0 <= w.probability <= 1.0 for w in words)
+
+
+def test_word_timings_are_aligned_on_the_plain_decode_and_never_change_its_text():
+    # faster-whisper's word mode decoded a short final's padding again ("go forward 10 meters. This
+    # is the first one."); the alignment reads the plain decode's own tokens instead.
+    backend = _bucketed_backend()
+    options = load_config(*default_config_paths()).decode_profiles["realtime"]
+    timed = dataclasses.replace(options, word_timestamps=True)
+    clips = _shipped_clips()
+    for name, audio in clips:
+        plain = backend.transcribe(audio, options, language=None, task="transcribe")
+        aligned = backend.transcribe(audio, timed, language=None, task="transcribe")
+        assert [s.text for s in aligned.segments] == [s.text for s in plain.segments], name
+        assert aligned.extra["encode_frames"] == plain.extra["encode_frames"]  # the same window
+        assert not any(s.words for s in plain.segments) and all(s.words for s in aligned.segments), name
+        _check_words_cover(aligned, audio.size / 16_000)
+    # batched: the same text as the batch without words, each utterance's words from its own row
+    audios = [audio for _, audio in clips]
+    plain_batch = backend.transcribe_batch(audios, options, language=None, task="transcribe")
+    timed_batch = backend.transcribe_batch(audios, timed, language=None, task="transcribe")
+    for audio, plain, aligned in zip(audios, plain_batch, timed_batch, strict=True):
+        assert [s.text for s in aligned.segments] == [s.text for s in plain.segments]
+        assert aligned.extra["batch_size"] == len(audios) and all(s.words for s in aligned.segments)
+        _check_words_cover(aligned, audio.size / 16_000)
+    jfk = dict(zip([n for n, _ in clips], timed_batch, strict=True))["sent_en_jfk_ask_not.wav"]
+    ask = [w for w in jfk.segments[0].words if normalize(w.text) == "ask"]
+    assert len(ask) == 2 and 1.5 < ask[0].start_sec < 4.0 and 7.0 < ask[1].start_sec < 9.0  # heard at ~2.3 and ~8.1 s
+
+
+def test_hotwords_change_a_batched_decode_as_they_change_a_single_one(tmp_path):
+    # tiny.en hears espeak-ng's "Siobhan" as "Shimon"; the hotword fixes it, batched or not
+    if not speech.espeak_available():
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    import soxr
+
+    def spoken(text: str, name: str) -> np.ndarray:
+        audio, rate_hz = speech.speak(text, tmp_path / name)
+        return soxr.resample(audio, rate_hz, 16_000).astype(np.float32)
+
+    name = spoken("Send the report to Siobhan before noon.", "name.wav")
+    other = spoken("The children are playing in the garden.", "other.wav")
+    backend = _bucketed_backend()
+    options = load_config(*default_config_paths()).decode_profiles["realtime"]
+    for hotwords, heard in ((None, False), ("Siobhan", True)):
+        tuned = dataclasses.replace(options, hotwords=hotwords)
+        single = backend.transcribe(name, tuned, language=None, task="transcribe")
+        batched = backend.transcribe_batch([name, other], tuned, language=None, task="transcribe")
+        assert batched[0].extra["batch_size"] == 2
+        texts = [normalize(" ".join(s.text for s in t.segments)) for t in (single, batched[0])]
+        assert texts[0] == texts[1], hotwords
+        assert ("siobhan" in texts[1]) is heard, texts
+        assert "report" in texts[1] and "garden" in normalize(batched[1].segments[0].text)
