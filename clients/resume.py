@@ -75,6 +75,12 @@ class AudioTape:
         with self._changed:
             return self._end / self._rate
 
+    @property
+    def kept_from_sec(self) -> float:
+        """Where the audio still kept begins: a read from before it fails with AudioTapeGap."""
+        with self._changed:
+            return self._kept_from / self._rate
+
     def append(self, pcm16: bytes) -> float:
         """Add the next chunk; returns where it ends (seconds)."""
         with self._changed:

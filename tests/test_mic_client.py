@@ -7,7 +7,8 @@ Three groups:
   unknown device, an unreachable server;
 * `test_appliance_server_mic_*`: speech played into a virtual microphone (tests/virtual_mic.py: a
   private PulseAudio daemon) while the CLI captures it through sounddevice → PortAudio → ALSA's pulse
-  plugin and streams it to the real appliance; Ctrl-C flushing the last utterance.
+  plugin and streams it to the real appliance; Ctrl-C flushing the last utterance; listening on across
+  the server's idle timeouts (the SDK's side of that: tests/test_keep_listening.py).
 The process tests skip, naming the package, where PulseAudio, ALSA's pulse plugin, PortAudio or
 sounddevice is missing.
 """
@@ -244,7 +245,7 @@ def test_help_lists_the_shared_session_flags_and_the_microphone_ones():
     assert done.returncode == 0
     for flag in ("--device", "--list-devices", "--sample-rate", "--duration", "--server", "--tls-ca-file",
                  "--attr", "--vad-silence", "--language", "--task", "--decode-profile", "--json",
-                 "--signed-token-secret", "--chunk-ms", "--config"):
+                 "--signed-token-secret", "--chunk-ms", "--config", "--no-keep-listening"):
         assert flag in done.stdout, flag
     assert "--no-realtime" not in done.stdout and "AUDIO" not in done.stdout
 
@@ -389,3 +390,53 @@ def test_appliance_server_mic_ctrl_c_flushes_the_last_utterance(appliance_server
     finals = [r for r in json_lines(mic.stdout) if r["is_final"]]
     assert len(finals) == 1 and normalise(finals[0]["text"]) == "front center", finals
     assert "stopping: waiting for the last final" in mic.stderr
+
+
+IDLE_NOTICE = re.compile(r"^idle timeout: session \S+ heard no speech \(ERR1012\); listening on in session \S+ "
+                         r"from \d+\.\d\d s \(reopen (\d+)\)$")
+
+
+def wait_for(condition, what: str, mic: MicProcess, timeout_sec: float = 30) -> None:
+    deadline = time.monotonic() + timeout_sec
+    while not condition():
+        if mic.process.poll() is not None or time.monotonic() > deadline:
+            mic.process.kill()
+            mic.finish(timeout_sec=10)
+            pytest.fail(f"{what} did not happen:\nstdout:\n{mic.stdout}\nstderr:\n{mic.stderr}")
+        time.sleep(0.1)
+
+
+def test_appliance_server_mic_keeps_listening_across_idle_timeouts(server_with, virtual_mic, front_center_wav):
+    """A quiet microphone outlives two idle timeouts (2 s here, 60 s shipped), one notice line each,
+    and still hears what is said after them; Ctrl-C then ends it as usual."""
+    server = server_with(server_session_timeout_sec=2)
+    mic = MicProcess("--device", PORTAUDIO_DEVICE, "--server", server.address, "--json", "--metrics",
+                     env=virtual_mic.env)
+    mic.wait_listening()
+
+    def notices() -> list[str]:
+        return [line.rstrip("\n") for line in mic.stderr_lines if line.startswith("idle timeout:")]
+
+    wait_for(lambda: len(notices()) >= 2, "two idle timeouts", mic)
+    virtual_mic.play(front_center_wav)
+    wait_for(lambda: any(r["is_final"] for r in json_lines(mic.stdout)), "a final after the timeouts", mic)
+    mic.process.send_signal(signal.SIGINT)
+    assert mic.finish(timeout_sec=90) == 0, mic.stderr
+    assert "error:" not in mic.stderr
+    lines = json_lines(mic.stdout)
+    summary = lines.pop()
+    finals = [r for r in lines if r["is_final"]]
+    assert [normalise(r["text"]) for r in finals] == ["front center"], finals
+    numbers = [int(IDLE_NOTICE.match(line).group(1)) for line in notices()]  # each one whole line
+    assert numbers == list(range(1, len(numbers) + 1)) and summary["reopens"] == len(numbers) >= 2
+    # The final sits on the microphone's own timeline, after the two quiet timeouts.
+    assert finals[0]["start_sec"] > 2 * 2
+
+
+def test_appliance_server_mic_without_keep_listening_ends_at_the_idle_timeout(server_with, virtual_mic):
+    server = server_with(server_session_timeout_sec=2)
+    done = run_mic("--device", PORTAUDIO_DEVICE, "--server", server.address, "--no-keep-listening",
+                   env=virtual_mic.env, timeout_sec=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].startswith("error: ERR1012: no speech for 2 s"), done.stderr
+    assert "idle timeout:" not in done.stderr

@@ -2,7 +2,8 @@
 final results as they arrive, with a level meter on stderr.
 
 Owns what a live source adds to the file clients: choosing the input device, capturing mono int16
-blocks (sounddevice/PortAudio), stopping on Ctrl-C or `--duration`, and the terminal display. Session
+blocks (sounddevice/PortAudio), stopping on Ctrl-C or `--duration`, going on across the server's idle
+timeouts (clients.keep_listening), and the terminal display (clients/realtime/display.py). Session
 options, the `-c` YAML, settings resolution, the session, result formats and exit codes come from
 clients/cli_common.py; the options a microphone has and a file does not, and their checks, are
 declared here (`MIC`).
@@ -13,12 +14,11 @@ from __future__ import annotations
 import argparse
 import math
 import queue
-import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, TextIO
@@ -34,13 +34,15 @@ from clients.cli_common import (
     build_parser,
     connect,
     exit_code,
-    format_result,
     open_session,
     print_summary,
     resolve_settings,
-    result_line,
 )
-from clients.sdk import TimedResult
+from clients.realtime.display import SILENCE_DBFS as SILENCE_DBFS  # the display's names stay importable here
+from clients.realtime.display import LiveDisplay as LiveDisplay
+from clients.realtime.display import level_dbfs as level_dbfs
+from clients.realtime.display import meter_bar as meter_bar
+from clients.sdk import KeepListening, SttClient
 
 # The appliance refuses chunks outside 8-48 kHz (ERR1003, appliance/audio.py); it resamples the rest.
 SERVER_MIN_RATE_HZ = 8_000
@@ -50,12 +52,6 @@ FALLBACK_RATE_HZ = 16_000
 MIN_BLOCK_MS, MAX_BLOCK_MS = 10.0, 1000.0
 MAX_QUEUED_BLOCKS = 50  # ~5 s at 100 ms: the sender thread only falls that far behind when gRPC stalls
 NO_AUDIO_TIMEOUT_SEC = 5.0  # a device that opens but delivers nothing (a stalled sound server)
-SILENCE_DBFS = -90.0  # one LSB of int16 is -90.3 dBFS: quieter than that is digital silence
-METER_FLOOR_DBFS = -60.0  # the bar's left end; room noise of a real microphone sits around -60..-50
-METER_WIDTH = 30
-METER_INTERVAL_SEC = 0.1  # redraw rate of the in-place meter on a terminal
-PLAIN_LEVEL_INTERVAL_SEC = 1.0  # one "level" line per second when stderr is a log, not a terminal
-CLEAR_LINE = "\r\x1b[K"  # carriage return + erase to end of line
 
 
 MIC_OPTIONS = (
@@ -65,6 +61,9 @@ MIC_OPTIONS = (
            "capture rate in Hz, 8000-48000 (default: the device's own rate, else 16000; the server resamples)"),
     Option("duration", ("--duration",), "float", None,
            "stop by itself after this many seconds of audio (default: run until Ctrl-C)"),
+    Option("keep_listening", ("--no-keep-listening",), "bool", True,
+           "exit with ERR1012 when the server ends the session after its idle timeout "
+           "(server.session_timeout_sec without speech) instead of going on in a new session"),
 )
 
 
@@ -231,107 +230,6 @@ class MicCapture:
                 self._stream.close()
 
 
-def level_dbfs(pcm16: bytes) -> float:
-    """RMS level of int16 samples in dB relative to full scale (a full-scale square wave is 0)."""
-    samples = np.frombuffer(pcm16, dtype="<i2").astype(np.float64)
-    if samples.size == 0:
-        return SILENCE_DBFS
-    rms = math.sqrt(float(np.mean(samples * samples)))
-    return max(SILENCE_DBFS, 20 * math.log10(rms / 32768.0)) if rms > 0 else SILENCE_DBFS
-
-
-def meter_bar(dbfs: float) -> str:
-    filled = round(METER_WIDTH * (min(0.0, max(METER_FLOOR_DBFS, dbfs)) - METER_FLOOR_DBFS) / -METER_FLOOR_DBFS)
-    return f"mic {dbfs:6.1f} dBFS [{'#' * filled}{'-' * (METER_WIDTH - filled)}]"
-
-
-# --- display -----------------------------------------------------------------------------------
-
-class LiveDisplay:
-    """Results on `out`, the level meter and messages on `err`.
-
-    On a terminal the meter and the growing partial share one status line, redrawn in place; finals,
-    JSON lines and messages are printed above it on lines of their own. A stream that is not a
-    terminal gets plain lines only: partials and finals as the file client prints them, and the
-    loudest level of each second. Thread-safe: the meter is fed by the sender thread.
-    """
-
-    def __init__(self, out: TextIO, err: TextIO, *, json_lines: bool, out_is_tty: bool, err_is_tty: bool,
-                 clock: Callable[[], float] = time.monotonic,
-                 columns: Callable[[], int] = lambda: shutil.get_terminal_size().columns):
-        self._out, self._err = out, err
-        self._json = json_lines
-        self._partials_in_place = out_is_tty and not json_lines
-        self._meter_in_place = err_is_tty
-        self._clock = clock
-        self._columns = columns
-        self._lock = threading.Lock()
-        self._partial = ""
-        self._meter = ""
-        self._loudest_dbfs = SILENCE_DBFS  # since the level was last shown
-        self._level_shown_sec = -math.inf
-
-    def level(self, dbfs: float) -> None:
-        with self._lock:
-            self._loudest_dbfs = max(self._loudest_dbfs, dbfs)
-            now = self._clock()
-            interval = METER_INTERVAL_SEC if self._meter_in_place else PLAIN_LEVEL_INTERVAL_SEC
-            if now - self._level_shown_sec < interval:
-                return
-            self._level_shown_sec = now
-            if self._meter_in_place:
-                self._meter = meter_bar(self._loudest_dbfs)
-                self._redraw()
-            else:
-                self._print_line(self._err, f"level {self._loudest_dbfs:.1f} dBFS")
-            self._loudest_dbfs = SILENCE_DBFS
-
-    def result(self, result: TimedResult) -> None:
-        with self._lock:
-            if result.is_final or result.speech_event or not self._partials_in_place:
-                self._partial = ""
-                self._print_line(self._out, result_line(result, self._json))
-            else:
-                self._partial = format_result(result)
-                self._redraw()
-
-    def message(self, text: str) -> None:
-        with self._lock:
-            self._print_line(self._err, text)
-
-    def close(self) -> None:
-        """Leave the terminal on a clean line (the shell prompt follows)."""
-        with self._lock:
-            self._partial = self._meter = ""
-            self._clear()
-
-    def _print_line(self, stream: TextIO, text: str) -> None:
-        self._clear()
-        stream.write(text + "\n")
-        stream.flush()
-        self._redraw()
-
-    def _clear(self) -> None:
-        for stream, in_place in ((self._err, self._meter_in_place), (self._out, self._partials_in_place)):
-            if in_place:
-                stream.write(CLEAR_LINE)
-                stream.flush()
-
-    def _redraw(self) -> None:
-        # Both streams usually are the same terminal: the meter, then the partial, on one line. It must
-        # stay shorter than the terminal: a wrapped line cannot be taken back with a carriage return.
-        self._clear()
-        room = self._columns() - 1
-        if self._meter:
-            self._err.write(self._meter)
-            self._err.flush()
-            room -= len(self._meter) + 2
-        if self._partial and room > 10:
-            text = self._partial if len(self._partial) <= room else "..." + self._partial[-(room - 3):]
-            self._out.write(("  " if self._meter else "") + text)
-            self._out.flush()
-
-
 # --- the run -----------------------------------------------------------------------------------
 
 def live_chunks(capture: MicCapture, stop: threading.Event, display: LiveDisplay,
@@ -387,7 +285,8 @@ def transcribe_microphone(settings: dict[str, Any], capture: MicCapture, device_
                 display.message(f"listening: {device_name!r} at {rate_hz} Hz, session {session.session_id} "
                                 "(Ctrl-C to stop)")
                 chunks = live_chunks(capture, stop, display, max_samples)
-                results = client.send_chunks(session, chunks, rate_hz, realtime=False)
+                results = client.send_chunks(session, chunks, rate_hz, realtime=False,
+                                             keep_listening=keep_listening(client, settings, display))
                 for result in results:
                     display.result(result)
                     tally.add(result)
@@ -402,7 +301,18 @@ def transcribe_microphone(settings: dict[str, Any], capture: MicCapture, device_
         **tally.summary(session, capture.samples_read / rate_hz, wall_sec, results),
         "dropped_blocks": capture.dropped_blocks,
         "input_overflows": capture.input_overflows,
+        "reopens": results.reopens,  # sessions opened after idle timeouts
     }
+
+
+def keep_listening(client: SttClient, settings: dict[str, Any], display: LiveDisplay) -> KeepListening | None:
+    """A microphone outlives the server's idle timeout: the next session has the first one's options
+    (a server-chosen id: the first one's may still be taken) and each reopen prints one line."""
+    if not settings["keep_listening"]:
+        return None
+    next_settings = {**settings, "session_id": ""}
+    return KeepListening(open_session=lambda: open_session(client, next_settings),
+                         on_reopen=lambda reopen: display.message(reopen.notice()))
 
 
 def run_live(kind: ClientKind, argv: Sequence[str] | None = None, *, out: TextIO | None = None,
