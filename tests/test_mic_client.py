@@ -218,6 +218,17 @@ def test_file_client_yaml_works_too(tmp_path):
     assert load_config_file(config, MIC) == {"device": "2", "sample_rate": 16000.0}
 
 
+def test_keep_listening_is_on_by_default_and_off_by_flag_or_yaml(tmp_path):
+    assert settings_for()["keep_listening"] is True
+    assert settings_for("--no-keep-listening")["keep_listening"] is False
+    config = tmp_path / "mic.yaml"
+    config.write_text("keep_listening: false\n")
+    assert settings_for("-c", str(config))["keep_listening"] is False
+    config.write_text("keep_listening: sometimes\n")
+    with pytest.raises(CliError, match="key 'keep_listening' must be true or false"):
+        settings_for("-c", str(config))
+
+
 def test_partials_are_on_by_default_and_can_be_turned_off():
     assert settings_for()["attributes"] == {"partial": "true"}
     assert settings_for("--attr", "partial=false")["attributes"] == {"partial": "false"}
@@ -427,7 +438,9 @@ def test_appliance_server_mic_keeps_listening_across_idle_timeouts(server_with, 
     summary = lines.pop()
     finals = [r for r in lines if r["is_final"]]
     assert [normalise(r["text"]) for r in finals] == ["front center"], finals
-    numbers = [int(IDLE_NOTICE.match(line).group(1)) for line in notices()]  # each one whole line
+    matches = [IDLE_NOTICE.match(line) for line in notices()]
+    assert all(matches), notices()  # each notice is one whole line
+    numbers = [int(match.group(1)) for match in matches if match]
     assert numbers == list(range(1, len(numbers) + 1)) and summary["reopens"] == len(numbers) >= 2
     # The final sits on the microphone's own timeline, after the two quiet timeouts.
     assert finals[0]["start_sec"] > 2 * 2
