@@ -4,6 +4,7 @@ and the real appliance serving with it (plus, with ../shared/audio, corpus WER a
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from appliance.models.store import ModelStoreError, resolve_model
 from clients.corpus import SHARED_AUDIO, english_corpus, normalize, word_errors
 from tests import speech
 from tests.conftest import finals_text, stream_file
+from tests.helpers import REPO_ROOT
 from tests.inprocess import InProcessAppliance
 
 REALTIME = DecodeOptions()  # the shipped realtime profile's values
@@ -91,6 +93,8 @@ def test_options_map_onto_openai_whisper():
     assert (greedy["temperature"], greedy["compression_ratio_threshold"], greedy["logprob_threshold"],
             greedy["no_speech_threshold"]) == (0.0, 2.4, -1.0, 0.6)
     assert greedy["without_timestamps"] and not greedy["condition_on_previous_text"]
+    assert transcribe_kwargs(DecodeOptions(word_timestamps=True), fp16=False, language="en", task="transcribe",
+                             audio_sec=3.0)["word_timestamps"] is False  # aligned after, never openai-whisper's mode
     assert greedy["sample_len"] == 30 and greedy["verbose"] is None and greedy["fp16"] is False
     tuned = DecodeOptions(beam_size=4, patience=2.0, length_penalty=0.5, temperature=(0.0, 0.4), best_of=3,
                           no_speech_threshold=None, log_prob_threshold=None, compression_ratio_threshold=None,
@@ -114,6 +118,36 @@ def test_concurrent_calls_each_get_their_own_instance(tiny, prompts):
 
     with ThreadPoolExecutor(len(names)) as pool:
         assert list(pool.map(decode, names)) == [speech.ALSA_PROMPTS[n] for n in names]
+
+
+def test_word_timings_align_the_plain_decode_on_its_own_encoder_output(tiny):
+    # openai-whisper's word mode decoded a short window's padding again; the alignment reads the
+    # plain decode's segments, with the encoder output that decode computed
+    import soundfile as sf
+
+    from appliance.models.backends import torch_words
+
+    reencoded: list[int] = []
+    tap_lookup = torch_words.EncoderTap.encoded
+
+    def encoded(tap, mel):
+        output = tap_lookup(tap, mel)
+        reencoded.append(output is None)
+        return output
+
+    timed = DecodeOptions(word_timestamps=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch_words.EncoderTap, "encoded", encoded)  # observe, not replace, the lookup
+        for name in ("cmd_en_go_forward_ten_meters.wav", "sent_en_arctic_aew_a0001.wav"):
+            audio, _ = sf.read(str(REPO_ROOT / "hwtests" / "speech" / name), dtype="float32")
+            plain = tiny.transcribe(audio, REALTIME, language=None, task="transcribe")
+            aligned = tiny.transcribe(audio, timed, language=None, task="transcribe")
+            assert [s.text for s in aligned.segments] == [s.text for s in plain.segments], name
+            for segment in aligned.segments:
+                assert "".join(w.text for w in segment.words).split() == segment.text.split()
+                assert all(0 <= w.start_sec <= w.end_sec <= audio.size / 16_000 + 0.05 for w in segment.words)
+                assert all(a.start_sec <= b.start_sec for a, b in itertools.pairwise(segment.words))
+    assert reencoded and not any(reencoded)  # every window aligned on the decode's own encoding
 
 
 def test_multilingual_base_detects_or_forces_the_language(model_cache, prompts):

@@ -10,7 +10,8 @@ free one (callers beyond that wait, though the scheduler never sends more than m
 
 Decode options map onto `whisper.transcribe`. openai-whisper has no repetition_penalty or
 no_repeat_ngram_size: values other than the neutral ones are logged once and not applied. hotwords
-go into the prompt ahead of initial_prompt, where faster-whisper puts them. `encode_window` is
+go into the prompt ahead of initial_prompt, where faster-whisper puts them. Word timings align the
+decode's own segments afterwards (torch_words), so they never change the text. `encode_window` is
 accepted for the common signature; openai-whisper's encoder always takes the full 30 s window.
 """
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from appliance.decode_options import DecodeOptions
 from appliance.models.backends.base import WHISPER_MAX_PROMPT_TOKENS, Segment, Transcript, WordTiming
+from appliance.models.backends.torch_words import EncoderTap, add_words
 from appliance.models.store import ModelStoreError
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,8 @@ def transcribe_kwargs(options: DecodeOptions, *, fp16: bool, language: str | Non
         # faster-whisper's length_penalty 1.0 is plain length normalisation, openai-whisper's None
         "length_penalty": None if options.length_penalty == 1.0 else options.length_penalty,
         "without_timestamps": options.without_timestamps,
-        "word_timestamps": options.word_timestamps,
+        # never openai-whisper's word mode, which decodes a short window's padding again (torch_words)
+        "word_timestamps": False,
         "suppress_blank": options.suppress_blank,
         "sample_len": token_budget(audio_sec),
         "language": language,
@@ -150,9 +153,12 @@ class TorchWhisperBackend:
         try:
             with torch.inference_mode():
                 language, probability = self._language(model, audio, language)
-                kwargs = transcribe_kwargs(options, fp16=self.fp16, language=language,
-                                           task="transcribe" if self.english_only else task, audio_sec=audio_sec)
-                result = whisper.transcribe(model, np.ascontiguousarray(audio, dtype=np.float32), **kwargs)
+                task = "transcribe" if self.english_only else task
+                kwargs = transcribe_kwargs(options, fp16=self.fp16, language=language, task=task, audio_sec=audio_sec)
+                with EncoderTap(model) as tap:
+                    result = whisper.transcribe(model, np.ascontiguousarray(audio, dtype=np.float32), **kwargs)
+                if options.word_timestamps:
+                    add_words(model, tap, result, audio, language=language, task=task, fp16=self.fp16)
         finally:
             self._idle.put(model)
         segments = tuple(
