@@ -97,8 +97,7 @@ class StreamRun:
             if self._client_closed():  # the caller closed the client: its streams end here
                 raise error from err
             if self._listen is not None and reopens_after(error.code, self._log.audio_sent_sec > sent_before_sec):
-                self._reopen(self._listen, error)
-                return False
+                return not self._reopen(self._listen, error)
             return self._wait_to_redial(error, err)
         except AudioTapeGap as err:
             raise SttError(f"cannot resume: {err}", code=None) from err
@@ -132,10 +131,29 @@ class StreamRun:
         self._attempt += 1
         return self._stop.wait(policy.backoff_sec(self._attempt))
 
-    def _reopen(self, listen: KeepListening, error: SttError) -> None:
-        """The old session ended idle: go on in a new one, from the seam (see clients.keep_listening)."""
+    def _open_next(self, listen: KeepListening) -> stt_pb2.SessionResponse | None:
+        """The next session; failures a later try may get past (the connection down, a node at capacity
+        or draining) are retried with the resume policy's backoff for up to its give_up_after_sec, so a
+        kiosk outlives a server restart at the seam. None: the stream was stopped meanwhile."""
+        started, attempt = time.monotonic(), 0
+        while True:
+            try:
+                return listen.open_session()
+            except SttError as error:
+                attempt += 1
+                if (self._client_closed() or not worth_retrying(error.code, error.status)
+                        or time.monotonic() - started > self._policy.give_up_after_sec):
+                    raise
+            if self._stop.wait(self._policy.backoff_sec(attempt)):
+                return None
+
+    def _reopen(self, listen: KeepListening, error: SttError) -> bool:
+        """The old session ended idle: go on in a new one, from the seam (see clients.keep_listening).
+        False when the stream was stopped before a new session opened."""
         seam_sec = max(self._resume_from_sec, self._tape.kept_from_sec)
-        session = listen.open_session()
+        session = self._open_next(listen)
+        if session is None:
+            return False
         previous = self._timeline.session.session_id
         self._timeline = SessionTimeline(session, offset_sec=seam_sec, first_index=self._next_index)
         self._token, self._resume_from_sec = session.session_token, seam_sec
@@ -144,6 +162,8 @@ class StreamRun:
         self._stream.session_ids.append(session.session_id)
         if listen.on_reopen is not None:
             listen.on_reopen(Reopen(previous, session.session_id, seam_sec, self._stream.reopens, error.message))
+        return True
+
 
 def _resend_chunk_sec(policy: ResumePolicy, max_chunk_ms: int) -> float:
     """How long a resent chunk may be: the policy's, within the server's max_chunk_ms."""

@@ -12,6 +12,7 @@ import math
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 
@@ -103,6 +104,30 @@ def test_a_stalled_source_ends_the_stream_instead_of_reopening_forever(idle_serv
         list(client.send_chunks(session, stalls(), RATE_HZ, keep_listening=listen))
     assert ended.value.code == "ERR1012" and "no audio received" in ended.value.message
     assert len(notices) == 1 and time.monotonic() - started < 15
+
+
+def test_a_reopen_retries_what_a_later_try_gets_past_and_a_refusal_ends_the_stream(idle_server, front_center):
+    audio = np.concatenate([silence(IDLE_TIMEOUT_SEC + 0.6), front_center, silence(0.5)])
+    attempts = []
+    with SttClient(idle_server.address) as client:
+        def flaky_open() -> stt_pb2.SessionResponse:  # the first try meets a server that is not up yet
+            attempts.append(time.monotonic())
+            if len(attempts) == 1:
+                raise SttError("connection refused", status=grpc.StatusCode.UNAVAILABLE)
+            return client.create_session()
+
+        listen = KeepListening(open_session=flaky_open)
+        stream = client.send_chunks(client.create_session(), split_pcm16(audio.tobytes(), RATE_HZ, 100), RATE_HZ,
+                                    keep_listening=listen)
+        finals = [r for r in stream if r.is_final]
+        assert [normalise(r.text) for r in finals] == ["front center"] and stream.reopens == 1
+        assert len(attempts) == 2 and attempts[1] - attempts[0] >= ResumePolicy().first_backoff_sec
+
+        refused = KeepListening(open_session=lambda: client.create_session(vad_silence_sec=99))
+        with pytest.raises(SttError) as ended:
+            list(client.send_chunks(client.create_session(), split_pcm16(silence(3.0).tobytes(), RATE_HZ, 100),
+                                    RATE_HZ, keep_listening=refused))
+    assert ended.value.code == "ERR1010"
 
 
 def test_keep_listening_refuses_what_cannot_work():
