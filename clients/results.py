@@ -152,6 +152,19 @@ class SentAudioLog:
         with self._lock:
             return self._audio_end_sec[-1] if self._audio_end_sec else 0.0
 
+    def forget_before(self, audio_sec: float) -> None:
+        """Drop the entries of chunks that end before `audio_sec` (the last one stays): a stream that
+        runs for days would otherwise keep one entry per chunk it ever sent."""
+        with self._lock:
+            drop = min(bisect.bisect_left(self._audio_end_sec, audio_sec), len(self._audio_end_sec) - 1)
+            if drop > 0:
+                del self._audio_end_sec[:drop]
+                del self._sent_monotonic_sec[:drop]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._audio_end_sec)
+
     def sent_time_for(self, end_sec: float) -> float | None:
         """Send time of the first chunk whose cumulative end reaches end_sec; the last
         chunk's when end_sec lies past everything sent; None before any chunk."""

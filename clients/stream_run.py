@@ -17,6 +17,7 @@ from clients.results import ResultStream, SentAudioLog, SttError, TimedResult
 from clients.resume import AudioTape, AudioTapeGap, ResumePolicy, dropped, worth_retrying
 
 NODE_HEADER = "stt-node"  # initial metadata: the node of a fleet that served the call
+LOG_KEPT_BEFORE_RESUME_SEC = 30.0  # send times kept from before the resume point, for latency_sec
 
 
 class StreamRun:
@@ -113,6 +114,8 @@ class StreamRun:
         if msg.resume_token:
             self._token, self._resume_from_sec = msg.resume_token, timeline.stream_sec(msg.resume_from_sec)
             self._tape.trim(self._resume_from_sec)
+            # Results still to come end after the resume point, less what a speech event looks back.
+            self._log.forget_before(self._resume_from_sec - LOG_KEPT_BEFORE_RESUME_SEC)
             if not msg.is_final:  # a checkpoint: nothing for the caller; it names the next utterance
                 self._next_index = max(self._next_index, timeline.first_index + msg.utterance_index)
                 return None

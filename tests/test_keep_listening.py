@@ -19,7 +19,7 @@ import pytest
 from appliance.api import stt_pb2
 from clients.audio import load_pcm16
 from clients.keep_listening import KeepListening, Reopen, SessionTimeline, reopens_after
-from clients.sdk import NO_RESUME, ResumePolicy, SttClient, SttError, TimedResult, Word, split_pcm16
+from clients.sdk import NO_RESUME, ResumePolicy, SentAudioLog, SttClient, SttError, TimedResult, Word, split_pcm16
 from tests import speech
 from tests.conftest import serve_in_process
 from tests.helpers import normalise
@@ -156,3 +156,14 @@ def test_a_later_session_maps_its_results_onto_the_stream_timeline():
     assert (moved.utterance_index, moved.start_sec, moved.end_sec) == (3, 7.6, 8.35)
     assert [(w.start_sec, w.end_sec) for w in moved.words] == [(7.6, 8.0), (8.0, 8.35)]
     assert moved.text == result.text and later.stream_sec(0.25) == pytest.approx(7.35)
+
+
+def test_the_send_log_of_a_long_stream_forgets_what_no_result_can_name_any_more():
+    log = SentAudioLog()
+    for chunk in range(1, 101):  # 10 s of 100 ms chunks, sent one second of wall time apart
+        log.record(chunk / 10, 1000.0 + chunk)
+    log.forget_before(6.0)
+    assert len(log) == 41 and log.sent_time_for(6.0) == 1060.0 and log.audio_sent_sec == 10.0
+    assert log.latency_sec(7.0, 1100.0) == pytest.approx(30.0)
+    log.forget_before(99.0)  # past everything: the last entry stays, for results that end after it
+    assert len(log) == 1 and log.sent_time_for(12.0) == 1100.0
