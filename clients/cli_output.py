@@ -124,6 +124,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"p95 {sec(summary['final_latency_p95_sec'])}",
         *([f"resumed {summary['resumes']} time(s) after a dropped connection; nodes: "
            f"{' -> '.join(summary['nodes'])}"] if summary["resumes"] else []),
+        *([f"listened on in {summary['reopens']} new session(s) after idle timeouts"]
+          if summary.get("reopens") else []),  # the microphone client's summary
     ))
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from clients.cli_common import CliError, build_parser, load_config_file, resolve_settings
+from clients.cli_common import CliError, build_parser, format_summary, load_config_file, resolve_settings
 from clients.corpus import wer
 from clients.realtime.mic import (
     MIC,
@@ -401,6 +401,13 @@ def test_appliance_server_mic_ctrl_c_flushes_the_last_utterance(appliance_server
     finals = [r for r in json_lines(mic.stdout) if r["is_final"]]
     assert len(finals) == 1 and normalise(finals[0]["text"]) == "front center", finals
     assert "stopping: waiting for the last final" in mic.stderr
+
+
+def test_the_plain_summary_says_how_many_sessions_followed_idle_timeouts():
+    summary = {"audio_sec": 300.0, "wall_sec": 300.2, "realtime_factor": 1.0, "finals": 2, "partials": 9,
+               "final_latency_median_sec": 0.6, "final_latency_p95_sec": 0.7, "resumes": 0, "nodes": []}
+    assert "listened on in 4 new session(s) after idle timeouts" in format_summary({**summary, "reopens": 4})
+    assert "idle" not in format_summary({**summary, "reopens": 0})
 
 
 IDLE_NOTICE = re.compile(r"^idle timeout: session \S+ heard no speech \(ERR1012\); listening on in session \S+ "
