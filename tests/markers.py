@@ -23,6 +23,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 HEAVY = frozenset({
     "test_corpus.py",                # 230 s: the whole corpus streamed at once, WER against offline
     "test_hwtests.py",               # 110 s: python -m hwtests --tiny, its report's keys and plots
+    "test_word_timing_corpus.py",    # 75 s: word-timed finals keep their text, clip after clip
     "test_torch_backend.py::test_corpus_wer_matches_faster_whisper_on_the_same_weights",  # 95 s
     "test_bench_soak.py::test_soak_smoke_run_exits_0_and_prints_the_leak_table",         # 30 s
 })
