@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients.audio import load_pcm16
 from clients.local_server import LocalAppliance
 from clients.sdk import SttClient, SttError
-from tests.conftest import finals_text, start_appliance, stream_file
+from tests.conftest import finals_text, serve_in_process, stream_file
+from tests.inprocess import InProcessAppliance
 from tests.speech import FRONT_CENTER_WAV
 
 ADMIN_TOKEN = "admin-e2e-token"
@@ -30,12 +31,12 @@ def _need_prompt():
 
 
 @pytest.fixture(scope="module")
-def server(request) -> LocalAppliance:
-    return start_appliance(request, env={"STT_ADMIN_TOKEN": ADMIN_TOKEN, "STT_HTTP_RATE_LIMIT_RPS": "0",
-                                         "STT_METRICS_EXPOSE_API_KEY_SESSIONS": "true"})
+def server(request) -> InProcessAppliance:
+    return serve_in_process(request, env={"STT_ADMIN_TOKEN": ADMIN_TOKEN, "STT_HTTP_RATE_LIMIT_RPS": "0",
+                                          "STT_METRICS_EXPOSE_API_KEY_SESSIONS": "true"})
 
 
-def http(server: LocalAppliance, path: str, *, body: dict | None = None, token: str | None = None):
+def http(server: InProcessAppliance, path: str, *, body: dict | None = None, token: str | None = None):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(server.http_url + path, data=data, method="POST" if data is not None else "GET")
     if data is not None:
@@ -51,14 +52,14 @@ def http(server: LocalAppliance, path: str, *, body: dict | None = None, token: 
     return status, (json.loads(payload) if payload[:1] in (b"{", b"[") else payload.decode())
 
 
-def samples(server: LocalAppliance) -> dict[tuple[str, tuple], float]:
+def samples(server: InProcessAppliance) -> dict[tuple[str, tuple], float]:
     status, text = http(server, "/metrics")
     assert status == 200
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def grpc_health(server: LocalAppliance) -> int:
+def grpc_health(server: InProcessAppliance) -> int:
     with grpc.insecure_channel(server.address) as channel:
         return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
 
@@ -123,7 +124,7 @@ def test_system_reports_hardware_profile_models_and_versions(server):
     assert system["memory"]["rss_bytes"] > 0 and "faster-whisper" in system["versions"]
 
 
-def _stream_in_thread(server: LocalAppliance, path, results: list, errors: list, **session_options):
+def _stream_in_thread(server: InProcessAppliance, path, results: list, errors: list, **session_options):
     def run():
         try:
             pcm16, rate_hz = load_pcm16(path)
@@ -194,7 +195,7 @@ def test_degraded_decode_health_turns_grpc_health_not_serving_too(alsa_prompts):
     env = {"STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC": "0.01", "STT_HEALTH_MIN_EVENTS": "1",
            "STT_HEALTH_MAX_TIMEOUT_RATIO": "0", "STT_HTTP_RATE_LIMIT_RPS": "0",
            "STT_SERVER_MAX_DECODE_BATCH_SIZE": "1"}
-    with LocalAppliance("--profile", "default", env=env) as app:
+    with InProcessAppliance("--profile", "default", env=env) as app:
         assert http(app, "/health")[0] == 200
         path = next(iter(alsa_prompts))
         errors: list = []

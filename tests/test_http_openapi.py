@@ -5,7 +5,6 @@ and body must match)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import falcon.inspect
@@ -22,7 +21,7 @@ from appliance.security.http_access import HttpAccess, HttpAccessSettings
 from appliance.transport.http.app import create_app, create_client_app
 from appliance.transport.http.openai import openai_routes
 from appliance.transport.http.openapi import openapi_document
-from clients.local_server import LocalAppliance
+from tests.inprocess import InProcessAppliance
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "fuzz-token"  # both the observability and the admin token, so one header opens everything
@@ -59,7 +58,7 @@ def test_openapi_names_exactly_the_routes_and_methods_of_the_app():
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(request, tmp_path_factory) -> LocalAppliance:
+def fuzz_server(request, tmp_path_factory) -> InProcessAppliance:
     # The default load profile names a model that is not installed: fuzzed load requests are refused
     # (ERR1010) instead of loading dozens of real models; the success path is in test_http_e2e.py.
     model_config = yaml.safe_load((ROOT / "config" / "model.yaml").read_text())
@@ -67,19 +66,18 @@ def fuzz_server(request, tmp_path_factory) -> LocalAppliance:
     model_config["model"]["default_model_load_profile"] = "not-installed"
     path = tmp_path_factory.mktemp("fuzz") / "model.yaml"
     path.write_text(yaml.safe_dump(model_config))
-    app = LocalAppliance("--model-config", str(path),
-                         env={"STT_OBSERVABILITY_TOKEN": TOKEN, "STT_ADMIN_TOKEN": TOKEN,
-                              "STT_HTTP_RATE_LIMIT_RPS": "0", "STT_OPENAI_PORT": "0"})
-    app.start()
-    request.addfinalizer(lambda: app.__exit__(None, None, None))
-    return app
+    app = InProcessAppliance("--model-config", str(path),
+                             env={"STT_OBSERVABILITY_TOKEN": TOKEN, "STT_ADMIN_TOKEN": TOKEN,
+                                  "STT_HTTP_RATE_LIMIT_RPS": "0", "STT_OPENAI_PORT": "0"})
+    request.addfinalizer(app.stop)
+    return app.start()
 
 
-def plane_url(app: LocalAppliance, plane: str) -> str:
-    """The operator plane (metrics_port) or the client plane (openai.port, from the ready file)."""
+def plane_url(app: InProcessAppliance, plane: str) -> str:
+    """The operator plane (metrics_port) or the client plane (openai.port)."""
     if plane == "operator":
         return app.http_url
-    return f"http://127.0.0.1:{json.loads(app.ready_file.read_text())['openai_port']}"
+    return f"http://127.0.0.1:{app.openai_port}"
 
 
 @pytest.mark.parametrize("plane", ["operator", "client"])

@@ -25,8 +25,8 @@ from openai import OpenAI
 from appliance.errors import ApplianceError
 from appliance.uploads import DecodedUpload
 from clients.corpus import wer
-from clients.local_server import LocalAppliance
 from tests.helpers import REPO_ROOT
+from tests.inprocess import InProcessAppliance
 
 SPEECH = REPO_ROOT / "hwtests/speech"
 JFK = SPEECH / "sent_en_jfk_ask_not.wav"
@@ -40,23 +40,22 @@ WER_BOUND = 0.25  # tiny.en on these recordings is near 0; this only catches a b
 
 
 @pytest.fixture(scope="module")
-def server(request) -> LocalAppliance:
+def server(request) -> InProcessAppliance:
     """Keys required (one listed), one upload at a time, a 4 MiB body cap, no HTTP rate limit."""
-    app = LocalAppliance(env={
+    app = InProcessAppliance(env={
         "STT_AUTH_CREATE_SESSION_AUTH_PROFILE": "api_key", "STT_AUTH_ALLOWED_API_KEYS": API_KEY,
         "STT_OPENAI_MAX_CONCURRENT_REQUESTS": "1", "STT_OPENAI_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
         "STT_HTTP_RATE_LIMIT_RPS": "0", "STT_ADMIN_TOKEN": ADMIN_TOKEN, "STT_OPENAI_PORT": "0"})
-    app.start()
-    request.addfinalizer(lambda: app.__exit__(None, None, None))
-    return app
+    request.addfinalizer(app.stop)
+    return app.start()
 
 
-def openai_port(server: LocalAppliance) -> int:
-    """The client plane's port (openai.port; 0 here, so the ready file names the one bound)."""
-    return int(json.loads(server.ready_file.read_text())["openai_port"])
+def openai_port(server: InProcessAppliance) -> int:
+    """The client plane's port (openai.port; 0 here: the one it bound)."""
+    return server.openai_port
 
 
-def openai_url(server: LocalAppliance) -> str:
+def openai_url(server: InProcessAppliance) -> str:
     return f"http://127.0.0.1:{openai_port(server)}/v1"
 
 

@@ -18,7 +18,7 @@ import pytest
 from appliance.api import stt_pb2, stt_pb2_grpc
 from clients.audio import load_pcm16
 from clients.sdk import NO_RESUME, ResultStream, SttClient, SttError, TimedResult, split_pcm16
-from tests.conftest import start_appliance
+from tests.conftest import serve_in_process
 from tests.helpers import assert_same_finals
 from tests.tcp_cut import CuttableProxy
 
@@ -28,13 +28,13 @@ B_WINDOW_SEC = 3.0
 
 @pytest.fixture(scope="module")
 def node_a(request):
-    return start_appliance(request, env={"STT_AUTH_SESSION_TICKET_SECRET": SECRET, "STT_SERVER_NODE_NAME": "node-a"})
+    return serve_in_process(request, env={"STT_AUTH_SESSION_TICKET_SECRET": SECRET, "STT_SERVER_NODE_NAME": "node-a"})
 
 
 @pytest.fixture(scope="module")
 def node_b(request):
-    return start_appliance(request, env={"STT_AUTH_SESSION_TICKET_SECRET": SECRET, "STT_SERVER_NODE_NAME": "node-b",
-                                         "STT_SERVER_RESUME_WINDOW_SEC": str(B_WINDOW_SEC)})
+    return serve_in_process(request, env={"STT_AUTH_SESSION_TICKET_SECRET": SECRET, "STT_SERVER_NODE_NAME": "node-b",
+                                          "STT_SERVER_RESUME_WINDOW_SEC": str(B_WINDOW_SEC)})
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from clients.corpus import wer
 from clients.local_server import LocalAppliance
 from tests.adversarial.victim import ipv6_loopback_or_skip
 from tests.helpers import REPO_ROOT
+from tests.inprocess import InProcessAppliance
 
 SPEECH = REPO_ROOT / "hwtests/speech"
 JFK = SPEECH / "sent_en_jfk_ask_not.wav"
@@ -50,16 +51,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def wyoming_server(request) -> tuple[LocalAppliance, int]:
+def wyoming_server(request) -> tuple[InProcessAppliance, int]:
     """Bound to every address ("*"), open to 127.0.0.1 only, two sessions per client IP."""
     port = free_port()
-    server = LocalAppliance("--wyoming-port", str(port), env={
+    server = InProcessAppliance("--wyoming-port", str(port), env={
         "STT_WYOMING_HOST": "*", "STT_WYOMING_ALLOW_NETWORKS": "127.0.0.1/32",
         "STT_WYOMING_IDLE_TIMEOUT_SEC": str(IDLE_TIMEOUT_SEC), "STT_WYOMING_MAX_EVENT_BYTES": "262144",
         "STT_SERVER_MAX_SESSIONS_PER_IP": "2"})
-    server.start()
-    request.addfinalizer(lambda: server.__exit__(None, None, None))
-    return server, port
+    request.addfinalizer(server.stop)
+    return server.start(), port
 
 
 def read_frames(path: Path) -> tuple[np.ndarray, int]:
