@@ -14,7 +14,7 @@ from appliance.security.tickets import TicketSigner
 from clients.audio import load_pcm16
 from clients.sdk import SttClient
 from tests.adversarial.victim import assert_transcribes
-from tests.conftest import finals_text, start_appliance
+from tests.conftest import finals_text, serve_in_process
 
 TICKET_SECRET = "adversarial-ticket-secret"
 
@@ -31,7 +31,7 @@ def attach(address: str, session_id: str, token: str) -> grpc.RpcError:
 @pytest.fixture(scope="module")
 def shared_secret_server(request):
     """An appliance whose ticket secret the test knows, so it can sign tickets the server would accept."""
-    return start_appliance(request, env={"STT_AUTH_SESSION_TICKET_SECRET": TICKET_SECRET})
+    return serve_in_process(request, env={"STT_AUTH_SESSION_TICKET_SECRET": TICKET_SECRET})
 
 
 def expired_ticket(session_id: str) -> str:

@@ -16,7 +16,7 @@ from appliance.security.auth import auth_metadata
 from clients.sdk import SttClient, SttError
 from tests.adversarial.raw_grpc import unary_call
 from tests.adversarial.victim import assert_transcribes, ipv6_loopback_or_skip
-from tests.conftest import expect_error, start_appliance
+from tests.conftest import expect_error, serve_in_process, start_appliance
 
 SECRET = "adversarial-signing-secret"
 CREATE_SESSION = "/stt.v1.SpeechToText/CreateSession"
@@ -28,9 +28,9 @@ def victim_address(server) -> str:
 
 
 def test_a_replayed_signed_token_is_refused_inside_its_window_and_after_it(request, front_center_wav):
-    server = start_appliance(request, env={"STT_AUTH_CREATE_SESSION_AUTH_PROFILE": "signed_token",
-                                           "STT_AUTH_CREATE_SESSION_AUTH_SECRET": SECRET,
-                                           "STT_AUTH_CREATE_SESSION_AUTH_TTL_SEC": "2"})
+    server = serve_in_process(request, env={"STT_AUTH_CREATE_SESSION_AUTH_PROFILE": "signed_token",
+                                            "STT_AUTH_CREATE_SESSION_AUTH_SECRET": SECRET,
+                                            "STT_AUTH_CREATE_SESSION_AUTH_TTL_SEC": "2"})
     captured = auth_metadata(SECRET)  # what an eavesdropper copied off the victim's CreateSession
     with SttClient(server.address, metadata=captured) as victim_client:
         victim = victim_client.create_session()
@@ -50,7 +50,7 @@ def test_made_up_and_rotated_api_keys_get_nothing_and_a_key_holder_elsewhere_is_
     keys_file = tmp_path / "keys.txt"
     keys_file.write_text("".join(f"sha256:{hashlib.sha256(f'stolen-{i}'.encode()).hexdigest()}\n"
                                  for i in range(10)) + "victim-key\n")
-    server = start_appliance(request, *DUAL_STACK, env={
+    server = serve_in_process(request, *DUAL_STACK, env={
         "STT_AUTH_CREATE_SESSION_AUTH_PROFILE": "api_key", "STT_AUTH_ALLOWED_API_KEYS_FILE": str(keys_file),
         "STT_SERVER_CREATE_SESSION_RPS": "0.2", "STT_SERVER_CREATE_SESSION_BURST": "3"})
     with SttClient(server.address) as attacker:
@@ -71,7 +71,7 @@ def test_made_up_and_rotated_api_keys_get_nothing_and_a_key_holder_elsewhere_is_
 
 def test_one_host_cannot_hold_every_session_by_default(request, front_center_wav):
     ipv6_loopback_or_skip()
-    server = start_appliance(request, *DUAL_STACK)  # shipped limits: 16 per client IP, 50 in all
+    server = serve_in_process(request, *DUAL_STACK)  # shipped limits: 16 per client IP, 50 in all
     with SttClient(server.address) as attacker:
         for _ in range(16):
             attacker.create_session()  # created and never streamed: each holds a slot until it expires
@@ -93,6 +93,7 @@ BAD_AUTHORIZATION = [
 
 
 def test_unparseable_credentials_on_grpc_metadata_are_err1004_and_stay_out_of_the_log(request, front_center_wav):
+    # A process of its own: grpcio's log guard (one count line a minute) is per process.
     server = start_appliance(request, env={"STT_AUTH_CREATE_SESSION_AUTH_PROFILE": "signed_token",
                                            "STT_AUTH_CREATE_SESSION_AUTH_SECRET": SECRET})
     body = stt_pb2.SessionRequest().SerializeToString()

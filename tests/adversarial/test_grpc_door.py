@@ -13,7 +13,7 @@ import pytest
 
 from appliance.api import stt_pb2, stt_pb2_grpc
 from tests.adversarial.victim import assert_transcribes, ipv6_loopback_or_skip
-from tests.conftest import start_appliance
+from tests.conftest import serve_in_process
 
 MAX_OPEN_STREAMS = 4
 SHARE = MAX_OPEN_STREAMS - 1  # max_sessions_per_ip (16) is held below the door's total
@@ -22,7 +22,7 @@ SHARE = MAX_OPEN_STREAMS - 1  # max_sessions_per_ip (16) is held below the door'
 @pytest.fixture(scope="module")
 def server(request):
     """Dual stack (the kiosk comes from ::1); calls that send nothing are not timed out during the test."""
-    return start_appliance(request, "--grpc-host", "::", env={
+    return serve_in_process(request, "--grpc-host", "::", env={
         "STT_SERVER_MAX_OPEN_STREAMS": str(MAX_OPEN_STREAMS), "STT_SERVER_MAX_SESSIONS_PER_IP": "16",
         "STT_SERVER_FIRST_CHUNK_TIMEOUT_SEC": "60", "STT_HTTP_RATE_LIMIT_RPS": "0"})
 

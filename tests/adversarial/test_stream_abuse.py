@@ -23,7 +23,7 @@ from appliance.streaming.types import AudioIn
 from clients.audio import load_pcm16
 from clients.sdk import SttClient
 from tests.adversarial.victim import HonestStream, assert_transcribes, ipv6_loopback_or_skip
-from tests.conftest import expect_error, start_appliance
+from tests.conftest import expect_error, serve_in_process
 
 SESSION_TIMEOUT_SEC = 3.0
 FIRST_CHUNK_TIMEOUT_SEC = 1.5
@@ -33,7 +33,7 @@ SILENCE_100MS = b"\0\0" * 1600
 @pytest.fixture(scope="module")
 def server(request):
     """Short idle limits so the reaping paths run in seconds; the kiosk connects over ::1."""
-    return start_appliance(request, "--grpc-host", "::", env={
+    return serve_in_process(request, "--grpc-host", "::", env={
         "STT_SERVER_SESSION_TIMEOUT_SEC": str(SESSION_TIMEOUT_SEC),
         "STT_SERVER_FIRST_CHUNK_TIMEOUT_SEC": str(FIRST_CHUNK_TIMEOUT_SEC),
         "STT_SERVER_MAX_SESSIONS_PER_IP": "6", "STT_HTTP_RATE_LIMIT_RPS": "0"})

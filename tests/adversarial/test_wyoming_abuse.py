@@ -15,7 +15,7 @@ from wyoming.error import Error
 
 from clients.corpus import wer
 from tests.adversarial.victim import ipv6_loopback_or_skip
-from tests.conftest import start_appliance
+from tests.conftest import serve_in_process
 from tests.test_wyoming import COMMAND, free_port, read_frames, transcribe, transcript_text
 
 IDLE_TIMEOUT_SEC = 3.0
@@ -29,7 +29,7 @@ START = b'{"type": "audio-start", "data": {"rate": 16000, "width": 2, "channels"
 def wyoming(request) -> tuple:
     """(appliance, Wyoming port): every address bound, small caps, a short idle deadline."""
     port = free_port()
-    server = start_appliance(request, "--wyoming-port", str(port), env={
+    server = serve_in_process(request, "--wyoming-port", str(port), env={
         "STT_WYOMING_HOST": "*", "STT_WYOMING_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
         "STT_WYOMING_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS),
         "STT_WYOMING_IDLE_TIMEOUT_SEC": str(IDLE_TIMEOUT_SEC)})
