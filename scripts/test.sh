@@ -8,11 +8,11 @@
 # tests (tests/test_fleet.py, tests/test_grpcurl.py). pulseaudio (+ utils, the ALSA
 # pulse plugin) and PortAudio give the microphone client a virtual microphone to record from.
 #
-# For a whole-suite run, two pytest sessions run side by side, with the lint beside them: the deploy
-# tests (debootstrap, image builds, containers: minutes spent waiting on the network and dockerd) and
-# the heavy ones (minutes of CPU that assert accuracy or structure, not timing: tests/markers.py) in
-# one, everything else in the other. The main session prints as it goes, the others' output follows
-# it, and any of them failing fails the run. Selecting tests yourself (-m, -k, a path), or
+# For a whole-suite run, three pytest sessions run side by side, with the lint beside them: the deploy
+# tests (debootstrap, image builds, containers: minutes spent waiting on the network and dockerd), the
+# heavy ones (minutes of CPU that assert accuracy or structure, not timing: tests/markers.py), and
+# everything else, whose streams mostly wait on the clock. The main session prints as it goes, the
+# others' output follows it, and any of them failing fails the run. Selecting tests yourself (-m, -k, a path), or
 # STT_TEST_SESSIONS=1, runs the lint and then one session, in order. A quick check while working:
 # scripts/test.sh -m "not slow and not deploy".
 set -euo pipefail
@@ -43,14 +43,17 @@ if [ "$split" = 0 ]; then
 fi
 
 logs=$(mktemp -d /tmp/stt-test-logs.XXXXXX)
-.venv/bin/python -m pytest -m "deploy or heavy" "$@" >"$logs/deploy-and-heavy.log" 2>&1 &
-deploy_pid=$!
+pids=()
+.venv/bin/python -m pytest -m deploy "$@" >"$logs/deploy.log" 2>&1 &
+pids+=("deploy:$!")
+.venv/bin/python -m pytest -m "heavy and not deploy" "$@" >"$logs/heavy.log" 2>&1 &
+pids+=("heavy:$!")
 lint >"$logs/lint.log" 2>&1 &
-lint_pid=$!
-trap 'kill -INT "$deploy_pid" "$lint_pid" 2>/dev/null || true' INT TERM  # pytest tears down (dockerd) on SIGINT
+pids+=("lint:$!")
+trap 'for part in "${pids[@]}"; do kill -INT "${part##*:}" 2>/dev/null || true; done' INT TERM  # pytest tears down on SIGINT
 status=0
 .venv/bin/python -m pytest -m "not deploy and not heavy" "$@" || status=$?
-for part in lint:"$lint_pid" deploy-and-heavy:"$deploy_pid"; do
+for part in "${pids[@]}"; do
     name=${part%%:*}
     part_status=0
     wait "${part##*:}" || part_status=$?

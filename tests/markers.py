@@ -6,7 +6,7 @@ Every run without `-m` runs them all (CI does). For a quick check while working:
 - `slow`: more than about 5 s on a 2-core box: streams played in real time, benchmarks, tools run
   as processes. Named below by module (every test in it) or by test, from `pytest --durations`.
 - `heavy`: minutes of CPU that assert accuracy or structure, not timing (the corpus, hwtests, the
-  soak): scripts/test.sh runs them with the deploy tests, in a session beside the rest.
+  soak): scripts/test.sh runs them in a pytest session of their own, beside the rest.
 A test named here that its module (when collected) no longer defines fails the collection, so the
 tables cannot silently rot.
 """
