@@ -117,6 +117,7 @@ def test_a_final_on_the_audio_a_speculative_partial_decoded_reuses_it_without_de
     assert reused.decode_latency_sec == 0.0 and reused.text == partial_result.text and not guessed.words
     assert " ".join(w.word for w in reused.words) == reused.text
     assert all(0.0 <= w.start_sec <= w.end_sec <= reused.end_sec for w in reused.words)
+    assert all(w.probability > 0 for w in reused.words)  # aligned, not the evenly spread estimate
 
 
 def submit_while_running(backend, first, *then, slots: int = 1, **session_options):
@@ -159,7 +160,7 @@ def test_a_word_timed_final_that_adopts_its_running_speculation_carries_words(ba
     [result] = delivered
     assert result.is_final and decodes == 1 and "front center" in result.text.lower().replace(",", "")
     assert " ".join(w.word for w in result.words) == result.text
-    assert all(0.0 <= w.start_sec <= w.end_sec <= result.end_sec for w in result.words)
+    assert all(0.0 <= w.start_sec <= w.end_sec <= result.end_sec and w.probability > 0 for w in result.words)
 
 
 def test_a_final_does_not_wait_for_a_running_partial_it_supersedes(backend, prompt_audio):
