@@ -8,12 +8,13 @@
 # tests (tests/test_fleet.py, tests/test_grpcurl.py). pulseaudio (+ utils, the ALSA
 # pulse plugin) and PortAudio give the microphone client a virtual microphone to record from.
 #
-# For a whole-suite run, three pytest sessions run side by side, with the lint beside them: the deploy
-# tests (debootstrap, image builds, containers: minutes spent waiting on the network and dockerd), the
-# heavy ones (minutes of CPU that assert accuracy or structure, not timing: tests/markers.py), and
-# everything else, whose streams mostly wait on the clock. The main session prints as it goes, the
-# others' output follows it, and any of them failing fails the run. Selecting tests yourself (-m, -k, a path), or
-# STT_TEST_SESSIONS=1, runs the lint and then one session, in order. A quick check while working:
+# For a whole-suite run, pytest sessions run side by side, with the lint beside them (markers in
+# tests/markers.py): the deploy tests (image builds and containers, minutes of waiting on the network
+# and dockerd), the heavy ones (minutes of CPU asserting accuracy or structure, not timing), the
+# adversarial ones, and everything else, whose streams mostly wait on the clock. The main session
+# prints as it goes, the others' output follows it; then the solo tests (they measure this process's
+# CPU share) run alone. Any of them failing fails the run. Selecting tests yourself (-m, -k, a path),
+# or STT_TEST_SESSIONS=1, runs the lint and then one session, in order. A quick check while working:
 # scripts/test.sh -m "not slow and not deploy".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,15 +45,18 @@ fi
 
 logs=$(mktemp -d /tmp/stt-test-logs.XXXXXX)
 pids=()
-.venv/bin/python -m pytest -m deploy "$@" >"$logs/deploy.log" 2>&1 &
-pids+=("deploy:$!")
-.venv/bin/python -m pytest -m "heavy and not deploy" "$@" >"$logs/heavy.log" 2>&1 &
-pids+=("heavy:$!")
+beside() {  # beside NAME MARKERS: a pytest session in the background, its output kept for later
+    .venv/bin/python -m pytest -m "$2" "${@:3}" >"$logs/$1.log" 2>&1 &
+    pids+=("$1:$!")
+}
+beside deploy "deploy" "$@"
+beside heavy "heavy and not deploy" "$@"
+beside adversarial "adversarial and not heavy and not deploy" "$@"
 lint >"$logs/lint.log" 2>&1 &
 pids+=("lint:$!")
 trap 'for part in "${pids[@]}"; do kill -INT "${part##*:}" 2>/dev/null || true; done' INT TERM  # pytest tears down on SIGINT
 status=0
-.venv/bin/python -m pytest -m "not deploy and not heavy" "$@" || status=$?
+.venv/bin/python -m pytest -m "not deploy and not heavy and not adversarial and not solo" "$@" || status=$?
 for part in "${pids[@]}"; do
     name=${part%%:*}
     part_status=0
@@ -62,4 +66,6 @@ for part in "${pids[@]}"; do
     [ "$part_status" = 0 ] || status=$part_status
 done
 rm -rf "$logs"
+echo "==================== solo (after the others) ===================="
+.venv/bin/python -m pytest -m solo "$@" || status=$?
 exit "$status"

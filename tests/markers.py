@@ -1,12 +1,15 @@
-"""Which tests are `deploy`, `slow` and `heavy` (markers registered in pyproject.toml).
+"""Which tests are `deploy`, `adversarial`, `slow`, `heavy` and `solo` (markers in pyproject.toml).
 
 Every run without `-m` runs them all (CI does). For a quick check while working:
 `pytest -m "not slow and not deploy"`.
 - `deploy`: every test under tests/deploy (images, containers, systemd, manifests).
+- `adversarial`: every test under tests/adversarial (attacks on a real appliance, an honest client beside).
 - `slow`: more than about 5 s on a 2-core box: streams played in real time, benchmarks, tools run
   as processes. Named below by module (every test in it) or by test, from `pytest --durations`.
 - `heavy`: minutes of CPU that assert accuracy or structure, not timing (the corpus, hwtests, the
   soak): scripts/test.sh runs them in a pytest session of their own, beside the rest.
+- `solo`: measures this process's share of the CPU, which the sessions beside it would take: run
+  after them, alone.
 A test named here that its module (when collected) no longer defines fails the collection, so the
 tables cannot silently rot.
 """
@@ -26,6 +29,12 @@ HEAVY = frozenset({
     "test_word_timing_corpus.py",    # 75 s: word-timed finals keep their text, clip after clip
     "test_torch_backend.py::test_corpus_wer_matches_faster_whisper_on_the_same_weights",  # 95 s
     "test_bench_soak.py::test_soak_smoke_run_exits_0_and_prints_the_leak_table",         # 30 s
+    "test_convert.py",               # 55 s: converted checkpoints decode exactly as CTranslate2 does
+    "test_faster_whisper_backend.py::test_word_timings_are_aligned_on_the_plain_decode_and_never_change_its_text",
+})
+
+SOLO = frozenset({
+    "test_loadtest.py::test_sampler_sees_this_process_burn_cpu",  # > 40 % of a core while it burns one
 })
 
 SLOW = frozenset({
@@ -73,12 +82,17 @@ def apply_markers(items: list[pytest.Item]) -> None:
         modules[module] = getattr(item, "module", None)
         if module.startswith("deploy/"):
             item.add_marker(pytest.mark.deploy)
+        if module.startswith("adversarial/"):
+            item.add_marker(pytest.mark.adversarial)
         if module in SLOW or test in SLOW:
             item.add_marker(pytest.mark.slow)
         if module in HEAVY or test in HEAVY:
             item.add_marker(pytest.mark.heavy)
-    stale = [name for name in SLOW if not (TESTS_DIR / name.split("::")[0]).is_file()]
-    for module, test in (name.split("::") for name in SLOW if "::" in name):
+        if test in SOLO:
+            item.add_marker(pytest.mark.solo)
+    named = SLOW | SOLO
+    stale = [name for name in named if not (TESTS_DIR / name.split("::")[0]).is_file()]
+    for module, test in (name.split("::") for name in named if "::" in name):
         if module in modules and not hasattr(modules[module], test):
             stale.append(f"{module}::{test}")
     if stale:
