@@ -241,7 +241,8 @@ class ModelConfig:
                              choices=COMPUTE_TYPES)
     pool_size: int = setting(1, "preloaded model instances", ge=1)
     language: str = setting("", "language code (empty = auto-detect)")
-    languages: list[str] | None = setting(None, "languages to force (repeat to weight; null = auto)",
+    languages: list[str] | None = setting(None, "languages a multilingual model detects among when a session names "
+                                       "none; one is forced; other session languages refused (null = all)",
                                        nonempty=True)
     task: str = setting("transcribe", "transcribe or translate to English", choices=TASKS)
     default_decode_profile: str = setting("realtime", "decode profile used when a session names none",

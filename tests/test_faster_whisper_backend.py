@@ -196,3 +196,40 @@ def test_hotwords_change_a_batched_decode_as_they_change_a_single_one(tmp_path):
         assert texts[0] == texts[1], hotwords
         assert ("siobhan" in texts[1]) is heard, texts
         assert "report" in texts[1] and "garden" in normalize(batched[1].segments[0].text)
+
+
+def test_model_languages_keep_detection_to_the_listed_languages():
+    # English speech on the multilingual base model: detected as en over the full distribution; with
+    # model.languages [de, fr] the most probable of those two, with [en, de] still en, with [de] forced.
+    from appliance.models.store import ModelStoreError
+
+    base = str(resolve_model("base").path)
+    options = load_config(*default_config_paths()).decode_profiles["realtime"]
+    jfk = dict(_shipped_clips())["sent_en_jfk_ask_not.wav"]
+
+    def backend(*languages: str) -> FasterWhisperBackend:
+        return FasterWhisperBackend(model_id="cpu-base", model_path=base, encode_window="bucketed",
+                                    languages=languages)
+
+    free = backend().transcribe(jfk, options, language=None, task="transcribe")
+    assert free.language == "en" and free.language_probability > 0.5
+    listed = backend("de", "fr", "de")
+    assert listed.languages == ("de", "fr")
+    single = listed.transcribe(jfk, options, language=None, task="transcribe")
+    [batched, _] = listed.transcribe_batch([jfk, jfk[:16_000 * 3]], options, language=None, task="transcribe")
+    for transcript in (single, batched):
+        assert transcript.language in ("de", "fr")
+        assert 0.0 <= transcript.language_probability < free.language_probability  # its own score, as scored
+    named = listed.transcribe(jfk, options, language="fr", task="transcribe")  # a session's language is kept
+    assert named.language == "fr" and named.language_probability == 1.0
+    assert backend("en", "de").transcribe(jfk, options, language=None, task="transcribe").language == "en"
+    forced = backend("de").transcribe(jfk, options, language=None, task="transcribe")
+    assert forced.language == "de" and forced.language_probability == 1.0
+    # English-only models decode English: [en] is accepted (as no restriction), anything else refused
+    tiny_en = str(resolve_model("tiny.en").path)
+    assert FasterWhisperBackend(model_id="cpu-tiny.en", model_path=tiny_en, english_only=True,
+                                languages=("en",)).languages == ()
+    with pytest.raises(ModelStoreError, match=r"model.languages lists de, but cpu-tiny.en is English-only"):
+        FasterWhisperBackend(model_id="cpu-tiny.en", model_path=tiny_en, english_only=True, languages=("en", "de"))
+    with pytest.raises(ModelStoreError, match=r"model.languages: 'xx' not Whisper"):
+        backend("de", "xx")

@@ -242,6 +242,31 @@ def test_language_is_checked_against_whisper_and_the_model():
     assert resolve_on(MULTILINGUAL, task="translate", language="de").task == "translate"
 
 
+def test_model_languages_hold_a_session_to_the_listed_languages():
+    listed = ModelTraits(english_only=False, max_prompt_tokens=20, count_tokens=_words, languages=("de", "fr"))
+    assert resolve_on(listed).language is None  # detected, among de and fr (the backend's part)
+    assert resolve_on(listed, language="FR").language == "fr"
+    with pytest.raises(ApplianceError) as info:
+        resolve_on(listed, language="en")
+    assert info.value.code == "ERR1010" and "model.languages: de, fr" in info.value.message
+    # an invalid code is still refused as one, before the list is consulted
+    with pytest.raises(ApplianceError) as info:
+        resolve_on(listed, language="xx")
+    assert "not a Whisper language" in info.value.message
+
+
+def test_one_listed_language_is_forced_unless_the_session_names_it():
+    only_de = ModelTraits(english_only=False, max_prompt_tokens=20, count_tokens=_words, languages=("de",))
+    assert resolve_on(only_de).language == "de"
+    assert resolve_on(only_de, language="de").language == "de"
+    with pytest.raises(ApplianceError) as info:
+        resolve_on(only_de, language="fr")
+    assert info.value.code == "ERR1010" and "model.languages: de" in info.value.message
+    # a server default language outside the list is refused too, not silently swapped
+    with pytest.raises(ApplianceError):
+        resolve_settings(SessionRequest(), defaults(language="en", model_traits=lambda model_id: only_de))
+
+
 def test_prompt_and_hotwords_must_fit_the_models_prompt_budget_together():
     ten = " ".join(["word"] * 10)
     assert resolve_on(MULTILINGUAL, attributes={"decode.initial_prompt": ten, "decode.hotwords": ten})

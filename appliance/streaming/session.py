@@ -94,6 +94,7 @@ class ModelTraits:
     english_only: bool
     max_prompt_tokens: int
     count_tokens: Callable[[str], int]
+    languages: tuple[str, ...] = ()  # model.languages as the model holds it (Backend.languages); () = any
 
 
 @dataclass
@@ -164,6 +165,9 @@ def _check_model_fit(settings: SessionSettings, traits: ModelTraits | None) -> N
                              "(e.g. en, de, fr, ja; empty to detect)")
     if traits is None:
         return
+    if settings.language is not None and traits.languages and settings.language not in traits.languages:
+        raise ApplianceError("ERR1010", f"language {settings.language!r} is not one this server decodes in "
+                             f"(model.languages: {', '.join(traits.languages)}; empty to detect among them)")
     if traits.english_only and (settings.language not in (None, "en") or settings.task == "translate"):
         asked = f"language {settings.language!r}" if settings.task != "translate" else "task 'translate'"
         raise ApplianceError("ERR1010", f"{asked} needs a multilingual model; {settings.model_id} is English-only "
@@ -209,6 +213,9 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
     if upload_mode not in UPLOAD_MODES:
         raise ApplianceError("ERR1010", f"attribute upload_mode={upload_mode!r}: expected realtime or batch")
     language = request.language.strip().lower() or defaults.language
+    traits = defaults.model_traits(model_id)
+    if not language and traits is not None and len(traits.languages) == 1:
+        language = traits.languages[0]  # one listed language is forced, and the session is told so
     settings = SessionSettings(
         session_id=request.session_id or uuid.uuid4().hex,
         model_id=model_id,
@@ -230,5 +237,5 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
         require_token=request.require_token,
         protocol=request.protocol,
     )
-    _check_model_fit(settings, defaults.model_traits(model_id))
+    _check_model_fit(settings, traits)
     return settings

@@ -65,6 +65,7 @@ class Backend(Protocol):
     max_concurrency: int
     max_batch_size: int  # 1: the backend gains nothing from batching
     english_only: bool
+    languages: tuple[str, ...]  # model.languages: detection keeps to these; () = any (language_choice)
     max_prompt_tokens: int  # initial_prompt + hotwords must fit: half of Whisper's 448-token text context
 
     def count_tokens(self, text: str) -> int:

@@ -20,14 +20,16 @@ import numpy as np
 
 from appliance.decode_options import DecodeOptions
 from appliance.models.backends.base import Segment, Transcript, WordTiming
+from appliance.models.backends.language_choice import most_probable
 
 MAX_INITIAL_TIMESTAMP_SEC = 1.0
 TIME_PRECISION_SEC = 0.02
 
 
 def transcribe_batch(model, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None, task: str,
-                     encode_frames: int, max_new_tokens: int) -> list[Transcript]:
-    """Decode `audios` (16 kHz mono float32) with one encoder and one decoder call."""
+                     encode_frames: int, max_new_tokens: int, languages: tuple[str, ...] = ()) -> list[Transcript]:
+    """Decode `audios` (16 kHz mono float32) with one encoder and one decoder call; an utterance
+    with no `language` gets the most probable of `languages` (any when empty)."""
     import ctranslate2
     from faster_whisper.audio import pad_or_trim
     from faster_whisper.tokenizer import Tokenizer
@@ -36,9 +38,9 @@ def transcribe_batch(model, audios: list[np.ndarray], options: DecodeOptions, *,
     started = time.perf_counter()
     features = np.stack([pad_or_trim(model.feature_extractor(a), encode_frames) for a in audios]).astype(np.float32)
     encoder_output = model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)))
-    languages, probabilities = _languages(model, encoder_output, len(audios), language)
+    detected, probabilities = _languages(model, encoder_output, len(audios), language, languages)
     tokenizers = [Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=task, language=lang)
-                  for lang in languages]
+                  for lang in detected]
     prompts = [_prompt(model, tok, options) for tok in tokenizers]
     temperature = options.temperature[0] if isinstance(options.temperature, tuple) else options.temperature
     sampling = ({"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature} if temperature > 0
@@ -56,7 +58,7 @@ def transcribe_batch(model, audios: list[np.ndarray], options: DecodeOptions, *,
              else [()] * len(audios))
     elapsed_sec = time.perf_counter() - started
     transcripts = []
-    for audio, tok, result, lang, prob, tokens, aligned in zip(audios, tokenizers, results, languages, probabilities,
+    for audio, tok, result, lang, prob, tokens, aligned in zip(audios, tokenizers, results, detected, probabilities,
                                                                token_lists, words, strict=True):
         seq_len = len(tokens)
         avg_logprob = result.scores[0] * (seq_len ** options.length_penalty) / (seq_len + 1)
@@ -72,14 +74,16 @@ def transcribe_batch(model, audios: list[np.ndarray], options: DecodeOptions, *,
     return transcripts
 
 
-def _languages(model, encoder_output, count: int, language: str | None) -> tuple[list[str], list[float]]:
+def _languages(model, encoder_output, count: int, language: str | None,
+               allowed: tuple[str, ...]) -> tuple[list[str], list[float]]:
     if not model.model.is_multilingual:
         return ["en"] * count, [1.0] * count
     if language:
         return [language] * count, [1.0] * count
-    detected = model.model.detect_language(encoder_output)
-    langs = [pairs[0][0][2:-2] for pairs in detected]  # token "<|de|>" -> "de"
-    return langs, [float(pairs[0][1]) for pairs in detected]
+    # every language's probability, most probable first; token "<|de|>" -> "de"
+    chosen = [most_probable(((token[2:-2], prob) for token, prob in pairs), allowed)
+              for pairs in model.model.detect_language(encoder_output)]
+    return [lang for lang, _ in chosen], [prob for _, prob in chosen]
 
 
 def _prompt(model, tokenizer, options: DecodeOptions) -> list[int]:

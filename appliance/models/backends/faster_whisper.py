@@ -23,6 +23,7 @@ import numpy as np
 
 from appliance.decode_options import DecodeOptions
 from appliance.models.backends.base import WHISPER_MAX_PROMPT_TOKENS, Segment, Transcript, WordTiming
+from appliance.models.backends.language_choice import allowed_languages, forced_language, most_probable
 from appliance.models.backends.window_check import window_suspect
 
 FRAMES_PER_SEC = 100  # Whisper's mel hop: 10 ms
@@ -81,7 +82,10 @@ def _bucketed_model_class():
     from faster_whisper import WhisperModel
 
     class BucketedWhisperModel(WhisperModel):
-        """WhisperModel whose encoder sees only the bucket of features the current call asked for."""
+        """WhisperModel whose encoder sees only the bucket of features the current call asked for,
+        and whose language detection keeps to model.languages."""
+
+        allowed_languages: tuple[str, ...] = ()  # () = any (language_choice)
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -95,6 +99,12 @@ def _bucketed_model_class():
             self.call_state.encoded = encoded  # the window being decoded, for word alignment
             return encoded
 
+        def detect_language(self, *args, **kwargs):
+            language, probability, scores = super().detect_language(*args, **kwargs)
+            if self.allowed_languages and language not in self.allowed_languages and scores:
+                language, probability = most_probable(scores, self.allowed_languages)
+            return language, probability, scores
+
     return BucketedWhisperModel
 
 
@@ -104,12 +114,13 @@ MAX_BATCH_SIZE = 64  # one CTranslate2 generate() call; the scheduler's own cap 
 class FasterWhisperBackend:
     def __init__(self, *, model_id: str, model_path: str, device: str = "cpu", compute_type: str = "float32",
                  pool_size: int = 1, cpu_threads: int = 0, english_only: bool = False,
-                 encode_window: str = "full"):
+                 encode_window: str = "full", languages: tuple[str, ...] = ()):
         self.model_id = model_id
         self.device = device
         self.max_concurrency = max(1, pool_size)
         self.max_batch_size = MAX_BATCH_SIZE
         self.english_only = english_only
+        self.languages = allowed_languages(languages, english_only=english_only, model_id=model_id)
         self.max_prompt_tokens = WHISPER_MAX_PROMPT_TOKENS
         self.encode_window = encode_window
         limit_numpy_blas_threads()
@@ -119,6 +130,7 @@ class FasterWhisperBackend:
             model_path, device=device, compute_type=compute_type, num_workers=self.max_concurrency,
             cpu_threads=cpu_threads or default_cpu_threads(self.max_concurrency), local_files_only=True,
         )
+        self._model.allowed_languages = self.languages
         self._is_word = functools.lru_cache(maxsize=None)(self._token_is_word)
         self._eot = self._model.hf_tokenizer.token_to_id("<|endoftext|>")
 
@@ -142,8 +154,10 @@ class FasterWhisperBackend:
         from appliance.models.backends.ct2_batch import transcribe_batch
 
         def decode(batch: list[np.ndarray], frames: int) -> list[Transcript]:
-            return transcribe_batch(self._model, batch, options, language=None if self.english_only else language,
-                                    task="transcribe" if self.english_only else task, encode_frames=frames,
+            return transcribe_batch(self._model, batch, options,
+                                    language=None if self.english_only else forced_language(language, self.languages),
+                                    languages=self.languages, task="transcribe" if self.english_only else task,
+                                    encode_frames=frames,
                                     max_new_tokens=token_budget(max(a.size for a in batch) / 16_000))
 
         longest_sec = max(a.size for a in audios) / 16_000
@@ -184,7 +198,7 @@ class FasterWhisperBackend:
         try:
             segments, info = self._model.transcribe(
                 audio,
-                language="en" if self.english_only else (language or None),
+                language="en" if self.english_only else forced_language(language, self.languages),
                 task=task,
                 vad_filter=False,  # the appliance already gated this audio with its own VAD
                 condition_on_previous_text=False,  # never carry text across calls or silence

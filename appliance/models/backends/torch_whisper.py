@@ -26,6 +26,7 @@ import numpy as np
 
 from appliance.decode_options import DecodeOptions
 from appliance.models.backends.base import WHISPER_MAX_PROMPT_TOKENS, Segment, Transcript, WordTiming
+from appliance.models.backends.language_choice import allowed_languages, forced_language, most_probable
 from appliance.models.backends.torch_words import EncoderTap, add_words
 from appliance.models.store import ModelStoreError
 
@@ -97,7 +98,8 @@ def transcribe_kwargs(options: DecodeOptions, *, fp16: bool, language: str | Non
 
 class TorchWhisperBackend:
     def __init__(self, *, model_id: str, model_path: str, device: str = "cpu", compute_type: str = "float32",
-                 pool_size: int = 1, cpu_threads: int = 0, english_only: bool = False, encode_window: str = "full"):
+                 pool_size: int = 1, cpu_threads: int = 0, english_only: bool = False, encode_window: str = "full",
+                 languages: tuple[str, ...] = ()):
         import torch
         import whisper
 
@@ -108,6 +110,7 @@ class TorchWhisperBackend:
         self.max_concurrency = max(1, pool_size)
         self.max_batch_size = 1  # whisper.transcribe decodes one utterance per call
         self.english_only = english_only
+        self.languages = allowed_languages(languages, english_only=english_only, model_id=model_id)
         self.max_prompt_tokens = WHISPER_MAX_PROMPT_TOKENS
         self.fp16 = self.device != "cpu" and compute_type in HALF_PRECISION
         if compute_type not in ("float32", "default") and not self.fp16:
@@ -179,18 +182,19 @@ class TorchWhisperBackend:
         return [self.transcribe(a, options, language=language, task=task, provisional=provisional) for a in audios]
 
     def _language(self, model, audio: np.ndarray, language: str | None) -> tuple[str, float]:
-        """The language to decode in and its probability (1.0 when fixed rather than detected)."""
+        """The language to decode in and its probability (1.0 when fixed rather than detected); a
+        detected one is the most probable of model.languages (language_choice)."""
         import whisper
 
         if self.english_only or not model.is_multilingual:
             return "en", 1.0
+        language = forced_language(language, self.languages)
         if language:
             return language, 1.0
         mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(np.asarray(audio, dtype=np.float32)),
                                           model.dims.n_mels).to(model.device)
         _, probs = model.detect_language(mel.half() if self.fp16 else mel)
-        best = max(probs, key=probs.get)
-        return best, float(probs[best])
+        return most_probable(probs.items(), self.languages)
 
 
 def preload_tokenizer(model) -> None:
