@@ -64,6 +64,7 @@ from appliance.config_sources import (
 )
 from appliance.decode_options import DECODE_OPTION_NAMES, DecodeOptionError, DecodeOptions, parse_decode_options
 from appliance.fields import FieldSpec, field_specs, show
+from appliance.languages import WHISPER_LANGUAGES
 
 # This is the config's public home: the schema and the layers live in config_schema, config_sources
 # and config_cli, and their public names are re-exported here.
@@ -218,6 +219,17 @@ def _check_deprecated(cfg: AppConfig, deprecated: Mapping[str, tuple[str, Any]])
                     DEPRECATED_KEYS[dotted])
 
 
+def _check_languages(language: str, languages: list[str]) -> None:
+    """model.languages holds Whisper codes, and model.language (every session's default) is one of them."""
+    unknown = [code for code in languages if code not in WHISPER_LANGUAGES]
+    if unknown:
+        raise ConfigError("model.languages", f"model.languages: {', '.join(map(repr, unknown))} not Whisper "
+                                             "language code(s) (e.g. en, de, fr, ja)")
+    if language and languages and language not in languages:
+        raise ConfigError("model.language", f"model.language: {language!r} is not in model.languages "
+                                            f"({', '.join(languages)}): sessions naming no language would be refused")
+
+
 def _check_wyoming(cfg: AppConfig) -> None:
     """Wyoming carries no credentials: where CreateSession needs some, the operator names the api_key
     its sessions act as (and should fence the port with allow_networks); a per-request signature
@@ -245,6 +257,7 @@ def _check_consistency(cfg: AppConfig) -> None:
         raise ConfigError(f"tls.{missing}", f"tls.{missing}: tls.{have} is set but tls.{missing} is not; "
                                             "gRPC TLS needs both")
     _check_wyoming(cfg)
+    _check_languages(cfg.model.language, cfg.model.languages or [])
     if cfg.auth.create_session_auth_profile == "signed_token" and not cfg.auth.create_session_auth_secret:
         raise ConfigError("auth.create_session_auth_secret",
                           "auth.create_session_auth_secret: expected a non-empty secret when "

@@ -170,6 +170,7 @@ class Runtime:
     def load_settings(self) -> LoadSettings:
         cfg = self.config
         return LoadSettings(cpu_threads=cfg.model.cpu_threads, encode_window=cfg.model.encode_window,
+                            languages=tuple(cfg.model.languages or ()),
                             warm_up_options=cfg.decode_profiles[cfg.model.default_decode_profile])
 
     def load(self, resolved: ResolvedModel) -> None:

@@ -99,7 +99,7 @@ class StreamBuilder:
             return None
         backend = loaded.backend
         return ModelTraits(english_only=backend.english_only, max_prompt_tokens=backend.max_prompt_tokens,
-                           count_tokens=backend.count_tokens)
+                           count_tokens=backend.count_tokens, languages=backend.languages)
 
 
 class SessionService:
@@ -165,8 +165,10 @@ class SessionService:
         languages = {}
         for model_id in self._streams.models.ids():
             traits = self._streams.model_traits(model_id)
-            english_only = traits is None or traits.english_only
-            languages[model_id] = ["en"] if english_only else sorted(WHISPER_LANGUAGES)
+            if traits is None or traits.english_only:
+                languages[model_id] = ["en"]
+            else:  # model.languages where the operator listed some
+                languages[model_id] = list(traits.languages) or sorted(WHISPER_LANGUAGES)
         return languages
 
     # --- CreateSession ------------------------------------------------------------------------

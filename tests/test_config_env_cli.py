@@ -97,7 +97,7 @@ def test_env_values_are_parsed_by_type():
     env = {
         "STT_MODEL_NAME": "base",
         "STT_MODEL_LANGUAGE": "no",  # Norwegian, not YAML's false
-        "STT_MODEL_LANGUAGES": "en,de",
+        "STT_MODEL_LANGUAGES": "en,no",
         "STT_LOGGING_FILE": "null",
         "STT_SERVER_HTTP_TRUSTED_PROXIES": "[10.0.0.0/8, proxy.local]",
         "STT_SERVER_LOG_METRICS": "true",
@@ -106,7 +106,7 @@ def test_env_values_are_parsed_by_type():
         "STT_VAD_SILENCE": "0.3",
     }
     cfg = load_config(env=env)
-    assert (cfg.model.name, cfg.model.language, cfg.model.languages) == ("base", "no", ["en", "de"])
+    assert (cfg.model.name, cfg.model.language, cfg.model.languages) == ("base", "no", ["en", "no"])
     assert cfg.logging.file is None and cfg.server.max_buffer_sec is None
     assert cfg.server.http_trusted_proxies == ["10.0.0.0/8", "proxy.local"]
     assert cfg.server.log_metrics is True and cfg.vad.silence == 0.3

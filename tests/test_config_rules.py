@@ -63,6 +63,17 @@ def test_transcript_logging_needs_its_own_file(tmp_path):
     assert cfg.logging.transcript_file == "t.log" and cfg.logging.transcript_retention_days == 7
 
 
+def test_model_languages_are_whisper_codes_and_hold_the_default_language(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(model_path=write(tmp_path, "m.yaml", "model: {languages: [de, xx]}\n"), env={})
+    assert info.value.key == "model.languages" and "'xx' not Whisper" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_config(model_path=write(tmp_path, "m.yaml", "model: {language: en, languages: [de, fr]}\n"), env={})
+    assert info.value.key == "model.language" and "not in model.languages (de, fr)" in str(info.value)
+    cfg = load_config(model_path=write(tmp_path, "m.yaml", "model: {language: fr, languages: [de, fr]}\n"), env={})
+    assert (cfg.model.language, cfg.model.languages) == ("fr", ["de", "fr"])
+
+
 def test_profile_references_must_exist(tmp_path):
     model = write(tmp_path, "m.yaml", "model: {default_decode_profile: fastest}\n")
     with pytest.raises(ConfigError, match=r"model.default_decode_profile: expected one of \['accurate', "

@@ -59,6 +59,7 @@ class LoadSettings:
 
     cpu_threads: int = 0
     encode_window: str = "bucketed"
+    languages: tuple[str, ...] = ()  # model.languages: what a multilingual model detects among (language_choice)
     model_dir: str | None = None
     warm_up_options: DecodeOptions = field(default_factory=DecodeOptions)
 
@@ -71,7 +72,7 @@ def load_model(model_id: str, profile_id: str, spec: ModelLoadProfile, settings:
     backend = load_backend(
         spec.backend, model_id=model_id, model_path=str(resolved.path), device=spec.device,
         compute_type=spec.compute_type, pool_size=spec.pool_size, cpu_threads=settings.cpu_threads,
-        english_only=resolved.english_only, encode_window=settings.encode_window)
+        english_only=resolved.english_only, encode_window=settings.encode_window, languages=settings.languages)
     # The first decode allocates the backend's buffers; a model serves only after it.
     backend.transcribe(np.zeros(16_000, dtype=np.float32), settings.warm_up_options, language=None, task="transcribe")
     load_sec = time.perf_counter() - started
