@@ -32,7 +32,7 @@ def test_cuda_image_structure_and_cpu_fallback(docker_engine: DockerEngine):
     config = json.loads(engine.out("image", "inspect", "-f", "{{json .Config}}", image))
     assert config["User"] == "10001:10001"
     assert "STT_MODEL_PROFILE=nvidia_cuda" in config["Env"]
-    assert set(config["ExposedPorts"]) == {"50051/tcp", "8000/tcp"}
+    assert set(config["ExposedPorts"]) == {"50051/tcp", "8000/tcp", "8001/tcp"}  # gRPC, operator, OpenAI
     assert set(config["Volumes"]) == {"/etc/stt-appliance", "/var/lib/stt-appliance", "/models"}
     assert config["Healthcheck"]["Test"][:3] == ["CMD", "stt-appliance", "healthcheck"]
     try:
