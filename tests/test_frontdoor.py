@@ -59,6 +59,20 @@ def test_one_address_is_held_to_its_share_while_another_is_admitted():
     d.admit("10.0.0.1")
 
 
+def test_a_trusted_proxy_is_held_to_the_global_cap_only_and_other_hosts_to_their_share():
+    proxies = AddressPolicy([ipaddress.ip_network("10.9.0.0/24")], setting="test.trusted_proxies")
+    d = Door("test", DoorLimits(4, 1, "test"), DrainGate(), shared=proxies)
+    behind_the_proxy = [d.admit("10.9.0.5") for _ in range(3)]  # three clients behind one balancer
+    d.admit("10.0.0.1")
+    assert d.connections_by_address() == {"10.9.0.5": 3, "10.0.0.1": 1}
+    err = refusal(lambda: d.admit("10.9.0.5"))
+    assert err.code == "ERR1007" and "test.max_connections=4" in err.message, "the global cap still holds"
+    behind_the_proxy[0].release()
+    err = refusal(lambda: d.admit("10.0.0.1"))
+    assert err.code == "ERR1007" and "max_connections_per_address=1" in err.message, "other hosts keep their share"
+    assert d.admit("10.9.0.5").address == "10.9.0.5"
+
+
 def test_the_per_address_cap_is_held_below_the_global_one():
     """A configured share as large as the door (or larger) still leaves one slot for another address."""
     assert DoorLimits(64, 16, "wyoming").per_address == 16

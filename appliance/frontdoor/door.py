@@ -88,8 +88,12 @@ class Slot:
 
 class Door:
     def __init__(self, name: str, limits: DoorLimits, drain: DrainGate,
-                 policy: AddressPolicy | None = None, on_refused: Callable[[str, str], None] | None = None):
+                 policy: AddressPolicy | None = None, on_refused: Callable[[str, str], None] | None = None,
+                 shared: AddressPolicy | None = None):
         self.name = name
+        # Addresses that speak for many clients (trusted proxies): held to the global cap only, since a
+        # per-address share would cap every client behind the proxy together.
+        self._shared = shared
         self._on_refused = on_refused  # (code, door name): the error counters on /metrics
         self.limits = limits
         self.drain = drain
@@ -130,12 +134,16 @@ class Door:
                 raise ApplianceError("ERR1007", f"{self._open} {self.name} connections are open "
                                      f"({limits.setting}.{limits.total_key}={limits.max_connections})",
                                      retry_after_sec=RETRY_AFTER_SEC)
-            if limits.per_address and self._per_address[address] >= limits.per_address:
+            if limits.per_address and self._per_address[address] >= limits.per_address \
+                    and not self._is_shared(address):
                 raise ApplianceError("ERR1007", f"too many open {self.name} connections from this client address "
                                      f"({limits.setting}.{limits.per_address_key}={limits.per_address})",
                                      retry_after_sec=RETRY_AFTER_SEC)
             self._open += 1
             self._per_address[address] += 1
+
+    def _is_shared(self, address: str) -> bool:
+        return self._shared is not None and bool(self._shared.networks) and self._shared.allows(address)
 
     def _release(self, address: str) -> None:
         with self._lock:

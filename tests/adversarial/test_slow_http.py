@@ -320,3 +320,27 @@ def test_an_upload_whose_client_hung_up_frees_its_slot_within_2_s(appliance, han
     assert status == 200, answer  # not 503 ERR1007: the slot is free
     assert "ask not" in answer["text"].lower()
     assert freed_after < 2.0
+
+
+def test_a_trusted_proxy_is_not_held_to_one_addresss_share():
+    """Behind a TLS proxy every connection has the proxy's address: the door holds it to the global
+    cap only (server.http_trusted_proxies), while any other host keeps its share."""
+    config = load_config(overrides={**SETTINGS, "server.http_trusted_proxies": ["::1"]}, env={})
+    runtime = Runtime(config)
+    loop = asyncio.new_event_loop()
+    planes = HttpPlanes(config, runtime, loop).start()
+    door = planes.operator.door
+    try:
+        with slow_loris(planes.operator_port, PER_ADDRESS + 2, "/health"):
+            wait_until(lambda: door.connections_by_address().get("127.0.0.1", 0) == PER_ADDRESS, 2.0)
+            proxied = [socket.create_connection(("::1", planes.operator_port), timeout=5)
+                       for _ in range(PER_ADDRESS + 2)]
+            try:
+                wait_until(lambda: door.connections_by_address().get("::1", 0) == PER_ADDRESS + 2, 2.0)
+            finally:
+                for sock in proxied:
+                    sock.close()
+    finally:
+        planes.stop()
+        runtime.close()
+        loop.close()

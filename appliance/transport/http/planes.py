@@ -45,6 +45,12 @@ def _access(config: AppConfig, environ: Mapping[str, str] | None) -> HttpAccess:
         raise PlaneError(f"HTTP access settings: {err}") from None
 
 
+def _proxies(access: HttpAccess) -> AddressPolicy:
+    """The trusted proxies (server.http_trusted_proxies): each connection of theirs is some client's,
+    so the door holds them to its global cap only, not to one address's share."""
+    return AddressPolicy(access.settings.trusted_proxies, setting="server.http_trusted_proxies")
+
+
 def _policy(access: HttpAccess) -> AddressPolicy:
     """Who may connect at all: the allow-list, and the trusted proxies that speak for allowed clients
     (their forwarded address is checked per request, by HttpAccess)."""
@@ -97,7 +103,7 @@ class HttpPlanes:
         # Its own drain gate, never closed: a draining appliance keeps answering /health and /metrics.
         door = Door("http", DoorLimits(s.http_max_connections, s.http_max_connections_per_address, "server",
                                        "http_max_connections", "http_max_connections_per_address"),
-                    DrainGate(), _policy(access), on_refused=runtime.metrics.error)
+                    DrainGate(), _policy(access), on_refused=runtime.metrics.error, shared=_proxies(access))
         deadlines = RequestDeadlines(s.http_header_timeout_sec, s.http_header_timeout_sec,
                                      "server.http_header_timeout_sec", "server.http_header_timeout_sec")
         client_port = (lambda: self.client_port or 0) if config.openai.enabled else None
@@ -111,7 +117,8 @@ class HttpPlanes:
         openai = config.openai
         access = _access(config, self._environ)
         door = Door("openai", DoorLimits(openai.max_connections, openai.max_connections_per_address, "openai"),
-                    runtime.drain_gate, _policy(access), on_refused=runtime.metrics.error)
+                    runtime.drain_gate, _policy(access), on_refused=runtime.metrics.error,
+                    shared=_proxies(access))
         deadlines = RequestDeadlines(openai.header_timeout_sec, openai.body_timeout_sec,
                                      "openai.header_timeout_sec", "openai.body_timeout_sec")
         transcriber = FileTranscriber(runtime.sessions, loop, max_concurrent=openai.max_concurrent_requests,
