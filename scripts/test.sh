@@ -13,7 +13,7 @@
 # and dockerd), the heavy ones (minutes of CPU asserting accuracy or structure, not timing), the
 # adversarial ones, and everything else, whose streams mostly wait on the clock. The main session
 # prints as it goes, the others' output follows it; then the solo tests (they measure this process's
-# CPU share) run alone. Any of them failing fails the run. Selecting tests yourself (-m, -k, a path),
+# CPU share, or hold the server at its decode capacity on purpose) run alone. Any of them failing fails the run. Selecting tests yourself (-m, -k, a path),
 # or STT_TEST_SESSIONS=1, runs the lint and then one session, in order. A quick check while working:
 # scripts/test.sh -m "not slow and not deploy".
 set -euo pipefail
