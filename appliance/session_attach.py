@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from appliance.errors import ApplianceError
+from appliance.frontdoor import grpc_peer_address
 from appliance.observability.metrics import ApplianceMetrics
 from appliance.resources import MemoryBudget
-from appliance.security import Admission, AdmissionSlot, peer_ip
+from appliance.security import Admission, AdmissionSlot
 from appliance.security.tickets import TicketClaims, TicketRefused, TicketSigner
 from appliance.session_table import LiveCall, SessionRecord, SessionState, SessionTable
 from appliance.session_timeline import ReplayGuard
@@ -66,7 +67,7 @@ class SessionAdmission:
               metadata: dict[str, str] | None = None, attributes: dict[str, str] | None = None,
               upload_mode: str = "realtime") -> T:
         self._memory_budget.admit_session(len(self._table))
-        ip = peer_ip(peer)
+        ip = grpc_peer_address(peer)
         if claims is not None:
             slot = self._admission.adopt(ip, claims.identity_hash, upload_mode)
         else:

@@ -10,6 +10,7 @@ import pytest
 
 from appliance.config import AuthConfig, ServerConfig
 from appliance.errors import ApplianceError
+from appliance.frontdoor import grpc_peer_address
 from appliance.security import (
     Admission,
     AudioRateLimiter,
@@ -18,7 +19,6 @@ from appliance.security import (
     TokenBucket,
     auth_metadata,
     hash_api_key,
-    peer_ip,
     sign,
 )
 
@@ -307,4 +307,4 @@ def test_admission_audio_budget_follows_upload_mode():
     ("", "unknown"),
 ])
 def test_peer_ip(peer, ip):
-    assert peer_ip(peer) == ip
+    assert grpc_peer_address(peer) == ip

@@ -5,9 +5,9 @@ are counted by the session table, `appliance.session_table`).
 `auth_metadata`) and tests.
 """
 
-from appliance.security.admission import Admission, AdmissionSlot, AudioRateLimiter, peer_ip, upload_mode_of
+from appliance.security.admission import Admission, AdmissionSlot, AudioRateLimiter, upload_mode_of
 from appliance.security.auth import Authenticator, auth_metadata, hash_api_key, sign
 from appliance.security.limiter import KeyedRateLimiter, TokenBucket
 
 __all__ = ["Admission", "AdmissionSlot", "AudioRateLimiter", "Authenticator", "KeyedRateLimiter", "TokenBucket",
-           "auth_metadata", "hash_api_key", "peer_ip", "sign", "upload_mode_of"]
+           "auth_metadata", "hash_api_key", "sign", "upload_mode_of"]

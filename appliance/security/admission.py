@@ -13,54 +13,18 @@ upload mode.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 from appliance.config import AuthConfig, ServerConfig
 from appliance.errors import ApplianceError
 from appliance.security.auth import Authenticator
 from appliance.security.limiter import KeyedRateLimiter
 
-__all__ = ["Admission", "AdmissionSlot", "AudioRateLimiter", "grpc_style_peer", "peer_ip", "upload_mode_of"]
+__all__ = ["Admission", "AdmissionSlot", "AudioRateLimiter", "upload_mode_of"]
 
 UPLOAD_MODE_ATTR = "upload_mode"
-
-
-def peer_ip(grpc_peer: str) -> str:
-    """Client address of a gRPC `context.peer()`: "ipv4:1.2.3.4:5678" -> "1.2.3.4",
-    "ipv6:[::1]:5678" (brackets may be %-encoded) -> "::1", "unix:/path" -> "unix"."""
-    peer = unquote(grpc_peer or "").strip()
-    scheme, sep, rest = peer.partition(":")
-    if not sep:
-        return peer or "unknown"
-    if scheme == "unix" or scheme == "unix-abstract":
-        return "unix"
-    if scheme == "ipv6" and rest.startswith("["):
-        host = rest[1:rest.find("]")] if "]" in rest else rest[1:]
-    elif scheme == "ipv4":
-        host = rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
-    elif scheme == "ipv6":
-        host = rest
-    else:
-        return peer
-    host = host.split("%", 1)[0]  # drop an IPv6 zone id
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return host or "unknown"
-    mapped = getattr(addr, "ipv4_mapped", None)
-    return str(mapped or addr)
-
-
-def grpc_style_peer(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, port: int = 0) -> str:
-    """"ipv4:1.2.3.4:5678" / "ipv6:[::1]:5678": how a transport other than gRPC names its client, so
-    that `peer_ip` (and every per-IP cap) reads it the same way."""
-    if ip is None:
-        return "unknown"
-    return f"ipv6:[{ip}]:{port}" if ip.version == 6 else f"ipv4:{ip}:{port}"
 
 
 def upload_mode_of(attributes: Mapping[str, str]) -> str:
