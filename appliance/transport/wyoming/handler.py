@@ -110,6 +110,9 @@ class WyomingHandler(AsyncEventHandler):
             await self.disconnect()
             if refusal is not None:
                 self._slot.door.refused(refusal, "event refused")
+                # The slot goes back before the client hears the refusal: a client that reconnects on
+                # the close must find its share free (the linger that follows is bounded).
+                self._slot.release()
                 await send_error_and_close(self.reader, self.writer, Error(text=refusal.message, code=refusal.code))
         finally:
             try:
