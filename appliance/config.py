@@ -46,6 +46,7 @@ from appliance.config_schema import (
     StorageConfig,
     TlsConfig,
     VadConfig,
+    WebSocketConfig,
     WyomingConfig,
     _default_decode_profiles,
     _default_load_profiles,
@@ -98,6 +99,7 @@ __all__ = [
     "StorageConfig",
     "TlsConfig",
     "VadConfig",
+    "WebSocketConfig",
     "WyomingConfig",
     "add_serve_arguments",
     "default_config_paths",
@@ -126,6 +128,7 @@ class AppConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     model_load_profiles: dict[str, ModelLoadProfile] = field(default_factory=_default_load_profiles)
     decode_profiles: dict[str, DecodeOptions] = field(default_factory=_default_decode_profiles)
 
@@ -246,6 +249,14 @@ def _check_wyoming(cfg: AppConfig) -> None:
                                              "since this server requires one on every session, got ''")
 
 
+def _check_websocket(cfg: AppConfig) -> None:
+    """allow_plaintext 'never' needs the certificate the door would serve wss:// with."""
+    ws, tls = cfg.websocket, cfg.tls
+    if ws.enabled and ws.allow_plaintext == "never" and not (ws.tls and tls.cert_file and tls.key_file):
+        raise ConfigError("websocket.allow_plaintext", "websocket.allow_plaintext: 'never' needs tls.cert_file and "
+                                                       "tls.key_file (and websocket.tls true) to serve wss://")
+
+
 def _check_consistency(cfg: AppConfig) -> None:
     """Settings that are valid alone but contradict each other."""
     tls, model = cfg.tls, cfg.model
@@ -257,6 +268,7 @@ def _check_consistency(cfg: AppConfig) -> None:
         raise ConfigError(f"tls.{missing}", f"tls.{missing}: tls.{have} is set but tls.{missing} is not; "
                                             "gRPC TLS needs both")
     _check_wyoming(cfg)
+    _check_websocket(cfg)
     _check_languages(cfg.model.language, cfg.model.languages or [])
     if cfg.auth.create_session_auth_profile == "signed_token" and not cfg.auth.create_session_auth_secret:
         raise ConfigError("auth.create_session_auth_secret",

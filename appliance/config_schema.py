@@ -22,6 +22,7 @@ TASKS = ("transcribe", "translate")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 AUTH_PROFILES = ("none", "api_key", "signed_token")
 ENCODE_WINDOWS = ("full", "bucketed", "partials")
+PLAINTEXT_POLICIES = ("loopback", "any", "never")
 PORT = {"ge": 0, "le": 65535}
 RATIO = {"ge": 0, "le": 1}
 
@@ -233,6 +234,32 @@ class OpenAIConfig:
 
 
 @dataclass(frozen=True)
+class WebSocketConfig:
+    """The live WebSocket door, compatible with Deepgram's streaming API (/v1/listen), and the captions
+    page at /, on its own listener. wss:// with tls.cert_file/key_file; plain ws:// per allow_plaintext."""
+
+    enabled: bool = setting(True, "serve the live WebSocket door (/v1/listen) and the captions page (/)")
+    host: str = setting("", "bind address ('*' = all, or a comma-separated list; empty: server.http_host)")
+    port: int = setting(8002, "TCP port of the WebSocket door (0 = any free port)", **PORT)
+    allow_networks: list[str] = setting(None, "client CIDRs/addresses allowed ([] = any)", factory=list)
+    allow_plaintext: str = setting("loopback", "plain ws:// without a certificate: loopback clients only, any "
+                                   "client, or never (refuse to start)", choices=PLAINTEXT_POLICIES)
+    tls: bool = setting(True, "serve wss:// with tls.cert_file/key_file when they are set")
+    max_connections: int = setting(32, "open WebSocket connections (handshakes included)", ge=2, le=4096)
+    max_connections_per_address: int = setting(
+        8, "open WebSocket connections per client address (0 disables; held below max_connections)", ge=0)
+    handshake_timeout_sec: float = setting(10.0, "seconds a connection may take to finish its TLS and HTTP "
+                                           "upgrade handshake", gt=0, le=120)
+    first_message_timeout_sec: float = setting(10.0, "seconds from the upgrade to the first audio frame "
+                                               "(KeepAlive does not count)", gt=0, le=120)
+    idle_timeout_sec: float = setting(30.0, "seconds a connection may go without audio (KeepAlive does not count)",
+                                      gt=0, le=3600)
+    max_message_bytes: int = setting(262144, "largest WebSocket message, audio or control (bytes)",
+                                     ge=4096, le=16777216)
+    word_timestamps: bool = setting(True, "finals carry aligned word timings (words[].start/end)")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = setting("tiny.en", "Whisper model name or path", nonempty=True)
     backend: str = setting("faster_whisper", "decode backend", choices=BACKENDS)
@@ -283,7 +310,7 @@ SECTIONS: dict[str, type] = {
     "server": ServerConfig, "vad": VadConfig, "safety": SafetyConfig, "logging": LoggingConfig,
     "tls": TlsConfig, "metrics": MetricsConfig, "auth": AuthConfig, "storage": StorageConfig,
     "health": HealthConfig, "model": ModelConfig, "decode": DecodeConfig, "wyoming": WyomingConfig,
-    "openai": OpenAIConfig,
+    "openai": OpenAIConfig, "websocket": WebSocketConfig,
 }
 PROFILE_SECTIONS = ("model_load_profiles", "decode_profiles")
 ALL_SECTIONS = (*SECTIONS, *PROFILE_SECTIONS)

@@ -21,7 +21,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Free ports on loopback, so several appliances can run at once; arguments given after these win.
 LOOPBACK_DEFAULTS = ("--port", "0", "--grpc-host", "127.0.0.1", "--metrics-port", "0", "--http-host", "127.0.0.1")
-LOOPBACK_ENV = {"STT_OPENAI_PORT": "0"}  # the OpenAI API's own listener (no flag): free too, unless set
+# The OpenAI API's and the WebSocket door's own listeners (no flags): free too, unless set.
+LOOPBACK_ENV = {"STT_OPENAI_PORT": "0", "STT_WEBSOCKET_PORT": "0"}
 
 
 def loopback_env(env: Mapping[str, str]) -> dict[str, str]:
