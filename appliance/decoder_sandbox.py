@@ -1,9 +1,10 @@
 """Uploaded files are decoded in a child process, not in the appliance.
 
-libsndfile and the codecs under it (mpg123, vorbis, opus, FLAC) are native code fed bytes from the
-network. In a child, a file that crashes or wedges a codec ends that child and that upload only,
-and what a codec prints about a damaged stream (mpg123 writes a line to stderr for every bad frame,
-thousands for a hostile file) goes to /dev/null instead of the appliance's log.
+libsndfile and the codecs under it (mpg123, vorbis, opus, FLAC), and FFmpeg's demuxers and decoders
+for WebM and MP4 (PyAV), are native code fed bytes from the network. In a child, a file that crashes
+or wedges a codec ends that child and that upload only, and what a codec prints about a damaged
+stream (mpg123 writes a line to stderr for every bad frame, thousands for a hostile file) goes to
+/dev/null instead of the appliance's log.
 
 Children come from a forkserver that has `appliance.uploads` imported already, so one costs a fork
 (milliseconds), not an interpreter start. The child sends the format, then 16 kHz pcm16 blocks, then

@@ -27,6 +27,7 @@ from appliance.uploads import DecodedUpload
 from clients.corpus import wer
 from tests.helpers import REPO_ROOT
 from tests.inprocess import InProcessAppliance
+from tests.media import encode
 
 SPEECH = REPO_ROOT / "hwtests/speech"
 JFK = SPEECH / "sent_en_jfk_ask_not.wav"
@@ -133,6 +134,34 @@ def test_every_accepted_container_is_decoded_and_resampled(client, container, su
     answer = client.audio.transcriptions.create(model="whisper-1", file=(f"cmd.{container.lower()}", upload),
                                                 language="en", temperature=0.0, prompt="Robot commands:\nstop.")
     assert wer("go forward ten meters", answer.text) <= 0.25, answer.text
+
+
+@pytest.fixture(scope="module")
+def command_wav_text(client) -> str:
+    with COMMAND.open("rb") as f:
+        return client.audio.transcriptions.create(model="whisper-1", file=f, language="en", temperature=0.0).text
+
+
+@pytest.mark.parametrize("name", ["webm", "mp4", "m4a", "mp3"])
+def test_browser_and_phone_recordings_read_as_the_wav_does(client, command_wav_text, name):
+    """Opus in WebM (Chrome, Firefox), AAC in MP4 and M4A (Safari, phones), MP3: encoded here by
+    FFmpeg from the shipped recording, each transcribed as the WAV of the same speech is."""
+    audio, rate_hz = sf.read(str(COMMAND), dtype="float32")
+    upload = encode(audio, rate_hz, name)
+    answer = client.audio.transcriptions.create(model="whisper-1", file=(f"recording.{name}", upload),
+                                                language="en", temperature=0.0)
+    assert wer(command_wav_text, answer.text) <= WER_BOUND, (answer.text, command_wav_text)
+    assert wer("go forward ten meters", answer.text) <= WER_BOUND, answer.text
+
+
+@pytest.mark.parametrize("name", ["webm", "mp4", "m4a", "mp3"])
+def test_a_broken_recording_of_each_container_is_refused_with_err1003(server, name):
+    audio, rate_hz = sf.read(str(COMMAND), dtype="float32")
+    whole = encode(audio, rate_hz, name)
+    # MP4's index comes last: half a file has none. WebM and MP3 keep their header, then noise.
+    broken = whole[:len(whole) // 2] if name in ("mp4", "m4a") else whole[:8] + bytes(range(256)) * 16
+    status, _, body = post(server, {"file": broken})
+    assert (status, body["code"]) == (400, "ERR1003"), body
 
 
 def test_models_are_listed_in_openais_shape_and_an_unknown_one_is_404(client):
