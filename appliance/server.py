@@ -22,12 +22,15 @@ from appliance.models.registry import LoadedModel
 from appliance.observability.sdnotify import SystemdHealthPublisher, SystemdNotifier
 from appliance.runtime import Runtime
 from appliance.transport.grpc.server import GrpcHealthPublisher, create_grpc_server, listen_address
+from appliance.transport.grpc.tls import TlsError
 from appliance.transport.http.planes import HttpPlanes, PlaneError
+from appliance.transport.websocket.server import WebSocketServer
 from appliance.transport.wyoming.server import WyomingServer
 
 log = logging.getLogger(__name__)
 
 WYOMING_CLOSE_GRACE_SEC = 2.0  # Wyoming clients send a chunk every 20-100 ms: enough to hear ERR1015
+WEBSOCKET_CLOSE_GRACE_SEC = 2.0  # as Wyoming's: live clients send audio every 20-250 ms
 
 
 class StartupError(RuntimeError):
@@ -40,6 +43,7 @@ class Ports:
     http: int  # the operator plane (/health, /metrics*, /system, admin, the page)
     openai: int | None  # the client plane (the OpenAI /v1 routes; None with openai.enabled false)
     wyoming: int | None
+    websocket: int | None = None  # the live WebSocket door (None with websocket.enabled false)
 
 
 class ApplianceServer:
@@ -59,6 +63,7 @@ class ApplianceServer:
         self._grpc = None
         self._http: HttpPlanes | None = None
         self._wyoming: WyomingServer | None = None
+        self._websocket: WebSocketServer | None = None
         self._notifier = SystemdNotifier()  # a no-op outside systemd
         self._watchdog: asyncio.Task | None = None
         self._stopped = asyncio.Event()
@@ -102,10 +107,12 @@ class ApplianceServer:
             serving_status=f"serving {runtime.boot_model_id} on gRPC port {port}"))
         await asyncio.sleep(0)  # the NOT_SERVING publication lands before the port opens
         self._wyoming = await _wyoming_server(config, runtime)
+        self._websocket = await _websocket_server(config, runtime)
         await server.start()
         self._http.start()
         self.ports = Ports(grpc=port, http=self._http.operator_port, openai=self._http.client_port,
-                           wyoming=config.wyoming.port if self._wyoming else None)
+                           wyoming=config.wyoming.port if self._wyoming else None,
+                           websocket=self._websocket.port if self._websocket else None)
 
     async def drain(self) -> bool:
         """Report draining, keep taking sessions for server.drain_notice_sec (a balancer's check moves
@@ -121,6 +128,8 @@ class ApplianceServer:
         drained = await runtime.drain(float(config.server.decode_timeout_sec))
         if self._wyoming:
             await self._wyoming.wait_idle(WYOMING_CLOSE_GRACE_SEC)
+        if self._websocket:
+            await self._websocket.wait_idle(WEBSOCKET_CLOSE_GRACE_SEC)
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0 if drained else 0)
         return drained
@@ -134,6 +143,8 @@ class ApplianceServer:
                 await self._grpc.stop(grace=0)
             if self._wyoming:
                 await self._wyoming.stop()
+            if self._websocket:
+                await self._websocket.stop()
             if self._watchdog is not None:
                 self._watchdog.cancel()
             self.runtime.close()
@@ -161,3 +172,17 @@ async def _wyoming_server(config: AppConfig, runtime: Runtime) -> WyomingServer 
         raise StartupError(f"cannot serve Wyoming on {config.wyoming.host}:{config.wyoming.port}: {err}") from None
     return wyoming
 
+
+
+async def _websocket_server(config: AppConfig, runtime: Runtime) -> WebSocketServer | None:
+    """The live WebSocket door, when websocket.enabled."""
+    ws = config.websocket
+    if not ws.enabled:
+        return None
+    try:
+        server = WebSocketServer(config, runtime.sessions, drain=runtime.drain_gate, on_refused=runtime.metrics.error)
+        await server.start()
+    except (OSError, ValueError, TlsError) as err:
+        raise StartupError(f"cannot serve the WebSocket door on {ws.host or config.server.http_host}:{ws.port}: "
+                           f"{err}") from None
+    return server

@@ -90,6 +90,16 @@ class InProcessAppliance:
         """The OpenAI API's base URL (…/v1)."""
         return f"http://127.0.0.1:{self.openai_port}/v1"
 
+    @property
+    def websocket_port(self) -> int | None:
+        """The live WebSocket door's listener (None with websocket.enabled false)."""
+        return self.ports.websocket
+
+    @property
+    def websocket_url(self) -> str:
+        """The WebSocket door's base URL (plain ws:// on loopback unless a certificate is configured)."""
+        return f"ws://127.0.0.1:{self.websocket_port}"
+
     def log(self) -> str:
         """This appliance's log records, formatted as `stt-appliance serve` writes them."""
         return self.log_record.text()
