@@ -32,11 +32,12 @@ def configure_logging(config: AppConfig) -> None:
 
 
 def write_ready_file(path: Path, server: ApplianceServer) -> None:
-    """{grpc_port, http_port, openai_port, wyoming_port, pid, model_id, memory_budget_bytes}, replaced atomically."""
+    """{grpc_port, http_port, openai_port, wyoming_port, websocket_port, pid, model_id, memory_budget_bytes},
+    replaced atomically."""
     ports = server.ports
     assert ports is not None
     payload = {"grpc_port": ports.grpc, "http_port": ports.http, "openai_port": ports.openai,
-               "wyoming_port": ports.wyoming, "pid": os.getpid(),
+               "wyoming_port": ports.wyoming, "websocket_port": ports.websocket, "pid": os.getpid(),
                "model_id": server.runtime.model_id, "memory_budget_bytes": server.runtime.memory_budget.budget_bytes}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload))
