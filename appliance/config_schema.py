@@ -231,6 +231,7 @@ class OpenAIConfig:
         gt=0, le=300)
     body_timeout_sec: float = setting(120.0, "seconds an upload's body may take to arrive after its header",
                                       gt=0, le=3600)
+    tls: bool = setting(True, "serve https:// with tls.cert_file/key_file when they are set (false: plain HTTP)")
 
 
 @dataclass(frozen=True)
