@@ -30,13 +30,13 @@ from appliance.streaming.transcriber import Transcriber
 from appliance.streaming.types import RecognitionResult
 from appliance.vad import SileroOnnx, VadStream
 from clients.audio import load_pcm16
-from clients.corpus import SHARED_AUDIO, english_corpus
+from clients.corpus import SHARED_AUDIO
+from clients.dev_set import MORE_AUDIO, dev_set, sample
 from tests.helpers import REPO_ROOT
 from tests.stages import MODEL_ID, chunks, limits, settings
 
 SHIPPED = REPO_ROOT / "hwtests" / "speech"
-HELD_OUT = SHARED_AUDIO / "more"
-CI_CORPUS_FILES = 4  # of the dev set, per CI run: two from each batch
+CI_FILES_PER_BATCH = 2  # of the dev set, per CI run (STT_WORD_TIMING_CORPUS=all: every file)
 PARTIAL_MODES = {"partials off": {}, "partials on": {"partial": "true", "speech_events": "true"}}
 
 
@@ -133,18 +133,17 @@ def test_espeak_sentences_keep_their_text_with_word_timings(backend, silero, sen
     assert not check_recording(backend, silero, sentences.path)
 
 
-def dev_set() -> list[Path]:
-    """The dev set's English recordings: a handful for CI (the first two sentences of each batch by
-    name), or every one with STT_WORD_TIMING_CORPUS=all."""
-    batches = [[r.path for r in english_corpus(d)] for d in (SHARED_AUDIO, HELD_OUT)]
-    if os.environ.get("STT_WORD_TIMING_CORPUS") == "all":
-        return [p for batch in batches for p in batch]
-    per_batch = CI_CORPUS_FILES // len(batches)
-    return [p for batch in batches for p in sorted(q for q in batch if q.name.startswith("sent_"))[:per_batch]]
+def dev_set_files() -> list[Path]:
+    """The dev set's English recordings (both batches, clients/dev_set.py): the first two sentences of
+    each batch by name for CI, or every one with STT_WORD_TIMING_CORPUS=all."""
+    recordings = dev_set()
+    if os.environ.get("STT_WORD_TIMING_CORPUS") != "all":
+        recordings = sample(recordings, CI_FILES_PER_BATCH)
+    return [r.path for r in recordings]
 
 
-@pytest.mark.parametrize("path", dev_set() or [None], ids=lambda p: p.name if p else "absent")
+@pytest.mark.parametrize("path", dev_set_files() or [None], ids=lambda p: p.name if p else "absent")
 def test_the_dev_set_keeps_its_text_with_word_timings(backend, silero, path):
     if path is None:
-        pytest.skip(f"the dev set is not here ({SHARED_AUDIO} and {HELD_OUT} hold no manifest.tsv)")
+        pytest.skip(f"the dev set is not here ({SHARED_AUDIO} and {MORE_AUDIO} hold no manifest.tsv)")
     assert not check_recording(backend, silero, path)
