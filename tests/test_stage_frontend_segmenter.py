@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from appliance.streaming import segmenter as segmenter_module
 from appliance.streaming.events import FinalDue, PartialDue
 from appliance.streaming.frontend import Frontend
 from appliance.streaming.segmenter import Segmenter, SegmenterConfig
@@ -72,7 +73,8 @@ def test_frontend_makes_no_frames_from_nothing(silero):
     assert len(frontend.frames(np.zeros(100, dtype=np.float32))) == 0  # waits for a whole frame
 
 
-def test_each_sentence_becomes_one_final_in_timeline_order(silero, spoken, sentences):
+def test_each_sentence_becomes_one_final_in_timeline_order(silero, spoken, sentences, monkeypatch):
+    monkeypatch.setattr(segmenter_module, "SPECULATE_WITHOUT_PARTIALS", False)
     dues = segment(silero, *spoken)
     assert all(isinstance(d, FinalDue) for d in dues)
     assert [d.utterance_index for d in dues] == [0, 1, 2]
@@ -83,6 +85,19 @@ def test_each_sentence_becomes_one_final_in_timeline_order(silero, spoken, sente
         assert 1.0 < due.end_sec - due.start_sec < 4.0
         assert due.audio.size >= (due.end_sec - due.start_sec) * 16_000 * 0.95
         assert not due.after_overlap and not due.continues_speech
+
+
+def test_a_finals_only_session_speculates_on_each_finals_audio_as_silence_begins(silero, spoken):
+    dues = segment(silero, *spoken)
+    finals = [d for d in dues if isinstance(d, FinalDue)]
+    guesses = [d for d in dues if isinstance(d, PartialDue)]
+    assert [d.utterance_index for d in finals] == [0, 1, 2]
+    assert all(g.speculative for g in guesses) and [g.utterance_index for g in guesses] == [0, 1, 2]
+    for guess, final in zip(guesses, finals, strict=True):  # the very audio, and the final says so
+        assert dues.index(guess) < dues.index(final) and final.same_as_partial
+        assert np.array_equal(guess.audio, final.audio) and guess.start_sec == final.start_sec
+    busy = segment(silero, *spoken, backlog=Backlog(partial_waiting=True))  # a partial waits: none
+    assert [type(d) for d in busy] == [FinalDue] * 3 and not any(d.same_as_partial for d in busy)
 
 
 def test_partials_come_on_the_cadence_and_wait_while_one_is_queued(silero, spoken):
@@ -139,7 +154,7 @@ def test_silence_alone_makes_nothing_due(silero):
     assert segment(silero, silence, 16_000, session={"attributes": {"partial": "true"}}) == []
 
 
-def test_a_partial_at_the_start_of_silence_covers_exactly_the_finals_audio(silero, spoken):
+def test_a_partial_at_the_start_of_silence_covers_exactly_the_finals_audio(silero, spoken, monkeypatch):
     """With partials on, once silence has lasted tail_sec the segmenter decodes what the final will
     decode; when no speech follows, the final says so (same_as_partial) so it can reuse it."""
     dues = segment(silero, *spoken, session={"attributes": {"partial": "true"}})
@@ -150,7 +165,8 @@ def test_a_partial_at_the_start_of_silence_covers_exactly_the_finals_audio(siler
         if final.same_as_partial:
             guess = [d for d in speculative if d.utterance_index == final.utterance_index][-1]
             assert np.array_equal(guess.audio, final.audio) and dues.index(guess) < dues.index(final)
-    without = segment(silero, *spoken)  # no partials: no speculation
+    monkeypatch.setattr(segmenter_module, "SPECULATE_WITHOUT_PARTIALS", False)
+    without = segment(silero, *spoken)  # no partials, and finals-only speculation off: no speculation
     assert not any(isinstance(d, PartialDue) for d in without) and not any(d.same_as_partial for d in without)
 
 

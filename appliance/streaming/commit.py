@@ -121,3 +121,15 @@ def strip_overlap(previous_text: str, text: str, max_words: int = 8) -> str:
         if common_prefix_len(prev[-k:], words[:k]) == k:
             return " ".join(words[k:])
     return text
+
+
+def repeats_prompt(prompt: str, text: str, run_words: int = 4) -> bool:
+    """Whether `text` recites `prompt`, as Whisper may instead of transcribing: they share a run of
+    `run_words` consecutive words, or a shorter text is a run of the prompt's words as a whole."""
+    said = [k for k in map(_key, prompt.split()) if k]
+    heard = [k for k in map(_key, text.split()) if k]
+    if not said or not heard:
+        return False
+    n = min(run_words, len(heard))
+    runs = {tuple(said[i:i + n]) for i in range(len(said) - n + 1)}
+    return any(tuple(heard[i:i + n]) in runs for i in range(len(heard) - n + 1))

@@ -34,6 +34,9 @@ NOISY_BELOW_DB = 10.0
 # a fresh VAD needs a little audio before an onset, and the decode its pre-roll (started right at the
 # onset, Whisper can invent words). Whole frames, so the resumed frames fall on the original grid.
 RESUME_LEAD_FRAMES = 16
+# Finals-only sessions speculate too: at `tail_sec` of silence the final's audio is decoded (its
+# result is never sent as a partial), and the endpoint that follows without more speech takes it.
+SPECULATE_WITHOUT_PARTIALS = True
 
 
 class DecodeBacklog(Protocol):
@@ -59,6 +62,7 @@ class SegmenterConfig:
     preroll_sec: float
     tail_sec: float
     min_speech_sec: float
+    speculate: bool = True  # decode the final's audio at tail_sec of silence, to reuse at the endpoint
 
     @classmethod
     def for_session(cls, settings: SessionSettings, limits: StreamLimits) -> SegmenterConfig:
@@ -69,7 +73,8 @@ class SegmenterConfig:
             cadence=partial_cadence(limits) if settings.partials else None,
             partial_skip_unchanged=limits.partial_skip_unchanged,
             cap_samples=buffer_cap_samples(settings, limits), overlap_sec=limits.buffer_overlap_sec,
-            preroll_sec=limits.preroll_sec, tail_sec=limits.tail_sec, min_speech_sec=limits.min_speech_sec)
+            preroll_sec=limits.preroll_sec, tail_sec=limits.tail_sec, min_speech_sec=limits.min_speech_sec,
+            speculate=settings.partials or SPECULATE_WITHOUT_PARTIALS)
 
 
 def partial_cadence(limits: StreamLimits) -> PartialCadence | None:
@@ -129,7 +134,7 @@ class Segmenter:
         self._speculated_end_sample = -1
         tail_frames = max(1, round(config.tail_sec / FRAME_SEC))
         self._speculate_at_silence_frames = (
-            tail_frames if config.cadence and config.emit_final_on_vad
+            tail_frames if config.speculate and config.emit_final_on_vad
             and tail_frames < round(config.endpoint.silence_sec / FRAME_SEC) else 0)
 
     def take_boundaries(self) -> list[SpeechBoundary]:

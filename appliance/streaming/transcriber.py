@@ -22,15 +22,13 @@ from appliance.models.backends import Backend, Transcript
 from appliance.scheduler import DecodeScheduler
 from appliance.streaming.commit import CommitPolicy, strip_overlap
 from appliance.streaming.events import DecodeDue, FinalDue, PartialDue, SpeechBoundary
+from appliance.streaming.prompt_context import Context, PromptContext
 from appliance.streaming.quality import kept_segments, transcript_confidence, transcript_text
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.types import RecognitionResult
 from appliance.streaming.word_timing import align_words
 
 log = logging.getLogger(__name__)
-
-PROMPT_CHARS = 200  # previous text given as context after a buffer-cap cut, or in noise
-NOISY_CONTEXT_GAP_SEC = 5.0  # in noise, the previous final is context if it ended this recently
 
 
 class StreamEnd:
@@ -46,6 +44,11 @@ class _Job:
     due: DecodeDue
     commit: CommitPolicy  # the utterance's, shared by its partials and its final
     queued_at: float = field(default_factory=time.monotonic)
+    # The previous final as the prompt: which kind of context, and the prompt (set when the decode
+    # is prepared); `no_context` once a pause prompt misfired and the final is decoded again.
+    context: Context = Context.NONE
+    prompt: str | None = None
+    no_context: bool = False
 
 
 class Transcriber:
@@ -64,8 +67,7 @@ class Transcriber:
                                             max_pending=max_pending, client_tuned=settings.decode_overridden)
         self._commit = CommitPolicy()
         self._partials_dropped: dict[int, int] = {}  # per utterance, until its final reports them
-        self._last_final_text = ""
-        self._last_final_end_sec = 0.0
+        self._context = PromptContext.for_silence(settings.vad_silence_sec)
         # The hypothesis of the last speculative partial, while it may still become its final.
         self._speculation: tuple[_Job, Transcript] | None = None
         self._speculating: _Job | None = None  # the last speculative partial submitted, its outcome not yet in
@@ -138,6 +140,9 @@ class Transcriber:
         speculation, self._speculation = self._speculation, None
         if speculation is None or self._queue.pending or not self._may_reuse(job, speculation[0]):
             return False  # not the partial the segmenter meant (that one was dropped, or still queued)
+        if self._misfired(*speculation):
+            job.no_context = True  # decoded again, without the prompt that misfired
+            return False
         # No decode ran for this final: nothing to add to decode time or the real-time factor.
         transcript = replace(speculation[1], decode_sec=0.0, audio_sec=0.0)
         log.debug("session %s utterance %d: final reuses the partial decoded as silence began",
@@ -176,17 +181,24 @@ class Transcriber:
         word_timestamps = self._settings.word_timestamps and (job.due.is_final or _speculative(job.due))
         if options.word_timestamps != word_timestamps:
             options = replace(options, word_timestamps=word_timestamps)
-        if self._last_final_text and options.initial_prompt is None and self._wants_context(job.due):
-            options = replace(options, initial_prompt=self._last_final_text[-PROMPT_CHARS:])
+        if options.initial_prompt is None and not job.no_context:
+            # the previous final as context (`prompt_context`): after a cut, in noise, after a pause
+            job.context = self._context.kind(job.due)
+            job.prompt = self._context.prompt(job.context)
+            if job.prompt:
+                options = replace(options, initial_prompt=job.prompt)
         return options
 
-    def _wants_context(self, due: DecodeDue) -> bool:
-        """Whether the previous final's words go in as the prompt: after a buffer-cap cut (they are
-        the context the model would have had), and in noise when that final ended a moment ago (the
-        speaker goes on; in noise the context is worth more than the risk of carrying its errors).
-        Not across silence in clean speech: there it measured worse."""
-        return due.continues_speech or (due.in_noise and due.start_sec - self._last_final_end_sec
-                                        <= NOISY_CONTEXT_GAP_SEC)
+    def _misfired(self, job: _Job, transcript: Transcript) -> bool:
+        """The pause prompt came back recited or in another language: decode without it."""
+        return self._context.misfired(job.context, job.prompt, transcript.language,
+                                      transcript_text(transcript, self._settings.decode_options))
+
+    def _redo_without_context(self, final: _Job) -> None:
+        log.debug("session %s utterance %d: the previous final as prompt misfired; decoding again without",
+                  self._settings.session_id, final.due.utterance_index)
+        self._queue.submit(final.due.audio, is_final=True,
+                           payload=replace(final, context=Context.NONE, prompt=None, no_context=True))
 
     # --- out ----------------------------------------------------------------------------------
 
@@ -202,8 +214,14 @@ class Transcriber:
             self._deliver(error)
         elif transcript is None:  # a partial dropped under load
             self._speculation = None
-            index = job.due.utterance_index
-            self._partials_dropped[index] = self._partials_dropped.get(index, 0) + 1
+            if self._settings.partials:  # a finals-only session's client asked for no partials
+                index = job.due.utterance_index
+                self._partials_dropped[index] = self._partials_dropped.get(index, 0) + 1
+        elif job.due.is_final and not self._queue.pending and self._misfired(job, transcript):
+            self._redo_without_context(job)
+        elif not job.due.is_final and not self._settings.partials:
+            # a finals-only session's speculative decode: never sent, kept for the final it may become
+            self._speculation = (job, transcript)
         else:
             self._result(job, transcript)
         self._update_idle()
@@ -214,29 +232,30 @@ class Transcriber:
         """The hypothesis of the speculative partial a final was waiting for becomes that final's;
         if the partial was dropped instead, the final is decoded in its own right."""
         assert self._adoption is not None
-        final = self._adoption[1]
+        speculating, final = self._adoption
         self._adoption = None
-        if transcript is not None:
+        if transcript is None:
+            self._queue.submit(final.due.audio, is_final=True, payload=final)
+        elif self._misfired(speculating, transcript):
+            self._redo_without_context(final)
+        else:
             log.debug("session %s utterance %d: final takes the partial decoded as silence began",
                       self._settings.session_id, final.due.utterance_index)
             self._result(final, transcript)
-        else:
-            self._queue.submit(final.due.audio, is_final=True, payload=final)
 
     def _result(self, job: _Job, transcript: Transcript) -> None:
         due = job.due
         s = self._settings
         text = transcript_text(transcript, s.decode_options)
         if due.after_overlap:
-            text = strip_overlap(self._last_final_text, text)
+            text = strip_overlap(self._context.last_text, text)
         log.debug("session %s utterance %d %s: %.2f s audio decoded in %.3f s, %d words",
                   self._settings.session_id, due.utterance_index, "final" if due.is_final else "partial",
                   transcript.audio_sec, transcript.decode_sec, len(text.split()))
         if due.is_final:
             committed, unstable = job.commit.final(text), ""
             if committed:
-                self._last_final_text = committed
-                self._last_final_end_sec = due.end_sec
+                self._context.final_sent(committed, due.end_sec, transcript.language)
             dropped = self._partials_dropped.pop(due.utterance_index, 0)
             aligned = [w for segment in kept_segments(transcript, s.decode_options) for w in segment.words]
             # the due's own audio: a reused hypothesis reports no decoded audio (audio_sec 0)

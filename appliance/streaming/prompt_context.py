@@ -1,0 +1,96 @@
+"""Which earlier text a decode gets as its prompt, and when a prompted decode must be done again without.
+
+Offline Whisper decodes each 30 s window with the text before it as context; a stream cut into
+utterances loses that. The previous final goes back in as the prompt when the next utterance
+continues it:
+
+- after a buffer-cap cut (`continues_speech`): the speech never stopped;
+- in noise (`in_noise`), when that final ended within NOISY_CONTEXT_GAP_SEC: there the context is
+  worth more than the risk of carrying its errors;
+- after a pause inside a sentence: the utterance starts within `vad_silence_sec` +
+  PAUSE_EXTRA_GAP_SEC of the previous final's last speech, i.e. the speaker paused for little more
+  than the endpoint's own silence. Readers pause mid-sentence for breath and phrasing, and each
+  fragment decoded alone loses words at its edges. Across a longer silence, in clean speech, the
+  context measured worse, so it is not given.
+
+A prompt can go wrong: Whisper may repeat it instead of transcribing the audio, and a prompt in one
+language pulls the decode of an utterance in another. The pause prompt is therefore short
+(PAUSE_PROMPT_CHARS, cut at a word), and a final decoded with it that repeats it or comes back in
+another language than the prompt's is decoded again without it (`misfired`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from appliance.streaming.commit import repeats_prompt
+from appliance.streaming.events import DecodeDue
+
+PROMPT_CHARS = 200  # previous text given as context after a buffer-cap cut, or in noise
+NOISY_CONTEXT_GAP_SEC = 5.0  # in noise, the previous final is context if it ended this recently
+# After a pause: the gap from the previous final's last speech to the next utterance's start (its
+# pre-roll) may exceed the endpoint's silence by this much (0.5 s endpoint: silences up to ~1.1 s).
+PAUSE_EXTRA_GAP_SEC = 0.3
+PAUSE_PROMPT_CHARS = 120  # a short prompt: enough for the sentence's thread, too little to be recited
+
+
+class Context(Enum):
+    NONE = "none"
+    CUT = "cut"
+    NOISE = "noise"
+    PAUSE = "pause"
+
+
+@dataclass
+class PromptContext:
+    """One stream's last final, as context for the next decodes."""
+
+    pause_gap_sec: float  # vad_silence_sec + PAUSE_EXTRA_GAP_SEC
+    last_text: str = ""
+    last_end_sec: float = 0.0
+    last_language: str = ""
+
+    @classmethod
+    def for_silence(cls, vad_silence_sec: float) -> PromptContext:
+        return cls(pause_gap_sec=vad_silence_sec + PAUSE_EXTRA_GAP_SEC)
+
+    def kind(self, due: DecodeDue) -> Context:
+        if not self.last_text:
+            return Context.NONE
+        if due.continues_speech:
+            return Context.CUT
+        gap_sec = due.start_sec - self.last_end_sec
+        if due.in_noise and gap_sec <= NOISY_CONTEXT_GAP_SEC:
+            return Context.NOISE
+        if 0 <= gap_sec <= self.pause_gap_sec:
+            return Context.PAUSE
+        return Context.NONE
+
+    def prompt(self, kind: Context) -> str | None:
+        if kind is Context.NONE:
+            return None
+        if kind is Context.PAUSE:
+            return tail_words(self.last_text, PAUSE_PROMPT_CHARS)
+        return self.last_text[-PROMPT_CHARS:]
+
+    def misfired(self, kind: Context, prompt: str | None, language: str, text: str) -> bool:
+        """A final decoded with the pause prompt that should be decoded again without it: its
+        language is not the prompt's, or its text recites the prompt."""
+        if kind is not Context.PAUSE or not prompt:
+            return False
+        if self.last_language and language and language != self.last_language:
+            return True
+        return repeats_prompt(prompt, text)
+
+    def final_sent(self, text: str, end_sec: float, language: str) -> None:
+        self.last_text, self.last_end_sec, self.last_language = text, end_sec, language
+
+
+def tail_words(text: str, max_chars: int) -> str:
+    """The end of `text`, at most `max_chars`, starting at a word."""
+    if len(text) <= max_chars:
+        return text
+    tail = text[-max_chars:]
+    cut = tail.find(" ")
+    return tail[cut + 1:] if 0 <= cut < len(tail) - 1 else tail
