@@ -26,7 +26,7 @@ from hwtests.sweep import run_sweep
 # (stream counts, seconds of audio each step keeps starting). Quick stops early at the knee anyway;
 # full reaches past the 50-session default (max_sessions is raised to match, below).
 MODES = {
-    "tiny": ((1, 2), 4.0),
+    "tiny": ((1, 2), 2.0),
     "quick": ((1, 2, 4, 8, 12, 16, 20, 24, 32), 20.0),
     "full": ((1, 2, 4, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128), 40.0),
 }
@@ -96,7 +96,7 @@ def attempt(clock: steps.StepClock, name: str, fn: Callable[[], T], failed: T) -
 
 def _empty_sweep(partials: bool) -> dict[str, Any]:
     return {"partials": partials, "p95_limit_sec": verdict.SWEEP_P95_LIMIT_SEC, "max_streams": None,
-            "stopped_by": "step failed", "steps": []}
+            "stopped_by": "step failed", "steps": [], "retries": [], "knee": None}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,12 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, TimeoutError) as err:
         print(f"hwtests: the appliance did not start: {err}", file=sys.stderr)
         return 1
-    paths = [report.write_json(result, args.out), report.write_markdown(result, args.out)]
-    try:
-        paths.append(html_report.write_html(result, args.out))
-    except ImportError as err:  # matplotlib is in the `hwtests` extra, which a bare install lacks
-        print(f"hwtests: no report.html ({err}); pip install 'stt-appliance[hwtests]'", file=sys.stderr)
-        result["steps"]["report.html"] = {"wall_sec": None, "error": str(err)}
+    paths = [report.write_json(result, args.out), report.write_markdown(result, args.out),
+             html_report.write_html(result, args.out)]
+    for name, sweep in result["capacity"].items():
+        print(f"{name.replace('_', ' ')}: knee {report.knee_text(sweep) or sweep['max_streams']}")
     print(f"verdict: {result['verdict']}; report: {', '.join(str(p) for p in paths)}")
     return 1 if any(t["error"] for t in result["steps"].values()) else 0
 

@@ -1,25 +1,18 @@
 """report.html: one file that opens in a browser with no network (plots are inline SVG drawn by
-matplotlib, no script, no external style), for operators who will not read JSON."""
+hwtests.svg_plot, no plotting library, no script, no external style), for operators who will not
+read JSON."""
 
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 from typing import Any
 
-from hwtests.report import SWEEP_COLUMNS, sweep_rows
+from hwtests.report import SWEEP_COLUMNS, capacity_cell, knee_text, sweep_rows
+from hwtests.svg_plot import Reference, Series, line_chart
 from hwtests.verdict import CLASSES
 
 SWEEP_LABELS = {"finals_only": "finals only", "partials": "with partials"}
-
-
-def _svg(fig) -> str:
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
-    svg = buffer.getvalue()
-    # Drop the XML prologue and DOCTYPE: inside HTML only the <svg> element belongs.
-    return svg[svg.index("<svg"):]
 
 
 def _xy(sweep: dict[str, Any], pick) -> tuple[list[int], list[float]]:
@@ -28,44 +21,33 @@ def _xy(sweep: dict[str, Any], pick) -> tuple[list[int], list[float]]:
     return [x for x, _ in points], [y for _, y in points]
 
 
+def _retried(sweep: dict[str, Any], pick) -> list[tuple[float, float]]:
+    """Every later try of a retried step, drawn hollow beside the line of first tries."""
+    points = [(r["channels"], pick(r)) for r in sweep.get("retries", [])]
+    return [(x, y) for x, y in points if y is not None]
+
+
+def _series(capacity: dict[str, Any], pick) -> list[Series]:
+    return [Series(SWEEP_LABELS[name], *_xy(sweep, pick), extra=_retried(sweep, pick))
+            for name, sweep in capacity.items()]
+
+
 def plots(capacity: dict[str, Any]) -> list[tuple[str, str]]:
-    """[(title, svg)]: p95 final latency vs streams (both sweeps, class limits dashed) and server
-    CPU and RSS vs streams."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on a headless box
-    import matplotlib.pyplot as plt
-
-    out = []
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for name, sweep in capacity.items():
-        xs, ys = _xy(sweep, lambda s: s["final_latency_p95_sec"])
-        ax.plot(xs, ys, marker="o", label=SWEEP_LABELS[name])
-    for cls in CLASSES:
-        ax.axhline(cls.p95_limit_sec, linestyle="--", linewidth=0.8, color="grey")
-        ax.annotate(f"{cls.name} limit", (0, cls.p95_limit_sec), xycoords=("axes fraction", "data"),
-                    fontsize=8, color="grey", va="bottom")
-    ax.set_xlabel("concurrent realtime streams")
-    ax.set_ylabel("p95 final latency, s")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    out.append(("p95 final latency vs streams", _svg(fig)))
-    plt.close(fig)
-
-    fig, (cpu_ax, rss_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for name, sweep in capacity.items():
-        xs, ys = _xy(sweep, lambda s: (s.get("server") or {}).get("cpu_mean_pct"))
-        cpu_ax.plot(xs, ys, marker="o", label=SWEEP_LABELS[name])
-        xs, ys = _xy(sweep, lambda s: (s.get("server") or {}).get("rss_peak_mb"))
-        rss_ax.plot(xs, ys, marker="o", label=SWEEP_LABELS[name])
-    cpu_ax.set(xlabel="concurrent realtime streams", ylabel="server CPU, % of one core")
-    rss_ax.set(xlabel="concurrent realtime streams", ylabel="server RSS peak, MB")
-    for ax in (cpu_ax, rss_ax):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    out.append(("server CPU and RSS vs streams", _svg(fig)))
-    plt.close(fig)
-    return out
+    """[(title, svg)]: p95 final latency vs streams (both sweeps, every try, class limits dashed),
+    server CPU vs streams and server RSS vs streams."""
+    streams = "concurrent realtime streams"
+    return [
+        ("p95 final latency vs streams (hollow: the retries at the knee)", line_chart(
+            _series(capacity, lambda s: s["final_latency_p95_sec"]), x_label=streams,
+            y_label="p95 final latency, s",
+            references=[Reference(c.p95_limit_sec, f"{c.name} limit") for c in CLASSES])),
+        ("server CPU vs streams", line_chart(
+            _series(capacity, lambda s: (s.get("server") or {}).get("cpu_mean_pct")), x_label=streams,
+            y_label="server CPU, % of one core")),
+        ("server RSS vs streams", line_chart(
+            _series(capacity, lambda s: (s.get("server") or {}).get("rss_peak_mb")), x_label=streams,
+            y_label="server RSS peak, MB")),
+    ]
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> str:
@@ -95,10 +77,11 @@ def render(report: dict[str, Any]) -> str:
         ["cold start to SERVING", fig(report["cold_start_s"], " s")],
         ["one stream: final latency p50 / p95", f"{fig(lat['final_p50_s'], ' s')} / {fig(lat['final_p95_s'], ' s')}"],
         ["capacity: finals only / with partials",
-         f"{fig(cap['finals_only']['max_streams'])} / {fig(cap['partials']['max_streams'])} streams"],
+         f"{capacity_cell(cap['finals_only'])} / {capacity_cell(cap['partials'])} streams"],
         ["WER: streamed / offline", f"{fig(acc['stream_wer'])} / {fig(acc['offline_wer'])}"],
         ["words from noise alone (must be 0)", fig(acc["noise_words"])]])
-    sweeps = "".join(f"<h2>Capacity sweep: {SWEEP_LABELS[name]}</h2><p>stopped by: "
+    sweeps = "".join(f"<h2>Capacity sweep: {SWEEP_LABELS[name]}</h2><p>knee: "
+                     f"{esc(knee_text(sweep) or fig(sweep['max_streams']))}; stopped by: "
                      f"{esc(sweep['stopped_by'] or 'nothing (every step held)')}</p>"
                      + _table(SWEEP_COLUMNS, sweep_rows(sweep)) for name, sweep in cap.items())
     graphs = "".join(f"<h2>{esc(title)}</h2><figure>{svg}</figure>" for title, svg in plots(cap))

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hwtests.sweep import describe_knee
+
 # The keys other tools may read; tests check each is present (values may be None when a step failed).
 STABLE_KEYS = ("profile", "model", "cold_start_s", "capacity.finals_only.max_streams",
                "capacity.partials.max_streams", "latency.final_p50_s", "latency.final_p95_s",
@@ -37,20 +39,46 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def _p95_cell(step: dict[str, Any]) -> str:
+    """The first try's p95, and the range over every try when the step was retried."""
+    tries = [p for p in step.get("p95_tries_sec") or [] if p is not None]
+    first = _fmt(step["final_latency_p95_sec"])
+    return f"{first} ({min(tries):.3f}-{max(tries):.3f})" if len(tries) > 1 else first
+
+
+def _held_cell(step: dict[str, Any]) -> str:
+    tries = step.get("tries") or []
+    verdict = "held" if step["held"] else "did not hold"
+    return f"{verdict} ({sum(tries)} of {len(tries)} tries)" if len(tries) > 1 else verdict
+
+
 def sweep_rows(sweep: dict[str, Any]) -> list[list[str]]:
+    """One row per stream count: the first try's figures; p95 and the outcome over every try."""
     rows = []
     for s in sweep["steps"]:
         server = s.get("server") or {}
-        rows.append([str(s["channels"]), _fmt(s["final_latency_p50_sec"]), _fmt(s["final_latency_p95_sec"]),
+        rows.append([str(s["channels"]), _fmt(s["final_latency_p50_sec"]), _p95_cell(s),
                      str(s["finals"]), str(s["finals_lost"]), str(sum(s["errors"].values())),
                      _fmt(server.get("cpu_mean_pct")), _fmt(server.get("rss_peak_mb")),
-                     _fmt(s.get("gpu_util_mean_pct")), _fmt(s.get("gpu_mem_peak_mib")),
-                     "held" if s["held"] else "did not hold"])
+                     _fmt(s.get("gpu_util_mean_pct")), _fmt(s.get("gpu_mem_peak_mib")), _held_cell(s)])
     return rows
 
 
-SWEEP_COLUMNS = ["streams", "p50 s", "p95 s", "finals", "lost", "errors", "server CPU %", "RSS peak MB",
-                 "GPU %", "VRAM MiB", "step"]
+def knee_text(sweep: dict[str, Any]) -> str:
+    """The knee, whether its retries confirmed it, and the spread they saw ("" for a sweep that
+    never ran or a report from before retries)."""
+    return describe_knee(sweep["knee"]) if sweep.get("knee") else ""
+
+
+def capacity_cell(sweep: dict[str, Any]) -> str:
+    spread = (sweep.get("knee") or {}).get("spread")
+    if not spread or spread["low"] == spread["high"]:
+        return _fmt(sweep["max_streams"])
+    return f"{_fmt(sweep['max_streams'])} (single passes read {_fmt(spread['low'])}-{_fmt(spread['high'])})"
+
+
+SWEEP_COLUMNS = ["streams", "p50 s", "p95 s (range over tries)", "finals", "lost", "errors", "server CPU %",
+                 "RSS peak MB", "GPU %", "VRAM MiB", "step"]
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> str:
@@ -91,8 +119,8 @@ def markdown(report: dict[str, Any]) -> str:
                   ["cold start to SERVING", _fmt(report["cold_start_s"], " s")],
                   ["one stream: final latency p50", _fmt(lat["final_p50_s"], " s")],
                   ["one stream: final latency p95", _fmt(lat["final_p95_s"], " s")],
-                  ["capacity, finals only (streams)", _fmt(cap["finals_only"]["max_streams"])],
-                  ["capacity, with partials (streams)", _fmt(cap["partials"]["max_streams"])],
+                  ["capacity, finals only (streams)", capacity_cell(cap["finals_only"])],
+                  ["capacity, with partials (streams)", capacity_cell(cap["partials"])],
                   ["streamed WER", _fmt(acc["stream_wer"])],
                   ["offline WER" + _baseline_note(acc.get("offline_baseline")), _fmt(acc["offline_wer"])],
                   ["words from noise alone (must be 0)", _fmt(acc["noise_words"])]])]
@@ -100,6 +128,7 @@ def markdown(report: dict[str, Any]) -> str:
     for name in ("finals_only", "partials"):
         sweep = cap[name]
         parts += ["", f"## Capacity sweep: {name.replace('_', ' ')}", "",
+                  f"Knee: {knee_text(sweep) or _fmt(sweep['max_streams'])}. "
                   f"Stopped by: {sweep['stopped_by'] or 'nothing (every step held)'}; "
                   f"p95 limit {sweep['p95_limit_sec']:g} s.", "", _table(SWEEP_COLUMNS, sweep_rows(sweep))]
     parts += ["", "## Recommended config", "", "```yaml", report["recommended_config"].rstrip(), "```",

@@ -57,7 +57,24 @@ def judge(capacity: dict[str, Any], noise_words: int | None,
         if sweep["stopped_by"] is None and sweep["steps"]:
             warnings.append(f"{name}: every step held; the knee lies beyond {sweep['steps'][-1]['channels']} "
                             "streams (run --full or pass --steps)")
+        warnings += knee_warnings(name, sweep.get("knee"))
     return {"verdict": ", ".join(met) if met else "none", "classes": classes, "warnings": warnings}
+
+
+def knee_warnings(name: str, knee: dict[str, Any] | None) -> list[str]:
+    """An unconfirmed knee, or tries so far apart that single passes would read knees more than a
+    step apart: the box's load changed during the run (another job, thermal throttling)."""
+    if not knee:
+        return []
+    out = []
+    if not knee["confirmed"]:
+        out.append(f"{name}: the knee's retries did not agree within the retry budget; "
+                   "rerun with nothing else running")
+    spread = knee["spread"]
+    if spread["steps"] > 1:
+        out.append(f"{name}: single passes would have read {spread['low']} to {spread['high']} streams "
+                   f"({spread['steps']} steps apart): the box's load varied during the run")
+    return out
 
 
 def recommended_config(capacity: dict[str, Any], inventory: dict[str, Any]) -> str:

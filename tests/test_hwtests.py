@@ -1,9 +1,12 @@
 """hwtests as an operator runs it: `python -m hwtests --tiny` as a real process, starting a real
-appliance with the real model, and the report it writes (keys, verdict, plots in the HTML)."""
+appliance with the real model, and the report it writes (keys, verdict, the knee's retries, plots in
+the HTML). matplotlib is blocked in that process, as in the images, which do not carry it: the whole
+report must be written, exit 0."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,8 +24,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("hwtests")
+    # A `matplotlib` that cannot be imported shadows the installed one: the images lack it.
+    blocker = tmp_path_factory.mktemp("no-matplotlib")
+    (blocker / "matplotlib").mkdir()
+    (blocker / "matplotlib" / "__init__.py").write_text('raise ImportError("matplotlib is not installed here")\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO_ROOT)])}
     done = subprocess.run([sys.executable, "-m", "hwtests", "--tiny", "--quiet", "--out", str(out)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=420)
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=420)
     return done, out
 
 
@@ -45,6 +53,33 @@ def test_tiny_run_writes_every_stable_key(tiny_run):
     assert all(s["server"]["rss_peak_mb"] > 0 for s in finals["steps"])
     # Each progress line names its step.
     assert "[hwtests 7/7] sweep: with partials" in done.stderr
+    assert not any(t["error"] for t in report["steps"].values()), report["steps"]
+
+
+def test_the_knee_is_retried_and_its_spread_reported(tiny_run):
+    """Real tries: the knee's step (or the top, when every step held) ran again and agreed or was
+    settled best of three; report.json, report.md, report.html and stdout all carry the spread."""
+    done, out = tiny_run
+    report = json.loads((out / "report.json").read_text())
+    for name, sweep in report["capacity"].items():
+        knee = sweep["knee"]
+        assert knee["streams"] == sweep["max_streams"]
+        tries = {int(c): t for c, t in knee["tries"].items()}
+        retried = [c for c, t in tries.items() if len(t) > 1]
+        assert retried and knee["retries"] == sum(len(t) - 1 for t in tries.values()) == len(sweep["retries"])
+        assert all(r["channels"] in retried and r["try"] >= 2 for r in sweep["retries"])
+        for step in sweep["steps"]:
+            assert step["tries"] == tries[step["channels"]]
+            assert len(step["p95_tries_sec"]) == len(step["tries"])
+            assert step["held"] == (sum(step["tries"]) * 2 > len(step["tries"]))
+        spread = knee["spread"]
+        assert spread["low"] in (None, 1, 2) and spread["high"] in (None, 1, 2) and spread["steps"] in (0, 1, 2)
+        label = name.replace("_", " ")
+        assert f"{label}: knee " in done.stdout and "spread" in done.stdout
+    markdown = (out / "report.md").read_text()
+    assert markdown.count("Knee: ") == 2 and "tries)" in markdown
+    page = (out / "report.html").read_text()
+    assert page.count("<p>knee: ") == 2 and "spread" in page
 
 
 def test_verdict_names_only_declared_classes(tiny_run):
