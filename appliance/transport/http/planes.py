@@ -8,6 +8,10 @@
   runtime's drain gate (ERR1015 once draining), caps connections globally and per address, and gives
   a request `openai.header_timeout_sec` for its header and `openai.body_timeout_sec` for its body.
 
+With the operator's certificate (tls.cert_file/key_file) and openai.tls, the client plane's port speaks
+https: `tls_front.TlsFront` terminates TLS there, admits through the plane's door with the client's
+own address, and pipes to waitress on a loopback port behind it.
+
 Each plane has its own `HttpAccess` (allow-list, trusted proxies, tokens, rate limit), so the
 uploads' requests never spend the bucket a health checker draws on. Asking either plane for a route
 of the other answers ERR1018 with the port to use.
@@ -17,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from appliance.config import AppConfig
 from appliance.file_transcriber import FileTranscriber
@@ -28,9 +33,11 @@ from appliance.transport.http.app import create_app, create_client_app
 from appliance.transport.http.doors import RequestDeadlines
 from appliance.transport.http.openai import openai_routes
 from appliance.transport.http.server import HTTP_THREADS, MAX_SPOOLED_BODY_BYTES, HttpServer
+from appliance.transport.http.tls_front import LOOPBACK, PeerMap, TlsFront, behind_tls, server_context
 
 log = logging.getLogger(__name__)
 
+Listener = TypeVar("Listener", HttpServer, TlsFront)
 CLIENT_SPARE_THREADS = 2  # /v1/models and quick refusals answer while every upload slot decodes
 
 
@@ -60,7 +67,7 @@ def _policy(access: HttpAccess) -> AddressPolicy:
     return AddressPolicy(settings.allowlist + settings.trusted_proxies, setting="STT_HTTP_ALLOWLIST")
 
 
-def _bind(what: str, host: str, port: int, build) -> HttpServer:
+def _bind(what: str, host: str, port: int, build: Callable[[], Listener]) -> Listener:
     try:
         return build()
     except OSError as err:
@@ -80,12 +87,15 @@ class HttpPlanes:
             raise PlaneError(f"openai.port and server.metrics_port are both {openai.port}: the OpenAI API needs a "
                              "port of its own")
         self.client: HttpServer | None = None
+        self.client_tls: TlsFront | None = None  # the client plane's port when it speaks https
         self.transcriber: FileTranscriber | None = None
         self.operator = self._operator(config, runtime)
         try:
             if openai.enabled:
                 self.client = self._client(config, runtime, loop, client_host)
         except BaseException:
+            if self.client is not None:
+                self.client.stop()
             self.operator.stop()
             raise
 
@@ -95,7 +105,13 @@ class HttpPlanes:
 
     @property
     def client_port(self) -> int | None:
+        if self.client_tls is not None:
+            return self.client_tls.port
         return self.client.port if self.client is not None else None
+
+    @property
+    def client_scheme(self) -> str:
+        return "https" if self.client_tls is not None else "http"
 
     def _operator(self, config: AppConfig, runtime: Runtime) -> HttpServer:
         s = config.server
@@ -129,19 +145,45 @@ class HttpPlanes:
         routes = openai_routes(transcriber, runtime.admin, max_body_bytes=openai.max_upload_bytes,
                                signed_tokens=config.auth.create_session_auth_profile == "signed_token")
         app = create_client_app(runtime.status, access, routes, operator_port=lambda: self.operator_port)
-        return _bind("client plane (openai)", host, openai.port, lambda: HttpServer(
-            app, host, openai.port, threads=openai.max_concurrent_requests + CLIENT_SPARE_THREADS,
+        tls = config.tls
+        if not (openai.tls and tls.cert_file and tls.key_file):
+            return self._waitress(app, host, openai.port, openai, door, deadlines)
+        # https: the door admits at the TLS front; waitress, on loopback behind it, keeps the deadlines
+        # and caps only the total (every piped connection comes from 127.0.0.1).
+        context = server_context(tls.cert_file, tls.key_file)
+        peers = PeerMap()
+        behind = Door("openai-behind-tls", DoorLimits(2 * openai.max_connections, 0, "openai"), DrainGate())
+        server = self._waitress(behind_tls(app, peers), LOOPBACK, 0, openai, behind, deadlines,
+                               "http-client-behind-tls")
+        try:
+            self.client_tls = _bind("client plane (openai, https)", host, openai.port, lambda: TlsFront(
+                host, openai.port, context=context, door=door, deadlines=deadlines,
+                backend_port=lambda: server.port, peers=peers, name="https-client"))
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    @staticmethod
+    def _waitress(app, host: str, port: int, openai, door: Door, deadlines: RequestDeadlines,
+                  name: str = "http-client") -> HttpServer:
+        return _bind("client plane (openai)", host, port, lambda: HttpServer(
+            app, host, port, threads=openai.max_concurrent_requests + CLIENT_SPARE_THREADS,
             max_body_bytes=openai.max_upload_bytes + 1,  # waitress refuses bodies >= its limit
-            door=door, deadlines=deadlines, name="http-client"))
+            door=door, deadlines=deadlines, name=name))
 
     def start(self) -> HttpPlanes:
         self.operator.start()
         if self.client is not None:
             self.client.start()
+        if self.client_tls is not None:
+            self.client_tls.start()
         return self
 
     def stop(self, timeout_sec: float = 2.0) -> None:
         """Close both listeners (idempotent); uploads still decoding are cancelled by the runtime's close."""
+        if self.client_tls is not None:
+            self.client_tls.stop(timeout_sec)
         if self.client is not None:
             self.client.stop(timeout_sec)
         self.operator.stop(timeout_sec)

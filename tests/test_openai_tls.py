@@ -1,0 +1,137 @@
+"""The OpenAI client plane over TLS (openai.tls with the gRPC certificate), as a page served over https
+needs it: the `openai` client (httpx) transcribes through it, and the front door holds at the TLS
+terminator with the clients' own addresses (127.0.0.2 and 127.0.0.3 are loopback addresses of their
+own), its refusals readable over TLS; a slow handshake, a slow header after it, plain HTTP and the
+loopback port behind the terminator are each turned away."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import time
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from clients.corpus import wer
+from tests.helpers import REPO_ROOT
+from tests.inprocess import InProcessAppliance
+from tests.test_tls import make_self_signed
+
+JFK = REPO_ROOT / "hwtests/speech/sent_en_jfk_ask_not.wav"
+JFK_TEXT = ("And so, my fellow Americans, ask not what your country can do for you, "
+            "ask what you can do for your country.")
+HEADER_TIMEOUT_SEC = 2.0
+PER_ADDRESS = 2
+ALLOWED, NEIGHBOUR, OUTSIDER = "127.0.0.2", "127.0.0.3", "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return make_self_signed(tmp_path_factory.mktemp("openai-tls"), "server")
+
+
+@pytest.fixture(scope="module")
+def server(certs):
+    with InProcessAppliance("--tls-cert-file", str(certs.cert), "--tls-key-file", str(certs.key), env={
+            "STT_HTTP_ALLOWLIST": f"{ALLOWED}/32,{NEIGHBOUR}/32", "STT_HTTP_RATE_LIMIT_RPS": "0",
+            "STT_OPENAI_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS),
+            "STT_OPENAI_HEADER_TIMEOUT_SEC": str(HEADER_TIMEOUT_SEC)}) as app:
+        yield app
+
+
+def trusting(certs) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(certs.cert))
+
+
+def tls_socket(server, certs, source: str) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", server.openai_port), timeout=10, source_address=(source, 0))
+    return trusting(certs).wrap_socket(raw, server_hostname="localhost")
+
+
+def get(server, certs, source: str, path: str = "/v1/models") -> tuple[int, dict]:
+    connection = http.client.HTTPSConnection("localhost", server.openai_port, timeout=10,
+                                             source_address=(source, 0), context=trusting(certs))
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+
+
+def test_the_openai_client_transcribes_over_https_as_the_allowed_address(server, certs):
+    transport = httpx.HTTPTransport(verify=trusting(certs), local_address=ALLOWED)
+    with httpx.Client(transport=transport) as http_client, JFK.open("rb") as f:
+        client = OpenAI(base_url=f"https://localhost:{server.openai_port}/v1", api_key="any", max_retries=0,
+                        timeout=120, http_client=http_client)
+        answer = client.audio.transcriptions.create(model="whisper-1", file=f)
+        assert [m.id for m in client.models.list().data]
+    # The allow-list names 127.0.0.2 and .3 only: the app saw the client's address, not the terminator's.
+    assert wer(JFK_TEXT, answer.text) <= 0.25, answer.text
+
+
+def test_an_address_outside_the_allow_list_reads_its_refusal_over_tls(server, certs):
+    status, body = get(server, certs, OUTSIDER)
+    assert (status, body["code"]) == (403, "ERR1005"), body
+
+
+def test_one_address_at_its_share_leaves_room_for_the_next(server, certs):
+    wait_for_free_share(server, certs)
+    held = [tls_socket(server, certs, ALLOWED) for _ in range(PER_ADDRESS)]
+    try:
+        status, body = get(server, certs, ALLOWED)
+        assert (status, body["code"]) == (503, "ERR1007") and "per_address" in body["message"], body
+        assert get(server, certs, NEIGHBOUR)[0] == 200
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for_free_share(server, certs)  # the held slots come back when they close
+
+
+def wait_for_free_share(server, certs) -> None:
+    deadline = time.monotonic() + 5
+    while get(server, certs, ALLOWED)[0] != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_a_silent_handshake_and_a_slow_header_are_cut_at_the_header_deadline(server, certs):
+    silent = socket.create_connection(("127.0.0.1", server.openai_port), timeout=10, source_address=(ALLOWED, 0))
+    slow = tls_socket(server, certs, ALLOWED)
+    try:
+        slow.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        started = time.monotonic()
+        assert silent.recv(1024) == b""  # closed without a handshake
+        answer = slow.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and b"ERR1012" in answer, answer
+        assert time.monotonic() - started < HEADER_TIMEOUT_SEC + 3
+    finally:
+        silent.close()
+        slow.close()
+
+
+def test_plain_http_and_an_untrusting_client_get_nothing(server, certs, tmp_path):
+    plain = http.client.HTTPConnection("127.0.0.1", server.openai_port, timeout=10, source_address=(ALLOWED, 0))
+    with pytest.raises((http.client.HTTPException, OSError)):
+        plain.request("GET", "/v1/models")
+        plain.getresponse()
+    plain.close()
+    other = make_self_signed(tmp_path, "other")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        get(server, other, ALLOWED)
+
+
+def test_the_loopback_port_behind_the_terminator_serves_no_one_directly(server):
+    behind = server.server._http.client.port  # the waitress listener the terminator pipes to
+    assert behind != server.openai_port
+    connection = http.client.HTTPConnection("127.0.0.1", behind, timeout=10)
+    try:
+        connection.request("GET", "/v1/models")
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())["code"]) == (403, "ERR1005")
+    finally:
+        connection.close()
