@@ -83,6 +83,15 @@ def server_arguments(args: argparse.Namespace) -> list[str]:
     return extra
 
 
+def server_env() -> dict[str, str]:
+    """Environment for the measured server, over this process's own. Every stream comes from this
+    one host: lift the per-IP cap (default 16), as the load tester does. Its other doors stay shut or
+    on free ports: inside a running container (`docker compose exec`) the appliance already holds
+    8001, 8002 and 10300, and a second mDNS announcement of its name would stop start-up."""
+    return {"STT_SERVER_MAX_SESSIONS_PER_IP": "0", "STT_WYOMING_PORT": "0", "STT_WYOMING_ZEROCONF": "false",
+            "STT_OPENAI_PORT": "0", "STT_WEBSOCKET_PORT": "0"}
+
+
 def attempt(clock: steps.StepClock, name: str, fn: Callable[[], T], failed: T) -> T:
     """Run one step; a failed step is reported (figures None) and the others still run, since one
     broken measurement should not cost the operator the other nine minutes."""
@@ -103,8 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     clock = steps.StepClock(len(STEP_NAMES) + (1 if args.mic else 0))
     server_args = server_arguments(args)
     recordings = speech_set()
-    # Every stream comes from this one host: lift the per-IP cap (default 16), as the load tester does.
-    env = {"STT_SERVER_MAX_SESSIONS_PER_IP": "0"}
+    env = server_env()
     inventory: dict[str, Any] = attempt(clock, "inventory", lambda: steps.inventory(server_args), {})
     # Before the server starts: nothing else is using the CPU or the sound device yet.
     audio_input = None
