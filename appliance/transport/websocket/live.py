@@ -35,6 +35,7 @@ from appliance.transport.websocket.pcm import Linear16
 log = logging.getLogger(__name__)
 failures = ThrottledLog(log, per_minute=5)
 CONTROL_TYPES = ("KeepAlive", "Finalize", "CloseStream")
+MAX_CONTROL_CHARS = 1024  # {"type": "CloseStream"} and its like; nesting or padding beyond is no control message
 FINALIZE_MARGIN_SEC = 0.3  # silence beyond the endpoint's own, so the VAD's release is past doubt
 CLOSE_POLICY, CLOSE_TRY_LATER, CLOSE_INTERNAL, CLOSE_TOO_BIG = 1008, 1013, 1011, 1009
 TRY_LATER_CODES = frozenset({"ERR1007", "ERR1008", "ERR1009", "ERR1014", "ERR1015"})
@@ -53,9 +54,12 @@ def close_code(code: str) -> int:
 
 def control_type(text: str) -> str:
     """The `type` of a control message; ERR1010 for anything else."""
+    if len(text) > MAX_CONTROL_CHARS:
+        raise ApplianceError("ERR1010", f"a text message of {len(text)} characters; control messages are at most "
+                             f"{MAX_CONTROL_CHARS} (audio goes in binary messages)")
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApplianceError("ERR1010", "a text message is not JSON; expected {\"type\": \"KeepAlive\"}, "
                              "Finalize or CloseStream (audio goes in binary messages)") from None
     kind = message.get("type") if isinstance(message, dict) else None
@@ -117,6 +121,7 @@ class LiveSession:
     async def _refuse(self, err: ApplianceError) -> None:
         self._ws.door.refused(err, "stream refused")
         variant = "SchemaError" if err.code == "ERR1010" else "Error"
+        self._give_slot_back()
         try:
             await self._ws.send(json.dumps(shape.error(err.code, err.message, variant=variant)))
             await self._ws.close(close_code(err.code), f"{err.code}: {err.message}"[:120])
@@ -163,7 +168,14 @@ class LiveSession:
         await self._ws.send(json.dumps(shape.metadata(
             self._settings.session_id, duration_sec=self._pcm.duration_sec, channels=self._options.channels,
             sha256=self._pcm.sha256.hexdigest(), model_id=self._settings.model_id, model_uuid=self._model_uuid)))
+        self._give_slot_back()
         await self._ws.close(1000, "CloseStream")
+
+    def _give_slot_back(self) -> None:
+        """Before the client hears the close: one that reconnects at once must find its share free (the
+        closing handshake that follows is bounded by close_timeout)."""
+        if self._ws.slot is not None:
+            self._ws.slot.release()
 
     async def _on_result(self, result: RecognitionResult) -> None:
         index = result.utterance_index

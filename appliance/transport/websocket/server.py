@@ -28,6 +28,10 @@ from appliance.transport.websocket.live import LiveSession
 from appliance.transport.websocket.results import request_id
 
 log = logging.getLogger(__name__)
+# websockets' own per-connection lines ("connection open", "connection rejected") are not the door's to
+# log: refusals are counted and logged (throttled) by the Door; only its warnings and errors pass.
+wire_log = logging.getLogger("appliance.transport.websocket.wire")
+wire_log.setLevel(logging.WARNING)
 CLOSE_TIMEOUT_SEC = 2.0
 
 
@@ -89,7 +93,7 @@ class WebSocketServer:
             process_request=self._handshake.process_request, select_subprotocol=self._handshake.select_subprotocol,
             process_response=_request_id_header, open_timeout=ws.handshake_timeout_sec,
             max_size=ws.max_message_bytes, max_queue=4, close_timeout=CLOSE_TIMEOUT_SEC, compression=None,
-            ping_interval=20, ping_timeout=20, server_header=None)
+            ping_interval=20, ping_timeout=20, server_header=None, logger=wire_log)
         sockets = list(self._server.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else ws.port
         log.info("WebSocket door (Deepgram-compatible /v1/listen, captions page /) on %s://%s:%d", self.scheme,
