@@ -1,10 +1,10 @@
 """Decode time per recording for both backends on the same weights (run by hand).
 
-Each English recording of ../shared/audio is decoded offline, whole, by faster-whisper and by
-torch_whisper (openai-whisper on weights converted from the same pack), float32, greedy, on this
-machine's CPU; after a warm-up decode each. Recordings longer than one 30 s window are skipped:
-the appliance never sends a backend more than one window. Prints per-file seconds, the torch/ct2 ratio, and
-whether the texts agree.
+Each English recording of the dev set (../shared/audio and its more/ folder) is decoded offline,
+whole, by faster-whisper and by torch_whisper (openai-whisper on weights converted from the same
+pack), float32, greedy, on this machine's CPU; after a warm-up decode each. Recordings longer than
+one 30 s window are skipped: the appliance never sends a backend more than one window. Prints
+per-file seconds, the torch/ct2 ratio, and whether the texts agree.
 
     python bench/backends.py [--model tiny.en] [--threads N] [--repeat 1]
 """
@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from appliance.decode_options import DecodeOptions
 from appliance.models.backends import load_backend
 from appliance.models.store import resolve_model
-from clients.corpus import english_corpus, normalize, word_errors
+from clients.corpus import normalize, word_errors
+from clients.dev_set import dev_set
 
 MAX_UTTERANCE_SEC = 29.0  # one Whisper window, less the backends' margin
 
@@ -53,7 +54,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per backend (0 = all cores)")
     parser.add_argument("--repeat", type=int, default=1, help="decodes per file; the fastest counts")
     args = parser.parse_args()
-    recordings = english_corpus()
+    recordings = dev_set()  # both batches
     if not recordings:
         print("no ../shared/audio corpus here")
         return 1
