@@ -80,7 +80,7 @@ def test_an_address_outside_the_allow_list_reads_its_refusal_over_tls(server, ce
 
 
 def test_one_address_at_its_share_leaves_room_for_the_next(server, certs):
-    wait_for_free_share(server, certs)
+    wait_until_no_connection_is_open(server)
     held = [tls_socket(server, certs, ALLOWED) for _ in range(PER_ADDRESS)]
     try:
         status, body = get(server, certs, ALLOWED)
@@ -92,6 +92,14 @@ def test_one_address_at_its_share_leaves_room_for_the_next(server, certs):
     wait_for_free_share(server, certs)  # the held slots come back when they close
 
 
+def wait_until_no_connection_is_open(server) -> None:
+    door = server.server._http.client_door
+    deadline = time.monotonic() + 5
+    while door.open_connections:
+        assert time.monotonic() < deadline, door.connections_by_address()
+        time.sleep(0.05)
+
+
 def wait_for_free_share(server, certs) -> None:
     deadline = time.monotonic() + 5
     while get(server, certs, ALLOWED)[0] != 200:
@@ -100,6 +108,7 @@ def wait_for_free_share(server, certs) -> None:
 
 
 def test_a_silent_handshake_and_a_slow_header_are_cut_at_the_header_deadline(server, certs):
+    wait_until_no_connection_is_open(server)  # the last test's, closed by the client, are released after
     silent = socket.create_connection(("127.0.0.1", server.openai_port), timeout=10, source_address=(ALLOWED, 0))
     slow = tls_socket(server, certs, ALLOWED)
     try:

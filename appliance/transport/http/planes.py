@@ -110,6 +110,13 @@ class HttpPlanes:
         return self.client.port if self.client is not None else None
 
     @property
+    def client_door(self) -> Door | None:
+        """The door client-plane connections are admitted by (the TLS front's, when there is one)."""
+        if self.client_tls is not None:
+            return self.client_tls.door
+        return self.client.door if self.client is not None else None
+
+    @property
     def client_scheme(self) -> str:
         return "https" if self.client_tls is not None else "http"
 

@@ -113,7 +113,7 @@ class TlsFront:
 
     def __init__(self, host: str, port: int, *, context: ssl.SSLContext, door: Door, deadlines: RequestDeadlines,
                  backend_port: Callable[[], int], peers: PeerMap, name: str = "https-client"):
-        self._context, self._door, self._deadlines = context, door, deadlines
+        self._context, self.door, self._deadlines = context, door, deadlines
         self._backend_port, self._peers, self.name = backend_port, peers, name
         self._tasks: set[asyncio.Task] = set()  # accept loops and connections, cancelled at stop
         self._sockets = bind(host, port)
@@ -172,7 +172,7 @@ class TlsFront:
         address = str(parsed) if parsed is not None else str(addr[0])
         try:
             try:
-                slot = self._door.admit(address)
+                slot = self.door.admit(address)
             except ApplianceError as err:
                 await self._refuse(conn, err)
                 return
@@ -202,7 +202,7 @@ class TlsFront:
             return await asyncio.wait_for(self._tls(conn, limit + 1), limit)
         except TimeoutError:
             err = ApplianceError("ERR1012", f"no TLS handshake within {limit:g} s ({self._deadlines.header_setting})")
-            self._door.refused(err, "handshake too slow")
+            self.door.refused(err, "handshake too slow")
         except (OSError, ConnectionError) as err:  # not TLS (plain HTTP on this port), or an untrusting client
             log.debug("%s: TLS handshake failed: %s", self.name, err)
         return None
