@@ -6,15 +6,19 @@ Needs root, dockerd (docker.io) and debootstrap; skipped otherwise. One image bu
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from clients.corpus import word_errors
 from tests.deploy.conftest import REPO_ROOT, free_port, record_figure, speech_recording
@@ -123,7 +127,9 @@ def compose(docker_engine: DockerEngine, tmp_path: Path):
     plugins.mkdir(parents=True, exist_ok=True)
     if not (plugins / "docker-compose").exists():
         (plugins / "docker-compose").symlink_to(binary)
-    ports = {"STT_GRPC_PORT": str(free_port()), "STT_HTTP_PORT": str(free_port())}
+    # every published host port free, so the suite never meets an appliance already on the host
+    ports = {name: str(free_port()) for name in ("STT_GRPC_PORT", "STT_HTTP_PORT", "STT_API_PORT", "STT_WS_PORT",
+                                                 "STT_HA_PORT")}
     project = ["compose", "--project-name", "stt-deploy", "--file", str(REPO_ROOT / "compose.yaml")]
     saved = dict(docker_engine.env)
     docker_engine.env.update(ports)
@@ -162,22 +168,86 @@ def test_compose_up_serves_the_cpu_service_and_stops_cleanly(docker_engine: Dock
     assert elapsed < DRAIN_TIMEOUT_SEC, f"docker compose stop took {elapsed:.1f} s"
 
 
+def wyoming_describe(port: int) -> dict:
+    """The first event a Wyoming server answers to `describe` (its header line)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b'{"type": "describe"}\n')
+        reader = conn.makefile("rb")
+        return json.loads(reader.readline())
+
+
+def websocket_door(port: int, upgrade: bool) -> tuple[int, bytes]:
+    """(status, body) of GET / on the WebSocket door: the captions page, or an upgrade to /v1/listen."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="} if upgrade else {}
+        conn.request("GET", "/v1/listen?encoding=linear16&sample_rate=16000" if upgrade else "/", headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
 @pytest.mark.timeout(1200)  # includes the session's stand-in + image build
-def test_hwtests_runs_inside_the_image_as_docs_hwtests_says(appliance_image: str, compose):
-    run, _ = compose
+def test_published_doors_and_hwtests_inside_the_running_container(appliance_image: str, compose):
+    """compose.yaml's doors reach the host, and `docker compose exec stt python -m hwtests` (what
+    docs/hwtests.md tells a Jetson or GPU owner to run) writes the whole report and exits 0 beside the
+    running appliance, whose ports (8001, 8002, 10300) its own server must not take."""
+    run, ports = compose
+    run("up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_SEC), timeout=HEALTHY_TIMEOUT_SEC + 60)
+    # Wyoming is on in the image (10300) and published: Home Assistant's describe gets the info event.
+    assert wyoming_describe(int(ports["STT_HA_PORT"]))["type"] == "info"
+    # The WebSocket door is published on every interface: its page answers; a plain ws:// upgrade from
+    # outside the container is not loopback to the door, so it is refused until wss:// is configured.
+    status, page = websocket_door(int(ports["STT_WS_PORT"]), upgrade=False)
+    assert status == 200 and b"<html" in page.lower()
+    status, refusal = websocket_door(int(ports["STT_WS_PORT"]), upgrade=True)
+    assert status == 403 and json.loads(refusal)["code"] == "ERR1005"
+    # The image carries the hwtests and discovery extras, and no plotting library.
+    run("exec", "-T", "stt", "python", "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('matplotlib') "
+        "is not None or None in (u.find_spec('jiwer'), u.find_spec('zeroconf')))")
     # docs/hwtests.md's command, with --tiny for the suite; the report lands in the data volume.
     # One sweep step of 2 s: the suite checks the path works in the image, not the box's capacity.
-    done = run("run", "--rm", "--entrypoint", "python", "stt", "-m", "hwtests", "--tiny", "--quiet",
-               "--steps", "1", "--step-sec", "2",
+    done = run("exec", "-T", "stt", "python", "-m", "hwtests", "--tiny", "--quiet", "--steps", "1", "--step-sec", "2",
                "--out", "/var/lib/stt-appliance/hwtests",
                "--server-arg=--config=/etc/stt-appliance/server.yaml",
                "--server-arg=--model-config=/etc/stt-appliance/model.yaml", timeout=900, check=False)
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
-    report = json.loads(run("run", "--rm", "--entrypoint", "cat", "stt",
-                            "/var/lib/stt-appliance/hwtests/report.json").stdout)
-    # The image carries the hwtests extra: accuracy and the HTML plots work there too.
+    report = json.loads(run("exec", "-T", "stt", "cat", "/var/lib/stt-appliance/hwtests/report.json").stdout)
+    # Accuracy and the HTML plots work there too; every step ran.
     assert report["accuracy"]["stream_wer"] is not None and report["accuracy"]["offline_wer"] is not None
-    assert report["steps"].get("report.html", {}).get("error") is None
+    assert not any(t["error"] for t in report["steps"].values()), report["steps"]
     assert report["latency"]["final_p50_s"] > 0
-    html = run("run", "--rm", "--entrypoint", "cat", "stt", "/var/lib/stt-appliance/hwtests/report.html").stdout
+    assert report["capacity"]["finals_only"]["knee"]["tries"]["1"]
+    html = run("exec", "-T", "stt", "cat", "/var/lib/stt-appliance/hwtests/report.html").stdout
     assert html.count(b"<svg") >= 2
+
+
+@pytest.mark.timeout(1200)  # includes the session's stand-in + image build
+def test_discovery_profile_announces_wyoming_by_mdns_from_the_host_network(appliance_image: str, compose,
+                                                                          tmp_path: Path):
+    """`docker compose --profile discovery up stt-discovery`: host networking, so the container's
+    zeroconf announcement is the host's. Announced on loopback here (an override names the address and
+    a unique name), where a browser on the host resolves it to the Wyoming port it answers on."""
+    zeroconf = pytest.importorskip("zeroconf", reason="the discovery extra (zeroconf) is not installed")
+    run, ports = compose
+    name = f"stt-deploy-{uuid.uuid4().hex[:8]}"
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"services": {"stt-discovery": {"environment": {
+        "STT_WYOMING_ZEROCONF_ADDRESS": "127.0.0.1", "STT_WYOMING_ZEROCONF_NAME": name}}}}))
+    profile = ["--file", str(override), "--profile", "discovery"]
+    try:
+        run(*profile, "up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_SEC), "stt-discovery",
+            timeout=HEALTHY_TIMEOUT_SEC + 60)
+        browser = zeroconf.Zeroconf(interfaces=["127.0.0.1"])
+        try:
+            info = browser.get_service_info("_wyoming._tcp.local.", f"{name}._wyoming._tcp.local.", timeout=10_000)
+        finally:
+            browser.close()
+        assert info is not None and info.port == int(ports["STT_HA_PORT"]), info
+        assert wyoming_describe(info.port)["type"] == "info"
+        status, body = health(int(ports["STT_HTTP_PORT"]))  # the operator plane on host loopback
+        assert status == 200 and body["status"] == "ok"
+    finally:
+        run(*profile, "down", "--volumes", "--timeout", "5", timeout=120, check=False)

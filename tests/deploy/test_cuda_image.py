@@ -32,7 +32,9 @@ def test_cuda_image_structure_and_cpu_fallback(docker_engine: DockerEngine):
     config = json.loads(engine.out("image", "inspect", "-f", "{{json .Config}}", image))
     assert config["User"] == "10001:10001"
     assert "STT_MODEL_PROFILE=nvidia_cuda" in config["Env"]
-    assert set(config["ExposedPorts"]) == {"50051/tcp", "8000/tcp", "8001/tcp"}  # gRPC, operator, OpenAI
+    # gRPC, operator, OpenAI, the WebSocket door, Wyoming (on in the image: STT_WYOMING_PORT)
+    assert set(config["ExposedPorts"]) == {"50051/tcp", "8000/tcp", "8001/tcp", "8002/tcp", "10300/tcp"}
+    assert "STT_WYOMING_PORT=10300" in config["Env"]
     assert set(config["Volumes"]) == {"/etc/stt-appliance", "/var/lib/stt-appliance", "/models"}
     assert config["Healthcheck"]["Test"][:3] == ["CMD", "stt-appliance", "healthcheck"]
     try:
