@@ -3,11 +3,22 @@
 It makes a stream's head eligible when the stream is idle (or drops a partial, or fails a final, at
 once where the load says so), hands free slots to eligible heads in `EligibleHeads` order, gathers
 compatible heads into one batch, and gives each outcome from `DecodeRunner` back to its queue.
+
+Finals never wait behind partials. While finals are due soon (one was submitted, or a stream's
+speech paused: its speculative partial came, within the last FINALS_SOON_SEC) ordinary partials may
+hold at most `max_in_flight - final_reserved_slots` slots: the rest is kept for finals (and the
+speculative partials that may become them). With no final in sight partials use every slot, so a
+kiosk's first words come as fast as the box allows. When several compatible heads wait, they are
+spread over the free slots in even batches (up to `max_batch_size`): 10 finals on 2 slots go as
+5 + 5, not 8 + 2 (bench/batch_curve.py: a batch's time grows with its size, so the even split ends
+first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -24,6 +35,10 @@ from appliance.scheduler.stream_queue import DecodeRequest, StreamQueue
 
 P = TypeVar("P")
 
+# How long after a final (or a stream's speculative partial: its speech paused) more finals are
+# expected: about an utterance's endpoint delay plus one decode. Partials give way for that long.
+FINALS_SOON_SEC = 2.0
+
 
 def _resolve(outcome: asyncio.Future, transcript: Transcript | None, error: ApplianceError | None) -> None:
     if not outcome.done():
@@ -36,18 +51,24 @@ def _resolve(outcome: asyncio.Future, transcript: Transcript | None, error: Appl
 class DecodeScheduler:
     def __init__(self, max_in_flight: int, *, max_pending_global: int = 512, queue_timeout_sec: float = 1.0,
                  batch_window_ms: float = 0.0, max_batch_size: int = 1, log_metrics: bool = False,
-                 observer: DecodeObserver | None = None, max_decode_sec: float = 0.0):
+                 observer: DecodeObserver | None = None, max_decode_sec: float = 0.0,
+                 final_reserved_slots: int = 1, finals_soon_sec: float = FINALS_SOON_SEC):
         self._observer = observer or DecodeObserver()
         self.max_in_flight = max(1, max_in_flight)
         self.max_pending_global = max(1, max_pending_global)
         self.queue_timeout_sec = queue_timeout_sec
         self.batch_window_sec = batch_window_ms / 1000.0
         self.max_batch_size = max(1, max_batch_size)
+        # never every slot: one model instance still serves partials
+        self.final_reserved_slots = max(0, min(final_reserved_slots, self.max_in_flight - 1))
         self.stats = SchedulerStats()
         self._runner = DecodeRunner(self.max_in_flight, self.stats, self._observer, max_decode_sec=max_decode_sec,
                                     log_metrics=log_metrics)
         self._eligible = EligibleHeads()
         self._in_flight = 0
+        self._partials_running = 0  # batches of ordinary partials in flight
+        self._finals_soon_sec = finals_soon_sec
+        self._finals_soon_until = 0.0  # monotonic time until which finals are expected
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task | None = None
         self._adhoc: dict[str, StreamQueue[asyncio.Future]] = {}  # decode()'s queues
@@ -74,6 +95,17 @@ class DecodeScheduler:
 
     def _demand_changed(self) -> None:
         self._demand.set_level((self._in_flight + len(self._eligible)) / self.max_in_flight)
+
+    def final_expected(self) -> None:
+        """A final is due soon (a stream's speech paused): partials leave the reserved slots to it."""
+        self._finals_soon_until = time.monotonic() + self._finals_soon_sec
+
+    def partial_slots(self) -> int:
+        """Slots ordinary partials may hold now: all of them, less the reserved ones while finals
+        are due soon."""
+        if self._eligible.finals or time.monotonic() < self._finals_soon_until:
+            return self.max_in_flight - self.final_reserved_slots
+        return self.max_in_flight
 
     def under_pressure(self) -> bool:
         """True when a new partial would only delay finals."""
@@ -117,11 +149,13 @@ class DecodeScheduler:
         """Make the queue's head eligible, if the stream is idle; drop or fail it at once where the
         load says so (a partial under pressure, a final with the global queue full)."""
         while (head := queue._head()) is not None and not queue._eligible:
-            if not head.is_final and self.under_pressure():
+            if head.ordinary_partial and self.under_pressure():
                 queue._discard(head)
                 self.count_dropped(1)
                 queue._on_done(head.payload, None, None)
                 continue
+            if head.is_final:
+                self.final_expected()
             if head.is_final and len(self._eligible) >= self.max_pending_global:
                 queue._discard(head)
                 self._observer.decode_failed(is_final=True, outcome="timeout")
@@ -173,16 +207,32 @@ class DecodeScheduler:
                 first = self._eligible.next()
                 if first is None:
                     break
+                free = self._free_slots(first)
+                if free <= 0:
+                    break  # only ordinary partials wait, and they hold all the slots they may
+                key = first.batch_key()
+                batch_limit = min(self.max_batch_size, first.queue.backend.max_batch_size)
+                # spread what waits evenly over the free slots, not one full batch and a remnant
+                size = min(batch_limit, math.ceil(self._eligible.count_compatible(key) / free))
                 self._take(first)
                 batch = [first]
-                batch_limit = min(self.max_batch_size, first.queue.backend.max_batch_size)
                 if batch_limit > 1:
                     if self.batch_window_sec > 0 and len(self._eligible) < batch_limit - 1:
                         await asyncio.sleep(self.batch_window_sec)
-                    batch += self._take_compatible(first.batch_key(), batch_limit - 1)
+                        size = batch_limit
+                    batch += self._take_compatible(key, size - 1)
                 self._in_flight += 1
+                partials = first.ordinary_partial
+                self._partials_running += partials
                 self._demand_changed()
-                asyncio.get_running_loop().create_task(self._run(batch))
+                asyncio.get_running_loop().create_task(self._run(batch, partials))
+
+    def _free_slots(self, first: DecodeRequest) -> int:
+        """Slots `first` (and the heads it may be batched with) may take now."""
+        free = self.max_in_flight - self._in_flight
+        if first.ordinary_partial:
+            free = min(free, self.partial_slots() - self._partials_running)
+        return free
 
     def _take_compatible(self, key: tuple, limit: int) -> list[DecodeRequest]:
         taken = self._eligible.compatible(key, limit)
@@ -190,11 +240,12 @@ class DecodeScheduler:
             self._take(request)
         return taken
 
-    async def _run(self, batch: list[DecodeRequest]) -> None:
+    async def _run(self, batch: list[DecodeRequest], partials: bool) -> None:
         try:
             outcomes = await self._runner.run(batch)
         finally:
             self._in_flight -= 1
+            self._partials_running -= partials
             self._demand_changed()
             self._wake()
         for request, (transcript, error) in zip(batch, outcomes, strict=True):

@@ -1,9 +1,10 @@
 """The queue heads waiting for a model slot, and the order the dispatcher takes them in.
 
 A stream's head becomes eligible once its previous decode is done. Heads are numbered in the order
-they became eligible, so a stream that was just served goes behind the others (round-robin), and
-finals go before partials. An eligible final carries its deadline (`queue_timeout_sec`): the
-scheduler fails it with ERR1009 if no slot takes it in time.
+they became eligible, so a stream that was just served goes behind the others (round-robin); finals
+go first, then speculative partials (the final's own audio, decoded as silence began), then
+partials. An eligible final carries its deadline (`queue_timeout_sec`): the scheduler fails it with
+ERR1009 if no slot takes it in time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class EligibleHeads:
         self._heads: dict[DecodeRequest, None] = {}  # insertion-ordered: batching takes the oldest first
         self._sequence = 0
         self.finals = 0  # eligible finals among them
+        self.partials = 0  # eligible ordinary (not speculative) partials among them
 
     def __len__(self) -> int:
         return len(self._heads)
@@ -32,6 +34,7 @@ class EligibleHeads:
         head.sequence = self._sequence
         self._heads[head] = None
         self.finals += head.is_final
+        self.partials += head.ordinary_partial
         if head.is_final and timeout_sec > 0:
             head.deadline = asyncio.get_running_loop().call_later(timeout_sec, on_timeout, head)
 
@@ -42,17 +45,22 @@ class EligibleHeads:
         if present:
             del self._heads[request]
             self.finals -= request.is_final
+            self.partials -= request.ordinary_partial
         if request.deadline is not None:
             request.deadline.cancel()
             request.deadline = None
         return present
 
     def next(self) -> DecodeRequest | None:
-        """Finals first; among those, the one eligible longest (round-robin across streams)."""
+        """Finals first, then speculative partials, then partials; within each, the one eligible
+        longest (round-robin across streams)."""
         if not self._heads:
             return None
-        return min(self._heads, key=lambda r: (not r.is_final, r.sequence))
+        return min(self._heads, key=lambda r: (r.rank, r.sequence))
 
     def compatible(self, key: tuple, limit: int) -> list[DecodeRequest]:
-        """Up to `limit` heads that can share one backend call with a batch of `key`, oldest first."""
-        return [r for r in self._heads if r.batch_key() == key][:limit]
+        """Up to `limit` heads that can share one backend call with a batch of `key`, first in line first."""
+        return sorted((r for r in self._heads if r.batch_key() == key), key=lambda r: (r.rank, r.sequence))[:limit]
+
+    def count_compatible(self, key: tuple) -> int:
+        return sum(r.batch_key() == key for r in self._heads)

@@ -107,6 +107,8 @@ def _log_batch(batch: list[DecodeRequest], transcripts: list[Transcript], elapse
     """One line of figures per backend call (server.log_metrics); transcript text never goes to the log."""
     waited_sec = max(now - r.enqueued_at for r in batch) - elapsed_sec
     redone = [t.extra["window_fallback"] for t in transcripts if "window_fallback" in t.extra]
-    log.info("decode batch of %d (%d final, redone on a larger window: %s): %.2f s audio in %.3f s "
-             "after %.3f s queued, rtf %.3f", len(batch), sum(r.is_final for r in batch), ", ".join(redone) or "none",
+    windows = sorted({t.extra["encode_frames"] // 100 for t in transcripts if "encode_frames" in t.extra})
+    log.info("decode batch of %d (%d final, %d speculative, %s s window, redone on a larger window: %s): "
+             "%.2f s audio in %.3f s after %.3f s queued, rtf %.3f", len(batch), sum(r.is_final for r in batch),
+             sum(r.speculative for r in batch), "/".join(map(str, windows)) or "?", ", ".join(redone) or "none",
              audio_sec, elapsed_sec, max(0.0, waited_sec), elapsed_sec / max(audio_sec, 1e-6))

@@ -37,6 +37,17 @@ class DecodeRequest(Generic[P]):
     sequence: int = 0  # order of becoming eligible
     deadline: asyncio.TimerHandle | None = None
     superseded: bool = False  # a partial whose final came while it ran: already reported dropped
+    speculative: bool = False  # a partial of the final's own audio, decoded as silence began
+
+    @property
+    def ordinary_partial(self) -> bool:
+        """A partial that only refreshes the text on screen: the first decode to give way."""
+        return not (self.is_final or self.speculative)
+
+    @property
+    def rank(self) -> int:
+        """Dispatch order between kinds: finals (0), speculative partials (1), partials (2)."""
+        return 0 if self.is_final else 1 if self.speculative else 2
 
     def batch_key(self) -> tuple:
         q = self.queue
@@ -81,20 +92,27 @@ class StreamQueue(Generic[P]):
         """A partial is queued and not yet running."""
         return self._waiting_partials > 0
 
-    def submit(self, audio: np.ndarray, *, is_final: bool, payload: P, options: DecodeOptions | None = None) -> None:
+    def submit(self, audio: np.ndarray, *, is_final: bool, payload: P, options: DecodeOptions | None = None,
+               speculative: bool = False) -> None:
         """Queue a decode; its outcome comes back through `on_done`. A partial that finds the queue
         at `max_pending` is dropped at once. A final first drops this stream's queued partials and
-        the partial it is running: it supersedes them."""
+        the partial it is running: it supersedes them. A `speculative` partial (the final's own
+        audio, decoded as silence began: speech paused) drops the stream's queued partials, whose
+        audio it covers, and tells the scheduler that this stream's final is due soon."""
         if self._closed:
             raise RuntimeError(f"stream {self.stream_id}: decode submitted after close")
+        speculative = speculative and not is_final
         if is_final:
             self.drop_queued_partials()
             self._supersede_running_partial()
+        elif speculative:
+            self.drop_queued_partials()
+            self._scheduler.final_expected()
         elif self._max_pending and self.pending >= self._max_pending:
             self._scheduler.count_dropped(1)
             self._on_done(payload, None, None)
             return
-        self._waiting.append(DecodeRequest(self, audio, is_final, payload, options))
+        self._waiting.append(DecodeRequest(self, audio, is_final, payload, options, speculative=speculative))
         self._waiting_partials += not is_final
         self.queued_audio_bytes += audio.nbytes
         self._scheduler.promote(self)
