@@ -32,8 +32,9 @@ class Reference:
 
 def nice_ticks(low: float, high: float, target: int = 5) -> list[float]:
     """Round tick values covering [low, high]: steps of 1, 2, 2.5 or 5 times a power of ten."""
-    span = high - low if high > low else abs(high) or 1.0
-    raw = span / target
+    if high <= low:  # one value (or none): a unit range above it
+        high = low + (abs(low) or 1.0)
+    raw = (high - low) / target
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.floor(low / step) * step

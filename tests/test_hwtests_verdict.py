@@ -138,3 +138,54 @@ def test_mic_device_needs_mic(capsys):
     assert stopped.value.code == 2
     assert "--mic-device needs --mic" in capsys.readouterr().err
     assert parse_args(["--tiny", "--out", "x", "--mic", "--mic-device", "pulse"]).mic_device == "pulse"
+
+
+def with_knee(sweep_: dict[str, Any], tries: dict[int, list[bool]], knee: int | None,
+              confirmed: bool = True) -> dict[str, Any]:
+    """A sweep as run_sweep leaves it after retries: per-step tries and the knee's record."""
+    from hwtests.knee import knee_spread, majority_held, steps_apart
+
+    counts = [s["channels"] for s in sweep_["steps"]]
+    low, high = knee_spread(counts, tries)
+    steps = [{**s, "held": majority_held(tries[s["channels"]]), "tries": tries[s["channels"]],
+              "p95_tries_sec": [s["final_latency_p95_sec"]] * len(tries[s["channels"]])} for s in sweep_["steps"]]
+    return {**sweep_, "steps": steps, "retries": [], "max_streams": knee,
+            "knee": {"streams": knee, "confirmed": confirmed, "retries": 3,
+                     "tries": {str(c): t for c, t in tries.items()},
+                     "spread": {"low": low, "high": high, "steps": steps_apart(counts, low, high)}}}
+
+
+def test_the_knee_and_its_spread_are_in_the_markdown_the_html_and_the_warnings():
+    from hwtests.html_report import render
+
+    finals = with_knee(A_ROOM_BOX["finals_only"], {1: [True], 8: [False, True, True], 16: [True, True],
+                                                   24: [False, False]}, 16)
+    partials = with_knee(A_ROOM_BOX["partials"], {1: [True], 4: [True, True], 8: [True, False, False], 12: [False]},
+                         4, confirmed=False)
+    box = capacity(finals, partials)
+    report_ = {**minimal_report(None), "capacity": box, **verdict.judge(box, 0), "created_at": "now"}
+    text = report.markdown(report_)
+    assert ("Knee: 16 streams, confirmed; tries at the knee: 8 held 2 of 3, 16 held 2 of 2, 24 held 0 of 2; "
+            "spread 1-16 streams (2 steps)") in text
+    assert "| 16 (single passes read 1-16) |" in text
+    assert "held (2 of 3 tries)" in text and "did not hold (1 of 3 tries)" in text
+    assert "NOT confirmed (retry budget spent)" in text
+    assert "warning: finals_only: single passes would have read 1 to 16 streams (2 steps apart)" in text
+    assert "warning: partials: the knee's retries did not agree within the retry budget" in text
+    page = render(report_)
+    assert page.count("<p>knee: ") == 2 and page.count("<svg") == 3 and "<script" not in page
+
+
+def test_svg_charts_are_drawn_by_hand():
+    from hwtests.svg_plot import Reference, Series, line_chart, nice_ticks
+
+    assert nice_ticks(0, 2.1) == [0, 0.5, 1, 1.5, 2, 2.5]
+    assert nice_ticks(0, 33) == [0, 10, 20, 30, 40]
+    assert nice_ticks(0, 0.0) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    chart = line_chart([Series("finals <only>", [1, 8, 16], [0.5, 0.9, 1.8], extra=[(16, 2.1)]),
+                        Series("with partials", [1, 8], [0.6, 1.4])],
+                       x_label="streams", y_label="p95, s", references=[Reference(2.0, "room limit")])
+    assert chart.startswith("<svg xmlns=\"http://www.w3.org/2000/svg\"") and chart.endswith("</svg>")
+    assert chart.count("<polyline") == 2 and chart.count('fill="none" stroke="#1f77b4"/>') == 1  # one hollow retry
+    assert "finals &lt;only&gt;" in chart and "room limit" in chart and "stroke-dasharray" in chart
+    assert "no figures" in line_chart([Series("x", [], [])], x_label="a", y_label="b")
