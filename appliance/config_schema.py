@@ -96,6 +96,8 @@ class ServerConfig:
         10.0, "one decode with session-chosen options may take this long before its stream ends (0 = no limit)", ge=0)
     decode_batch_window_ms: float = setting(0.0, "decode batching window in ms (0 disables)", ge=0)
     max_decode_batch_size: int = setting(8, "decode tasks per batch (1 disables)", ge=1)
+    decode_final_reserved_slots: int = setting(
+        1, "decode slots ordinary partials leave to finals while finals are due soon (at most pool_size - 1)", ge=0)
     buffer_overlap_sec: float = setting(
         0.0, "audio before a buffer-cap cut repeated in the next utterance (seconds)", ge=0)
     grpc_max_receive_message_bytes: int = setting(8388608, "largest inbound gRPC message (bytes)", ge=1)

@@ -111,7 +111,8 @@ class Runtime:
             max_in_flight=config.model.pool_size, max_pending_global=s.max_pending_decodes_global,
             queue_timeout_sec=float(s.decode_queue_timeout_sec), batch_window_ms=float(s.decode_batch_window_ms),
             max_batch_size=s.max_decode_batch_size, log_metrics=bool(s.log_metrics),
-            observer=_DecodeOutcomes(self.metrics, self.health), max_decode_sec=float(s.max_decode_sec))
+            observer=_DecodeOutcomes(self.metrics, self.health), max_decode_sec=float(s.max_decode_sec),
+            final_reserved_slots=s.decode_final_reserved_slots)
         self.vad_pool: VadPool | None = None
         self._vad_executor = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="vad")
         self.buffer_ledger = BufferLedger(s.max_total_buffer_bytes)
