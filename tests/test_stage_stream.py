@@ -43,11 +43,14 @@ def backend():
 
 
 def run_stream(backend, pcm16: bytes, rate_hz: int, *, close_after: int | None = None,
-               start: ResumePoint = START, **session_options):
+               start: ResumePoint = START, observer=None, stream_limits: dict | None = None, **session_options):
+    """Stream `pcm16` through the whole chain (chunks as fast as it reads them): (results, the
+    ledger's bytes at the end, what the listener heard). `observer` sees every decode;
+    `stream_limits` overrides limits (max_pending_per_stream=1: no audio is read while a decode runs)."""
     async def scenario():
         s = settings(**session_options)
-        lim = limits()
-        scheduler = DecodeScheduler(max_in_flight=1, queue_timeout_sec=0)
+        lim = limits(**(stream_limits or {}))
+        scheduler = DecodeScheduler(max_in_flight=1, queue_timeout_sec=0, observer=observer)
         ledger, heard = BufferLedger(None), Heard()
         claims = TICKETS.verify(s.token, s.session_id)
 

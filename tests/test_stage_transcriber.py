@@ -221,3 +221,20 @@ def test_the_next_utterance_speculating_while_a_final_waits_for_its_own_speculat
     assert [(r.utterance_index, r.is_final) for r in delivered] == [(0, True), (1, False)]
     assert delivered[0].end_sec == pytest.approx(seconds, abs=1e-3)  # utterance 0's own hypothesis
     assert decodes == 2 and queued_bytes == 0
+
+
+def test_a_finals_only_session_never_hears_its_speculation_and_its_final_takes_it(backend, prompt_audio):
+    guess = PartialDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, speculative=True)
+    same = FinalDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, same_as_partial=True)
+    [reused] = transcribe(backend, [guess, same], one_at_a_time=True)  # no partial goes out
+    assert reused.is_final and reused.decode_latency_sec == 0.0 and "front" in reused.text.lower()
+    [plain] = transcribe(backend, [final(0, prompt_audio)])
+    assert reused.text == plain.text and reused.partials_dropped == 0
+    # the final arrives while the speculation decodes: it waits for that hypothesis
+    delivered, decodes, _ = submit_while_running(backend, guess, same)
+    assert [r.text for r in delivered] == [plain.text] and decodes == 1
+    # a speculation the final supersedes is no partial the client asked for: none reported dropped
+    longer = np.tile(prompt_audio, 3)
+    other = PartialDue(0, longer, 0.0, longer.size / 16_000, False, False, speculative=True)
+    delivered, _, _ = submit_while_running(backend, other, final(0, prompt_audio), slots=2)
+    assert [r.text for r in delivered] == [plain.text] and delivered[0].partials_dropped == 0

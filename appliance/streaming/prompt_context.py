@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from appliance.streaming.commit import repeats_prompt
 from appliance.streaming.events import DecodeDue
@@ -42,6 +43,16 @@ class Context(Enum):
     PAUSE = "pause"
 
 
+class Prompted(Protocol):
+    """A decode, as it was prompted."""
+
+    @property
+    def context(self) -> Context: ...
+
+    @property
+    def prompt(self) -> str | None: ...
+
+
 @dataclass
 class PromptContext:
     """One stream's last final, as context for the next decodes."""
@@ -50,10 +61,18 @@ class PromptContext:
     last_text: str = ""
     last_end_sec: float = 0.0
     last_language: str = ""
+    unprompted_utterance: int = -1  # its pause prompt misfired: decoded without a prompt from then on
 
     @classmethod
     def for_silence(cls, vad_silence_sec: float) -> PromptContext:
         return cls(pause_gap_sec=vad_silence_sec + PAUSE_EXTRA_GAP_SEC)
+
+    def choose(self, due: DecodeDue, no_context: bool = False) -> tuple[Context, str | None]:
+        """The context a decode of `due` gets, and its prompt (None: none)."""
+        if no_context or due.utterance_index == self.unprompted_utterance:
+            return Context.NONE, None
+        kind = self.kind(due)
+        return kind, self.prompt(kind)
 
     def kind(self, due: DecodeDue) -> Context:
         if not self.last_text:
@@ -63,7 +82,7 @@ class PromptContext:
         gap_sec = due.start_sec - self.last_end_sec
         if due.in_noise and gap_sec <= NOISY_CONTEXT_GAP_SEC:
             return Context.NOISE
-        if 0 <= gap_sec <= self.pause_gap_sec:
+        if 0 <= gap_sec <= self.pause_gap_sec + 1e-6:  # (timeline sums carry float error)
             return Context.PAUSE
         return Context.NONE
 
@@ -74,9 +93,10 @@ class PromptContext:
             return tail_words(self.last_text, PAUSE_PROMPT_CHARS)
         return self.last_text[-PROMPT_CHARS:]
 
-    def misfired(self, kind: Context, prompt: str | None, language: str, text: str) -> bool:
-        """A final decoded with the pause prompt that should be decoded again without it: its
-        language is not the prompt's, or its text recites the prompt."""
+    def misfired(self, decode: Prompted, language: str, text: str) -> bool:
+        """A decode with the pause prompt that should be done again without it (a final) or dropped
+        (a partial): its language is not the prompt's, or its text recites the prompt."""
+        kind, prompt = decode.context, decode.prompt
         if kind is not Context.PAUSE or not prompt:
             return False
         if self.last_language and language and language != self.last_language:

@@ -71,11 +71,8 @@ class Transcriber:
         # The hypothesis of the last speculative partial, while it may still become its final.
         self._speculation: tuple[_Job, Transcript] | None = None
         self._speculating: _Job | None = None  # the last speculative partial submitted, its outcome not yet in
-        # (a speculative partial still decoding, the final waiting for its hypothesis)
-        self._adoption: tuple[_Job, _Job] | None = None
-        # A backend that decodes partials on a shorter encoder window than finals (encode_window
-        # "partials") would hand a final a partial's lesser hypothesis: no reuse there.
-        self._reuse_allowed = getattr(backend, "encode_window", "full") != "partials"
+        self._adoption: tuple[_Job, _Job] | None = None  # (the speculation still decoding, the final waiting for it)
+        self._reuse_allowed = reuses_hypotheses(backend)
         self._idle = asyncio.Event()
         self._idle.set()
         self.ended = False  # a final ended the stream (auto mode) or a decode failed
@@ -115,20 +112,13 @@ class Transcriber:
         self._queue.submit(due.audio, is_final=due.is_final, payload=job)
         self._update_idle()
 
-    def _may_reuse(self, final: _Job, speculative: _Job) -> bool:
-        """Whether `final` may take the hypothesis of `speculative` (the same audio and options)."""
-        due, guess = final.due, speculative.due
-        return (isinstance(due, FinalDue) and due.same_as_partial and self._reuse_allowed
-                and (guess.utterance_index, guess.start_sec, guess.audio.size)
-                == (due.utterance_index, due.start_sec, due.audio.size))
-
     def _adopt_running_speculation(self, job: _Job) -> bool:
         """The final's audio is being decoded right now by the speculative partial (the one decode
         this stream has outstanding): wait for that hypothesis rather than queue the same decode
         behind it. If that partial fails to deliver, the final is decoded after all."""
         speculating = self._speculating
         if (speculating is None or self._queue.pending != 1 or self._queue.partial_waiting
-                or not self._may_reuse(job, speculating)):
+                or not (self._reuse_allowed and may_reuse(job.due, speculating.due))):
             return False
         self._adoption = (speculating, replace(job, queued_at=time.monotonic()))
         return True
@@ -138,11 +128,9 @@ class Transcriber:
         and nothing of this stream still queued, takes that hypothesis now instead of decoding it
         again: the final goes out as soon as the endpoint is seen."""
         speculation, self._speculation = self._speculation, None
-        if speculation is None or self._queue.pending or not self._may_reuse(job, speculation[0]):
+        if (speculation is None or self._queue.pending
+                or not (self._reuse_allowed and may_reuse(job.due, speculation[0].due))):
             return False  # not the partial the segmenter meant (that one was dropped, or still queued)
-        if self._misfired(*speculation):
-            job.no_context = True  # decoded again, without the prompt that misfired
-            return False
         # No decode ran for this final: nothing to add to decode time or the real-time factor.
         transcript = replace(speculation[1], decode_sec=0.0, audio_sec=0.0)
         log.debug("session %s utterance %d: final reuses the partial decoded as silence began",
@@ -153,14 +141,8 @@ class Transcriber:
     def announce(self, boundary: SpeechBoundary) -> None:
         """A speech event goes out at once: ahead of decodes still queued, so a kiosk hears that the
         user started talking while the previous utterance's final is still being decoded."""
-        if self.ended:
-            return
-        s = self._settings
-        at = round(boundary.at_sec, 3)
-        self._deliver(RecognitionResult(
-            session_id=s.session_id, utterance_index=boundary.utterance_index, is_final=False, text="",
-            committed_text="", unstable_text="", start_sec=at, end_sec=at, language=s.language or "",
-            language_probability=0.0, decode_latency_sec=0.0, model_id=s.model_id, speech_event=boundary.kind))
+        if not self.ended:
+            self._deliver(speech_event(self._settings, boundary))
 
     def close(self) -> None:
         self.ended = True
@@ -181,22 +163,38 @@ class Transcriber:
         word_timestamps = self._settings.word_timestamps and (job.due.is_final or _speculative(job.due))
         if options.word_timestamps != word_timestamps:
             options = replace(options, word_timestamps=word_timestamps)
-        if options.initial_prompt is None and not job.no_context:
-            # the previous final as context (`prompt_context`): after a cut, in noise, after a pause
-            job.context = self._context.kind(job.due)
-            job.prompt = self._context.prompt(job.context)
+        if options.initial_prompt is None:  # the previous final as context (`prompt_context`)
+            job.context, job.prompt = self._context.choose(job.due, job.no_context)
             if job.prompt:
                 options = replace(options, initial_prompt=job.prompt)
         return options
 
-    def _misfired(self, job: _Job, transcript: Transcript) -> bool:
-        """The pause prompt came back recited or in another language: decode without it."""
-        return self._context.misfired(job.context, job.prompt, transcript.language,
-                                      transcript_text(transcript, self._settings.decode_options))
+    def _drop_misfire(self, job: _Job, transcript: Transcript, final: _Job | None = None) -> bool:
+        """Whether the decode of `job` misfired (`PromptContext.misfired`) and was dropped: a partial
+        is, the final (its own or `final`, waiting for it) is decoded again without the prompt,
+        unless more of this stream is queued (results keep their order: then it stands)."""
+        text = transcript_text(transcript, self._settings.decode_options)
+        if not self._context.misfired(job, transcript.language, text):
+            return False
+        self._context.unprompted_utterance = job.due.utterance_index
+        if final is not None or job.due.is_final:
+            if self._queue.pending:
+                return False
+            self._redo_without_context(final or job)
+            return True
+        self._speculation = None
+        self._count_dropped(job)
+        return True
+
+    def _count_dropped(self, partial: _Job) -> None:
+        """On its final's `partials_dropped`; not in a finals-only session, whose client asked for none."""
+        if self._settings.partials:
+            index = partial.due.utterance_index
+            self._partials_dropped[index] = self._partials_dropped.get(index, 0) + 1
 
     def _redo_without_context(self, final: _Job) -> None:
-        log.debug("session %s utterance %d: the previous final as prompt misfired; decoding again without",
-                  self._settings.session_id, final.due.utterance_index)
+        log.debug("session %s utterance %d: pause prompt misfired", self._settings.session_id,
+                  final.due.utterance_index)
         self._queue.submit(final.due.audio, is_final=True,
                            payload=replace(final, context=Context.NONE, prompt=None, no_context=True))
 
@@ -214,11 +212,9 @@ class Transcriber:
             self._deliver(error)
         elif transcript is None:  # a partial dropped under load
             self._speculation = None
-            if self._settings.partials:  # a finals-only session's client asked for no partials
-                index = job.due.utterance_index
-                self._partials_dropped[index] = self._partials_dropped.get(index, 0) + 1
-        elif job.due.is_final and not self._queue.pending and self._misfired(job, transcript):
-            self._redo_without_context(job)
+            self._count_dropped(job)
+        elif self._drop_misfire(job, transcript):
+            pass
         elif not job.due.is_final and not self._settings.partials:
             # a finals-only session's speculative decode: never sent, kept for the final it may become
             self._speculation = (job, transcript)
@@ -236,9 +232,7 @@ class Transcriber:
         self._adoption = None
         if transcript is None:
             self._queue.submit(final.due.audio, is_final=True, payload=final)
-        elif self._misfired(speculating, transcript):
-            self._redo_without_context(final)
-        else:
+        elif not self._drop_misfire(speculating, transcript, final):
             log.debug("session %s utterance %d: final takes the partial decoded as silence began",
                       self._settings.session_id, final.due.utterance_index)
             self._result(final, transcript)
@@ -277,6 +271,27 @@ class Transcriber:
         if due.is_final and committed and s.vad_mode == "auto":
             self.close()
             self._deliver(STREAM_END)
+
+
+def speech_event(s: SessionSettings, boundary: SpeechBoundary) -> RecognitionResult:
+    at = round(boundary.at_sec, 3)
+    return RecognitionResult(
+        session_id=s.session_id, utterance_index=boundary.utterance_index, is_final=False, text="",
+        committed_text="", unstable_text="", start_sec=at, end_sec=at, language=s.language or "",
+        language_probability=0.0, decode_latency_sec=0.0, model_id=s.model_id, speech_event=boundary.kind)
+
+
+def reuses_hypotheses(backend: Backend) -> bool:
+    """A backend that decodes partials on a shorter encoder window than finals (encode_window
+    "partials") would hand a final a partial's lesser hypothesis: no reuse there."""
+    return getattr(backend, "encode_window", "full") != "partials"
+
+
+def may_reuse(due: DecodeDue, guess: DecodeDue) -> bool:
+    """Whether the final `due` may take the hypothesis of the speculative `guess` (same audio, options)."""
+    return (isinstance(due, FinalDue) and due.same_as_partial
+            and (guess.utterance_index, guess.start_sec, guess.audio.size)
+            == (due.utterance_index, due.start_sec, due.audio.size))
 
 
 def _speculative(due: DecodeDue) -> bool:
