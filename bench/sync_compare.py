@@ -5,9 +5,10 @@
     ... --partials --clients 8 16 24            # sessions with partials
     ... --profile                                # where the server's time goes (below)
 
-For each client count, each build in turn: start that tree's appliance (its own code and config, the
-same .venv python), stream N clients that start and end together (`--runs` runs), stop it. The builds
-alternate per count, so drift on a shared box falls on both alike. Prints one line per build and count
+Every build's appliance starts once, side by side on its own port (its own tree's code and config,
+the same .venv python; an idle appliance takes next to no CPU); then for each client count, each build
+in turn gets N clients that start and end together (`--runs` runs). The builds alternate per count,
+so drift on a shared box falls on both alike. Prints one line per build and count
 (p95 / median final latency, first partial, finals delivered, server CPU) and appends stream_bench's
 JSON rows, labelled with the build, to --out.
 
@@ -38,11 +39,13 @@ MANIFEST = REPO.parent / "shared" / "audio" / "manifest.tsv"
 SENTENCES = ("sent_en_librispeech_dev-clean_1272-128104-0000", "sent_en_librivox_sense_and_sensibility_0870",
              "sent_en_librivox_sense_and_sensibility_0890", "sent_en_librivox_sense_and_sensibility_0920")
 READY_WAIT_SEC = 90.0
+NATIVE = "native (CTranslate2 workers, ONNX Runtime)"  # threads Python did not start
 
 
 def start_server(tree: Path, port: int, log_path: Path, extra: list[str]) -> subprocess.Popen:
     ready = Path(tempfile.mkdtemp()) / "ready.json"
-    env = dict(os.environ, STT_SERVER_MAX_SESSIONS_PER_IP="0", STT_SERVER_MAX_SESSIONS="128",
+    env = dict(os.environ, STT_SERVER_MAX_SESSIONS_PER_IP="0", STT_SERVER_MAX_SESSIONS="128", STT_OPENAI_PORT="0",
+               STT_WEBSOCKET_PORT="0",
                PYTHONPATH=str(tree))
     cmd = [sys.executable, "-m", "appliance", "serve", "--port", str(port), "--metrics-port", "0",
            "--config", str(tree / "config" / "server.yaml"), "--model-config", str(tree / "config" / "model.yaml"),
@@ -73,7 +76,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        name = re.sub(r"[-_ ]?\d+$", "", re.sub(r" \(.*\)$", "", names.get(int(task.name), "(unnamed native)")))
+        name = names.get(int(task.name), NATIVE)
+        name = name if name == NATIVE else re.sub(r"[-_ ]?\d+$", "", re.sub(r" \(.*\)$", "", name))
         groups[name] += (int(fields[11]) + int(fields[12])) / ticks
     return dict(groups)
 
@@ -82,10 +86,10 @@ BATCH_LINE = re.compile(r"decode batch of (\d+) \((\d+) final(?:, (\d+) speculat
                         r"([\d.]+) s audio in ([\d.]+) s after ([\d.]+) s queued")
 
 
-def batch_profile(log_path: Path) -> list[str]:
+def batch_profile(log_text: str) -> list[str]:
     """Decode batches by kind from a --log-metrics server log: one line per kind."""
     kinds: dict[str, list[tuple[int, str, float, float]]] = collections.defaultdict(list)
-    for m in BATCH_LINE.finditer(log_path.read_text(errors="replace")):
+    for m in BATCH_LINE.finditer(log_text):
         size, finals, spec = int(m[1]), int(m[2]), int(m[3] or 0)
         kind = "final" if finals == size else "speculative" if spec == size else "partial" if not finals + spec \
             else "mixed"
@@ -110,11 +114,11 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def run_bench(args, label: str, port: int, n: int, pid: int, out: Path) -> dict:
+def run_bench(args, label: str, port: int, n: int, pid: int, out: Path, warmup: bool) -> dict:
     cmd = [sys.executable, str(SHARED_BENCH), "--peer", "grpc", "--project", str(REPO), "--port", str(port),
            "--manifest", str(MANIFEST), "--only", *SENTENCES, "--clients", str(n), "--runs", str(args.runs),
            "--server-pid", str(pid), "--label", label, "--out", str(out), "--pause-s", "1"]
-    if args.warmup:
+    if warmup:
         cmd.append("--warmup")
     if args.partials:
         cmd.append("--grpc-partials")
@@ -130,40 +134,61 @@ def run_bench(args, label: str, port: int, n: int, pid: int, out: Path) -> dict:
     return summary
 
 
+def report(label: str, mode: str, n: int, s: dict) -> None:
+    print(f"{label:>6} {mode:8} N={n:>3}: p95 {s['final_latency_s_p95']} median "
+          f"{s['final_latency_s_median']} max {s['final_latency_s_max']} first partial "
+          f"{s['first_partial_s_median']}/{s['first_partial_s_p95']} ok {s['ok']}/{s['streams']} "
+          f"cpu {s['server_cpu_pct_median']}% wer {s['wer_mean']}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", action="append", required=True, help="label=tree (a checkout of this project)")
     ap.add_argument("--clients", type=int, nargs="+", default=[16, 24, 32])
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--partials", action="store_true")
-    ap.add_argument("--warmup", action="store_true", default=True)
     ap.add_argument("--port", type=int, default=50391)
     ap.add_argument("--server-arg", action="append", default=[], help="label:ARG, passed to that build's serve")
     ap.add_argument("--profile", action="store_true", help="thread CPU and decode batches per build and count")
+    ap.add_argument("--modes", nargs="+", default=None, choices=("finals", "partials"),
+                    help="both: finals-only sessions at --clients, then partials at --partial-clients")
+    ap.add_argument("--partial-clients", type=int, nargs="+", default=[8, 16, 24])
     ap.add_argument("--out", type=Path, default=Path("sync_compare.jsonl"))
     args = ap.parse_args()
     builds = [(b.split("=", 1)[0], Path(b.split("=", 1)[1]).resolve()) for b in args.build]
     logs = Path(tempfile.mkdtemp(prefix="sync_compare_"))
-    mode = "partials" if args.partials else "finals"
-    for n in args.clients:
-        for label, tree in builds:
+    modes = args.modes or ["partials" if args.partials else "finals"]
+    servers = {}
+    warmed: set[str] = set()
+    try:
+        for i, (label, tree) in enumerate(builds):
             extra = [a.split(":", 1)[1] for a in args.server_arg if a.split(":", 1)[0] == label]
-            log_path = logs / f"{label}-{mode}-{n}.log"
-            proc = start_server(tree, args.port, log_path, extra + (["--log-metrics"] if args.profile else []))
-            try:
-                s = run_bench(args, f"{label}-{mode}", args.port, n, proc.pid, args.out)
-                cpu = thread_cpu(proc.pid) if args.profile else {}
-            finally:
-                stop(proc)
-            print(f"{label:>6} {mode:8} N={n:>3}: p95 {s['final_latency_s_p95']} median "
-                  f"{s['final_latency_s_median']} max {s['final_latency_s_max']} first partial "
-                  f"{s['first_partial_s_median']}/{s['first_partial_s_p95']} ok {s['ok']}/{s['streams']} "
-                  f"cpu {s['server_cpu_pct_median']}% wer {s['wer_mean']}", flush=True)
-            if args.profile:
-                print("        thread CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(
-                    cpu.items(), key=lambda kv: -kv[1]) if v >= 0.05))
-                for line in batch_profile(log_path):
-                    print("        " + line, flush=True)
+            servers[label] = (start_server(tree, args.port + i, logs / f"{label}.log",
+                                           extra + (["--log-metrics"] if args.profile else [])), args.port + i)
+        for mode in modes:
+            args.partials = mode == "partials"
+            for n in args.partial_clients if args.partials and args.modes else args.clients:
+                for label, _ in builds:
+                    proc, port = servers[label]
+                    log_path = logs / f"{label}.log"
+                    log_from = log_path.stat().st_size
+                    cpu_before = thread_cpu(proc.pid) if args.profile else {}
+                    s = run_bench(args, f"{label}-{mode}", port, n, proc.pid, args.out, warmup=label not in warmed)
+                    warmed.add(label)  # one untimed stream per server, before its first count
+                    report(label, mode, n, s)
+                    if args.profile:
+                        cpu = thread_cpu(proc.pid)
+                        print("        thread CPU s: " + ", ".join(
+                            f"{k} {v - cpu_before.get(k, 0.0):.1f}" for k, v in sorted(
+                                cpu.items(), key=lambda kv: cpu_before.get(kv[0], 0.0) - kv[1])
+                            if v - cpu_before.get(k, 0.0) >= 0.05))
+                        with log_path.open(errors="replace") as log_file:
+                            log_file.seek(log_from)
+                            for line in batch_profile(log_file.read()):
+                                print("        " + line, flush=True)
+    finally:
+        for proc, _ in servers.values():
+            stop(proc)
     return 0
 
 
