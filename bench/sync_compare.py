@@ -155,6 +155,7 @@ def main() -> int:
     ap.add_argument("--partial-clients", type=int, nargs="+", default=[8, 16, 24])
     ap.add_argument("--out", type=Path, default=Path("sync_compare.jsonl"))
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` ends us: stop the servers first
     builds = [(b.split("=", 1)[0], Path(b.split("=", 1)[1]).resolve()) for b in args.build]
     logs = Path(tempfile.mkdtemp(prefix="sync_compare_"))
     modes = args.modes or ["partials" if args.partials else "finals"]
