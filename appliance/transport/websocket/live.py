@@ -124,7 +124,8 @@ class LiveSession:
         self._give_slot_back()
         try:
             await self._ws.send(json.dumps(shape.error(err.code, err.message, variant=variant)))
-            await self._ws.close(close_code(err.code), f"{err.code}: {err.message}"[:120])
+            reason = f"{err.code}: {err.message}".encode()[:120].decode(errors="ignore")  # a close reason: 123 bytes
+            await self._ws.close(close_code(err.code), reason)
         except ConnectionClosed:
             pass
 
