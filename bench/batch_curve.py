@@ -57,6 +57,8 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=list(range(1, 9)))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--encode-window", default="bucketed", choices=("bucketed", "full"))
+    ap.add_argument("--encoder-windows", type=float, nargs="*", default=[5, 8, 10, 15, 30],
+                    help="also time the encoder alone on windows of these seconds, batches of 1 and 4")
     args = ap.parse_args()
     audios = [load_16k(SHARED_AUDIO / f"{name}.wav") for name in SENTENCES]
     model = resolve_model(args.model)
@@ -79,7 +81,27 @@ def main() -> int:
             wall = timed(lambda b=batch: backend.transcribe_batch(b, options, language="en", task="transcribe"),
                          args.repeat)
         print(f"{size:>5} {wall:7.3f} {wall / size:7.3f} {single * size / wall:11.2f}x", flush=True)
+    if args.encoder_windows:
+        encoder_table(backend, audios, args.encoder_windows, args.repeat)
     return 0
+
+
+def encoder_table(backend, audios: list[np.ndarray], windows: list[float], repeat: int) -> None:
+    """The encoder alone (features to encoder output) per window: what a decode pays before its
+    first token, and the part of a batch that does not shrink per utterance."""
+    import ctranslate2
+    from faster_whisper.audio import pad_or_trim
+
+    model = backend._model
+    print(f"{'window s':>8} {'encoder s (1)':>14} {'encoder s/utt (4)':>18}")
+    for window in windows:
+        frames = int(window * 100)
+        features = [pad_or_trim(model.feature_extractor(a), frames) for a in audios]
+        row = []
+        for size in (1, 4):
+            batch = np.ascontiguousarray(np.stack(features[:size]).astype(np.float32))
+            row.append(timed(lambda b=batch: model.model.encode(ctranslate2.StorageView.from_array(b)), repeat) / size)
+        print(f"{window:8g} {row[0]:14.3f} {row[1]:18.3f}", flush=True)
 
 
 if __name__ == "__main__":
