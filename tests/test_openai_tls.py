@@ -74,6 +74,23 @@ def test_the_openai_client_transcribes_over_https_as_the_allowed_address(server,
     assert wer(JFK_TEXT, answer.text) <= 0.25, answer.text
 
 
+def test_an_answer_is_not_held_back_for_a_delayed_ack(server, certs):
+    """The terminator turns Nagle off on the client's socket: with it on, every answer on a kept-alive
+    connection waited ~40 ms for the client's delayed ACK (the fastest of seven shows it, whatever the load)."""
+    connection = http.client.HTTPSConnection("localhost", server.openai_port, timeout=10,
+                                             source_address=(ALLOWED, 0), context=trusting(certs))
+    times = []
+    try:
+        for _ in range(7):
+            started = time.perf_counter()
+            connection.request("GET", "/v1/models")
+            connection.getresponse().read()
+            times.append(time.perf_counter() - started)
+    finally:
+        connection.close()
+    assert min(times) < 0.025, times
+
+
 def test_an_address_outside_the_allow_list_reads_its_refusal_over_tls(server, certs):
     status, body = get(server, certs, OUTSIDER)
     assert (status, body["code"]) == (403, "ERR1005"), body
