@@ -109,7 +109,7 @@ class Transcriber:
                 return
         elif _speculative(due):
             self._speculating = job
-        self._queue.submit(due.audio, is_final=due.is_final, payload=job)
+        self._queue.submit(due.audio, is_final=due.is_final, payload=job, speculative=_speculative(due))
         self._update_idle()
 
     def _adopt_running_speculation(self, job: _Job) -> bool:
