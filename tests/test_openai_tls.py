@@ -1,19 +1,24 @@
 """The OpenAI client plane over TLS (openai.tls with the gRPC certificate), as a page served over https
 needs it: the `openai` client (httpx) transcribes through it, and the front door holds at the TLS
 terminator with the clients' own addresses (127.0.0.2 and 127.0.0.3 are loopback addresses of their
-own), its refusals readable over TLS; a slow handshake, a slow header after it, plain HTTP and the
-loopback port behind the terminator are each turned away."""
+own), its refusals readable over TLS; a slow handshake, a slow header or body after it, plain HTTP and
+the loopback port behind the terminator are each turned away, and an upload whose client hangs up
+frees its slot, as without TLS."""
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import select
 import socket
 import ssl
 import time
 
 import httpx
+import numpy as np
 import pytest
+import soundfile as sf
 from openai import OpenAI
 
 from clients.corpus import wer
@@ -25,6 +30,7 @@ JFK = REPO_ROOT / "hwtests/speech/sent_en_jfk_ask_not.wav"
 JFK_TEXT = ("And so, my fellow Americans, ask not what your country can do for you, "
             "ask what you can do for your country.")
 HEADER_TIMEOUT_SEC = 2.0
+BODY_TIMEOUT_SEC = 2.0
 PER_ADDRESS = 2
 ALLOWED, NEIGHBOUR, OUTSIDER = "127.0.0.2", "127.0.0.3", "127.0.0.1"
 
@@ -39,7 +45,8 @@ def server(certs):
     with InProcessAppliance("--tls-cert-file", str(certs.cert), "--tls-key-file", str(certs.key), env={
             "STT_HTTP_ALLOWLIST": f"{ALLOWED}/32,{NEIGHBOUR}/32", "STT_HTTP_RATE_LIMIT_RPS": "0",
             "STT_OPENAI_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS),
-            "STT_OPENAI_HEADER_TIMEOUT_SEC": str(HEADER_TIMEOUT_SEC)}) as app:
+            "STT_OPENAI_MAX_CONCURRENT_REQUESTS": "1", "STT_OPENAI_HEADER_TIMEOUT_SEC": str(HEADER_TIMEOUT_SEC),
+            "STT_OPENAI_BODY_TIMEOUT_SEC": str(BODY_TIMEOUT_SEC)}) as app:
         yield app
 
 
@@ -161,3 +168,41 @@ def test_the_loopback_port_behind_the_terminator_serves_no_one_directly(server):
         assert (response.status, json.loads(response.read())["code"]) == (403, "ERR1005")
     finally:
         connection.close()
+
+
+def test_a_body_trickled_over_tls_is_cut_at_the_body_deadline(server, certs):
+    wait_until_no_connection_is_open(server)
+    sock = tls_socket(server, certs, ALLOWED)
+    try:
+        sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                     b"boundary=b\r\nContent-Length: 100000\r\n\r\n")
+        started = time.monotonic()
+        while not select.select([sock], [], [], 0.25)[0]:  # a byte every 0.25 s: progress, but too slow
+            sock.sendall(b"x")
+            assert time.monotonic() - started < HEADER_TIMEOUT_SEC + BODY_TIMEOUT_SEC + 3
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and b"ERR1012" in answer and b"body_timeout_sec" in answer, answer
+    finally:
+        sock.close()
+
+
+def test_an_upload_whose_client_hangs_up_over_tls_frees_its_slot(server, certs):
+    audio, rate_hz = sf.read(str(JFK), dtype="int16")
+    wav = io.BytesIO()
+    sf.write(wav, np.tile(audio, 8), rate_hz, format="WAV", subtype="PCM_16")  # 88 s: long to decode
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n" + wav.getvalue()
+            + b"\r\n--b--\r\n")
+    transcriber = server.server._http.transcriber
+    sock = tls_socket(server, certs, ALLOWED)
+    sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                 b"boundary=b\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    deadline = time.monotonic() + 20
+    while transcriber.running != 1:  # decoding
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    sock.close()  # the answer unread
+    closed_at = time.monotonic()
+    while transcriber.running or server.runtime.status.snapshot().sessions.active:
+        assert time.monotonic() - closed_at < 3.0, "the abandoned upload kept its slot"
+        time.sleep(0.05)
