@@ -123,10 +123,24 @@ function onMessage(event) {
   }
 }
 
+async function whyRefused(key) {
+  // A browser cannot read a refused upgrade's {code, message}; the same URL asked without an upgrade
+  // may say it. Anything else (no such page, no JSON) leaves the general words.
+  try {
+    const answer = await fetch(`/v1/listen?${QUERY}`, { headers: key ? { Authorization: `Token ${key}` } : {} });
+    const body = await answer.json();
+    if (body.code && body.code !== "ERR1018") return `${body.code}: ${body.message}`;
+  } catch {
+    // unreachable, or not JSON
+  }
+  return null;
+}
+
 function onClose(current, event) {
   const expected = current.stopping && event.code === 1000;
   if (!current.opened) {
     showError(BEFORE_OPEN);
+    whyRefused(current.key).then((reason) => reason && showError(`the server refused the stream: ${reason}`));
   } else if (!expected) {
     const words = CLOSE_WORDS[event.code] || `the connection closed (code ${event.code})`;
     showError(event.reason ? `${words}: ${event.reason}` : words); // the reason starts with the ERR code
@@ -168,7 +182,7 @@ async function start(event) {
     showError("this page needs https (or localhost) for the microphone; ask the operator for the https address");
     return;
   }
-  const current = { queue: [], opened: false, stopping: false };
+  const current = { queue: [], opened: false, stopping: false, key: $("key").value.trim() };
   run = current;
   $("start").disabled = true;
   $("mic").disabled = true;
@@ -191,7 +205,7 @@ async function start(event) {
   }
   listMicrophones(); // labels are readable now that the microphone is allowed
   try {
-    current.socket = openSocket(current, $("key").value.trim());
+    current.socket = openSocket(current, current.key);
   } catch (err) { // a key with characters a subprotocol cannot carry
     showError(`the API key cannot be sent over a WebSocket (${err.message})`);
     setStatus("stopped");
