@@ -136,7 +136,8 @@ SCHEMAS = {
         "type": "object", "required": ["file"],
         "properties": {
             "file": {"type": "string", "format": "binary",
-                     "description": "WAV, FLAC, OGG (Vorbis/Opus) or MP3, recognised from its bytes"},
+                     "description": "WAV, FLAC, OGG (Vorbis/Opus), MP3, WebM (Opus) or MP4/M4A (AAC), "
+                                    "recognised from its bytes"},
             "model": {"type": "string", "maxLength": 64,
                       "description": "a loaded model_id (GET /v1/models); whisper-1 or empty = the default model"},
             "language": {"type": "string", "maxLength": 64, "description": "ISO 639-1 code; empty = detect"},
