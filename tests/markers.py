@@ -72,6 +72,7 @@ SLOW = frozenset({
     "test_loadtest.py::test_loadtest_cli_against_a_real_server",
     "test_wyoming.py::test_sigterm_mid_transcription_delivers_what_was_heard_then_err1015_and_exits_cleanly",
     "test_openai_api.py::test_a_multilingual_model_loaded_at_run_time_translates",
+    "test_websocket.py::test_deepgram_sdk_streams_real_speech_with_interim_and_final_results",  # 6-10 s: JFK at 2x
 })
 
 
