@@ -70,7 +70,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
     except (OSError, subprocess.TimeoutExpired):
         pass
     ticks = os.sysconf("SC_CLK_TCK")
-    groups: collections.Counter[str] = collections.Counter()
+    groups: dict[str, float] = collections.defaultdict(float)
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
