@@ -21,8 +21,8 @@ from pathlib import Path
 
 from clients.audio import float_to_pcm16, load_pcm16
 from clients.corpus import english_corpus
+from hwtests.speech import SPEECH_DIR
 
-ALSA_PROMPTS_DIR = Path("/usr/share/sounds/alsa")
 SAMPLE_RATE_HZ = 16_000
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 
@@ -63,7 +63,7 @@ def add_load_arguments(parser: argparse.ArgumentParser, *, duration_sec: float =
                             f"(default: {duration_sec:g})")
     group.add_argument("--audio", action="append", metavar="FILE_OR_DIR",
                        help="recording or folder, repeatable (default: English files of "
-                            "../shared/audio, else the ALSA test prompts)")
+                            "../shared/audio, else the speech shipped in hwtests/speech)")
     group.add_argument("--max-file-sec", type=float, default=40.0,
                        help="skip recordings longer than this, seconds (default: 40; 0: none)")
     group.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
@@ -132,9 +132,10 @@ def load_clips(paths: Sequence[Path], max_file_sec: float | None = None) -> tupl
 
 
 def default_audio() -> list[Path]:
-    """English files of the shared corpus; without it the ALSA prompts that hold speech."""
+    """English files of the shared corpus; without it the speech the package ships (hwtests/speech),
+    so a fresh box without ../shared has real sentences to send."""
     files = sorted(rec.path for rec in english_corpus() if rec.path.is_file())
-    return files or sorted(p for p in ALSA_PROMPTS_DIR.glob("*.wav") if p.name != "Noise.wav")
+    return files or sorted(SPEECH_DIR.glob("*.wav"))
 
 
 def load_config(args: argparse.Namespace, channels: int | None = None):
