@@ -163,9 +163,7 @@ class LiveSession:
     async def _close_stream(self) -> None:
         if self._stream is not None:
             stream, self._stream = self._stream, None
-            if self._open_utterance is not None:
-                self._finalizing.add(self._open_utterance)
-            await stream.finish()
+            await stream.finish()  # the open utterance's final (is_final, not from_finalize: as Deepgram's)
         await self._ws.send(json.dumps(shape.metadata(
             self._settings.session_id, duration_sec=self._pcm.duration_sec, channels=self._options.channels,
             sha256=self._pcm.sha256.hexdigest(), model_id=self._settings.model_id, model_uuid=self._model_uuid)))
