@@ -259,8 +259,8 @@ class WebSocketConfig:
                                       gt=0, le=3600)
     max_message_bytes: int = setting(262144, "largest WebSocket message, audio or control (bytes)",
                                      ge=4096, le=16777216)
-    word_timestamps: bool = setting(False, "finals carry aligned word timings (an alignment pass per final; "
-                                    "false: words spread over the final's span)")
+    word_timestamps: bool = setting(True, "finals carry aligned word timings (false: words spread evenly over "
+                                    "each final's span)")
 
 
 @dataclass(frozen=True)
