@@ -41,15 +41,6 @@ def test_the_context_follows_the_gap_to_the_previous_final():
     assert context.prompt(Context.PAUSE) == "las arenas son blancas" and context.prompt(Context.NONE) is None
 
 
-def test_a_pause_prompt_gives_way_when_the_decode_slots_are_crowded_a_cut_or_noise_context_does_not():
-    context = PromptContext.for_silence(0.5)
-    context.final_sent("las arenas son blancas", end_sec=10.0, language="es")
-    assert context.choose(due(10.5)) == (Context.PAUSE, "las arenas son blancas")
-    assert context.choose(due(10.5), crowded=True) == (Context.NONE, None)  # it would keep the final out of a batch
-    assert context.choose(due(30.0, continues_speech=True), crowded=True)[0] is Context.CUT
-    assert context.choose(due(13.0, in_noise=True), crowded=True)[0] is Context.NOISE
-
-
 def test_the_pause_prompt_is_short_and_starts_at_a_word():
     long_text = " ".join(f"word{i}" for i in range(100))
     tail = tail_words(long_text, PAUSE_PROMPT_CHARS)

@@ -107,11 +107,6 @@ class DecodeScheduler:
             return self.max_in_flight - self.final_reserved_slots
         return self.max_in_flight
 
-    def crowded(self) -> bool:
-        """A decode made eligible now would wait for a slot or share a batch: every slot is busy or
-        others are waiting. (A pause prompt is then left out: prompted decodes batch with nothing.)"""
-        return bool(len(self._eligible)) or self._in_flight >= self.max_in_flight
-
     def under_pressure(self) -> bool:
         """True when a new partial would only delay finals."""
         return self._eligible.finals > 0 or len(self._eligible) >= self.max_pending_global

@@ -17,12 +17,6 @@ A prompt can go wrong: Whisper may repeat it instead of transcribing the audio, 
 language pulls the decode of an utterance in another. The pause prompt is therefore short
 (PAUSE_PROMPT_CHARS, cut at a word), and a final decoded with it that repeats it or comes back in
 another language than the prompt's is decoded again without it (`misfired`).
-
-The pause prompt is given only while the decode slots have room. A prompt is part of a decode's
-options, and CTranslate2 batches only decodes whose prompts line up, so a prompted final is decoded
-alone: in staggered speech at 24-32 streams, prompting every pause doubled p95 final latency
-(docs/capacity.md). When the decode would wait for a slot or share a batch (`crowded`), the pause
-context gives way to throughput; a cut or noise context stays (those measured worth their cost).
 """
 
 from __future__ import annotations
@@ -73,14 +67,11 @@ class PromptContext:
     def for_silence(cls, vad_silence_sec: float) -> PromptContext:
         return cls(pause_gap_sec=vad_silence_sec + PAUSE_EXTRA_GAP_SEC)
 
-    def choose(self, due: DecodeDue, no_context: bool = False, crowded: bool = False) -> tuple[Context, str | None]:
-        """The context a decode of `due` gets, and its prompt (None: none). `crowded`: the decode
-        would wait for a slot or share a batch; a pause prompt is then left out (see below)."""
+    def choose(self, due: DecodeDue, no_context: bool = False) -> tuple[Context, str | None]:
+        """The context a decode of `due` gets, and its prompt (None: none)."""
         if no_context or due.utterance_index == self.unprompted_utterance:
             return Context.NONE, None
         kind = self.kind(due)
-        if kind is Context.PAUSE and crowded:
-            kind = Context.NONE
         return kind, self.prompt(kind)
 
     def kind(self, due: DecodeDue) -> Context:

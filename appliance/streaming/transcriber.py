@@ -164,7 +164,7 @@ class Transcriber:
         if options.word_timestamps != word_timestamps:
             options = replace(options, word_timestamps=word_timestamps)
         if options.initial_prompt is None:  # the previous final as context (`prompt_context`)
-            job.context, job.prompt = self._context.choose(job.due, job.no_context, self._scheduler.crowded())
+            job.context, job.prompt = self._context.choose(job.due, job.no_context)
             if job.prompt:
                 options = replace(options, initial_prompt=job.prompt)
         return options
