@@ -65,7 +65,8 @@ def errors(language: str, reference: str, hypothesis: str) -> tuple[int, int]:
 def stream_file(address: str, item: Recording, realtime: bool, language: str) -> list[dict]:
     pcm16, rate_hz = load_pcm16(item.path)
     with SttClient(address) as client:
-        session = client.create_session(language=language)
+        # the session asks for the pause context (off by default); a build without it ignores the attribute
+        session = client.create_session(language=language, attributes={"pause_context": "true"})
         return [{"text": r.text, "start": r.start_sec, "end": r.end_sec, "language": r.language}
                 for r in client.stream_audio(session, pcm16, rate_hz, chunk_ms=100, realtime=realtime)
                 if r.is_final]

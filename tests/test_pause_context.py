@@ -41,6 +41,14 @@ def test_the_context_follows_the_gap_to_the_previous_final():
     assert context.prompt(Context.PAUSE) == "las arenas son blancas" and context.prompt(Context.NONE) is None
 
 
+def test_without_the_session_asking_a_pause_gives_no_context():
+    context = PromptContext.for_silence(0.5, pause=False)  # attribute pause_context off (the default)
+    context.final_sent("las arenas son blancas", end_sec=10.0, language="es")
+    assert context.kind(due(10.5)) is Context.NONE
+    assert context.kind(due(13.0, in_noise=True)) is Context.NOISE  # noise and cut contexts stay
+    assert context.kind(due(30.0, continues_speech=True)) is Context.CUT
+
+
 def test_the_pause_prompt_is_short_and_starts_at_a_word():
     long_text = " ".join(f"word{i}" for i in range(100))
     tail = tail_words(long_text, PAUSE_PROMPT_CHARS)
@@ -85,7 +93,8 @@ def test_after_a_short_pause_the_previous_final_is_the_prompt_after_a_long_one_i
     recorder = PromptRecorder(backend)
     pcm16, rate_hz = spoken_with_pause(tmp_path, pause_sec)
     # no audio read while a decode runs: one decode per utterance (its speculation, reused)
-    results, _, _ = run_stream(recorder, pcm16, rate_hz, stream_limits={"max_pending_per_stream": 1})
+    results, _, _ = run_stream(recorder, pcm16, rate_hz, stream_limits={"max_pending_per_stream": 1},
+                               attributes={"pause_context": "true"})
     first, second = results  # the pause ended the first half's utterance either way
     assert "piano" in first.text.lower() and "dinner" in second.text.lower()
     assert recorder.prompts == [None, first.text if prompted else None]
@@ -98,6 +107,6 @@ def test_a_final_that_recites_its_pause_prompt_is_decoded_again_without_it(backe
     again = FinalDue(1, prompt_audio, seconds + 0.6, 2 * seconds + 0.6, False, False)
     recorder = PromptRecorder(backend)
     first, second = transcribe(recorder, [FinalDue(0, prompt_audio, 0.0, seconds, False, False), again],
-                               one_at_a_time=True)
+                               one_at_a_time=True, attributes={"pause_context": "true"})
     assert recorder.prompts == [None, first.text, None]
     assert second.text == first.text  # the same audio, decoded without a prompt both times

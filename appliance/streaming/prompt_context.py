@@ -17,6 +17,13 @@ A prompt can go wrong: Whisper may repeat it instead of transcribing the audio, 
 language pulls the decode of an utterance in another. The pause prompt is therefore short
 (PAUSE_PROMPT_CHARS, cut at a word), and a final decoded with it that repeats it or comes back in
 another language than the prompt's is decoded again without it (`misfired`).
+
+The pause context is a session's choice (attribute `pause_context`, off by default). A prompt is part
+of a decode's options and CTranslate2 batches only decodes whose prompts line up, so a prompted final
+is decoded alone: in staggered speech at 24-32 streams on 2 CPU cores, prompting every pause doubled
+p95 final latency (finals-only 0.69 -> 1.57 s, partials 0.70 -> 1.54 s; docs/capacity.md). It helps
+long-form readers and non-English speech with the multilingual models (pooled WER 13.3 -> 11.9 %);
+a session that dictates long passages asks for it, a kiosk taking short commands does not need it.
 """
 
 from __future__ import annotations
@@ -64,8 +71,9 @@ class PromptContext:
     unprompted_utterance: int = -1  # its pause prompt misfired: decoded without a prompt from then on
 
     @classmethod
-    def for_silence(cls, vad_silence_sec: float) -> PromptContext:
-        return cls(pause_gap_sec=vad_silence_sec + PAUSE_EXTRA_GAP_SEC)
+    def for_silence(cls, vad_silence_sec: float, pause: bool = True) -> PromptContext:
+        """`pause`: the session asked for the pause context (attribute pause_context; off by default)."""
+        return cls(pause_gap_sec=vad_silence_sec + PAUSE_EXTRA_GAP_SEC if pause else -1.0)
 
     def choose(self, due: DecodeDue, no_context: bool = False) -> tuple[Context, str | None]:
         """The context a decode of `due` gets, and its prompt (None: none)."""

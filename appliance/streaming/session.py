@@ -67,6 +67,7 @@ class SessionSettings:
     protocol: str = "grpc"  # the transport that opened it (SessionRequest.protocol)
     speech_events: bool = False  # attribute speech_events: results marking where the VAD opens and closes
     word_timestamps: bool = False  # attribute word_timestamps: finals carry a timing for each word
+    pause_context: bool = False  # attribute pause_context: a short pause keeps the previous final as prompt
     resumable: bool = False  # attribute resumable: checkpoints keep the client's resume ticket fresh
 
     @property
@@ -229,6 +230,7 @@ def resolve_settings(request: SessionRequest, defaults: SessionDefaults) -> Sess
         partials=parse_bool_attribute(attributes, "partial", False),
         speech_events=parse_bool_attribute(attributes, "speech_events", False),
         word_timestamps=parse_bool_attribute(attributes, "word_timestamps", False),
+        pause_context=parse_bool_attribute(attributes, "pause_context", False),
         resumable=parse_bool_attribute(attributes, "resumable", False),
         emit_final_on_vad=parse_bool_attribute(attributes, "emit_final_on_vad", defaults.emit_final_on_vad),
         upload_mode=upload_mode,

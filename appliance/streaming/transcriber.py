@@ -67,7 +67,7 @@ class Transcriber:
                                             max_pending=max_pending, client_tuned=settings.decode_overridden)
         self._commit = CommitPolicy()
         self._partials_dropped: dict[int, int] = {}  # per utterance, until its final reports them
-        self._context = PromptContext.for_silence(settings.vad_silence_sec)
+        self._context = PromptContext.for_silence(settings.vad_silence_sec, pause=settings.pause_context)
         # The hypothesis of the last speculative partial, while it may still become its final.
         self._speculation: tuple[_Job, Transcript] | None = None
         self._speculating: _Job | None = None  # the last speculative partial submitted, its outcome not yet in
