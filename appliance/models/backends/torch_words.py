@@ -12,10 +12,17 @@ output instead of encoding the window again.
 
 from __future__ import annotations
 
+import threading
 from itertools import groupby
 from typing import Any
 
 import numpy as np
+
+# whisper.timing turns SDPA off for the alignment with `disable_sdpa`, a switch on the attention
+# CLASS, restored on exit: two alignments in two decode threads (two instances, or a final beside a
+# speculative decode) would switch it back under each other, and the cross-attention weights the
+# alignment reads come back None. One alignment at a time in the process.
+_ALIGN_LOCK = threading.Lock()
 
 
 class EncoderTap:
@@ -80,7 +87,8 @@ def add_words(model, tap: EncoderTap, result: dict, audio: np.ndarray, *, langua
         mel_window = mel_window.to(torch.float16 if fp16 else torch.float32)
         features = tap.encoded(mel_window)
         aligner = model if features is None else _Encoded(model, features)  # None: encode again, same text
-        add_word_timestamps(segments=segments, model=aligner, tokenizer=tokenizer, mel=mel_window, num_frames=size,
-                            last_speech_timestamp=last_speech_sec)
+        with _ALIGN_LOCK:
+            add_word_timestamps(segments=segments, model=aligner, tokenizer=tokenizer, mel=mel_window,
+                                num_frames=size, last_speech_timestamp=last_speech_sec)
         ends = [w["end"] for s in segments for w in s.get("words") or ()]
         last_speech_sec = ends[-1] if ends else last_speech_sec

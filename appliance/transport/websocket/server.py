@@ -96,7 +96,7 @@ class WebSocketServer:
             ping_interval=20, ping_timeout=20, server_header=None, logger=wire_log)
         sockets = list(self._server.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else ws.port
-        log.info("WebSocket door (Deepgram-compatible /v1/listen, captions page /) on %s://%s:%d", self.scheme,
+        log.info("WebSocket listener (Deepgram-compatible /v1/listen, captions page /) on %s://%s:%d", self.scheme,
                  self._config.websocket.host or self._config.server.http_host, self.port)
 
     async def _handle(self, connection) -> None:
