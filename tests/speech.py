@@ -21,6 +21,14 @@ ALSA_PROMPTS = {"Front_Center.wav": "front center", "Front_Left.wav": "front lef
 NOISE_WAV = ALSA_DIR / "Noise.wav"
 FRONT_CENTER_WAV = ALSA_DIR / "Front_Center.wav"  # says "Front Center"
 
+# Speech the package ships (hwtests/speech), present on every checkout
+SHIPPED_SPEECH = Path(__file__).resolve().parent.parent / "hwtests" / "speech"
+JFK = SHIPPED_SPEECH / "sent_en_jfk_ask_not.wav"
+JFK_TEXT = ("And so, my fellow Americans, ask not what your country can do for you, "
+            "ask what you can do for your country.")
+COMMAND = SHIPPED_SPEECH / "cmd_en_go_forward_ten_meters.wav"
+COMMAND_TEXT = "go forward ten meters"
+
 # Sentences the bundled tiny.en model gets right from espeak-ng's voice (some it does not:
 # "The weather today..." comes back as "But when the today...", even offline).
 SENTENCES = (

@@ -25,15 +25,10 @@ from openai import OpenAI
 from appliance.errors import ApplianceError
 from appliance.uploads import DecodedUpload
 from clients.corpus import wer
-from tests.helpers import REPO_ROOT
 from tests.inprocess import InProcessAppliance
 from tests.media import encode
+from tests.speech import COMMAND, JFK, JFK_TEXT
 
-SPEECH = REPO_ROOT / "hwtests/speech"
-JFK = SPEECH / "sent_en_jfk_ask_not.wav"
-JFK_TEXT = ("And so, my fellow Americans, ask not what your country can do for you, "
-            "ask what you can do for your country.")
-COMMAND = SPEECH / "cmd_en_go_forward_ten_meters.wav"
 API_KEY = "kiosk-key"
 ADMIN_TOKEN = "admin-token"
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024

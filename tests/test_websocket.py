@@ -25,14 +25,8 @@ from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatu
 from appliance.transport.websocket.static import static_file
 from clients.corpus import wer
 from tests.conftest import serve_in_process
-from tests.helpers import REPO_ROOT
+from tests.speech import COMMAND, COMMAND_TEXT, JFK, JFK_TEXT
 
-SPEECH = REPO_ROOT / "hwtests/speech"
-JFK = SPEECH / "sent_en_jfk_ask_not.wav"
-JFK_TEXT = ("And so, my fellow Americans, ask not what your country can do for you, "
-            "ask what you can do for your country.")
-COMMAND = SPEECH / "cmd_en_go_forward_ten_meters.wav"
-COMMAND_TEXT = "go forward ten meters"
 DEADLINE_SEC = 3.0
 QUERY = "model=nova-3&encoding=linear16&sample_rate=16000&channels=1"
 
