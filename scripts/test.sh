@@ -19,6 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=test,torch APT_PACKAGES="espeak-ng alsa-utils chromium systemd docker.io debootstrap umockdev pulseaudio pulseaudio-utils libasound2-plugins libportaudio2 haproxy" scripts/setup.sh
+scripts/agents-venv.sh  # Pipecat in its own venv (protobuf<7), driven by tests/test_voice_agent.py
 
 lint() {
     local status=0
