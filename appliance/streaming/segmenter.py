@@ -34,9 +34,6 @@ NOISY_BELOW_DB = 10.0
 # a fresh VAD needs a little audio before an onset, and the decode its pre-roll (started right at the
 # onset, Whisper can invent words). Whole frames, so the resumed frames fall on the original grid.
 RESUME_LEAD_FRAMES = 16
-# Finals-only sessions speculate too: at `tail_sec` of silence the final's audio is decoded (its
-# result is never sent as a partial), and the endpoint that follows without more speech takes it.
-SPECULATE_WITHOUT_PARTIALS = True
 
 
 class DecodeBacklog(Protocol):
@@ -51,6 +48,11 @@ class DecodeBacklog(Protocol):
         ...
 
 
+    @property
+    def decode_room(self) -> bool:
+        """A decode slot is idle and nothing else wants it (`DecodeScheduler.room_to_speculate`)."""
+        ...
+
 @dataclass(frozen=True)
 class SegmenterConfig:
     endpoint: EndpointConfig
@@ -62,7 +64,9 @@ class SegmenterConfig:
     preroll_sec: float
     tail_sec: float
     min_speech_sec: float
-    speculate: bool = True  # decode the final's audio at tail_sec of silence, to reuse at the endpoint
+    # Decode the final's audio at tail_sec of silence, to reuse at the endpoint: always, never, or
+    # auto: only while the decoders have room for it (`DecodeBacklog.decode_room`).
+    speculation: str = "always"
 
     @classmethod
     def for_session(cls, settings: SessionSettings, limits: StreamLimits) -> SegmenterConfig:
@@ -74,7 +78,8 @@ class SegmenterConfig:
             partial_skip_unchanged=limits.partial_skip_unchanged,
             cap_samples=buffer_cap_samples(settings, limits), overlap_sec=limits.buffer_overlap_sec,
             preroll_sec=limits.preroll_sec, tail_sec=limits.tail_sec, min_speech_sec=limits.min_speech_sec,
-            speculate=settings.partials or SPECULATE_WITHOUT_PARTIALS)
+            # finals-only sessions as `server.speculative_finals` says; partial sessions always
+            speculation="always" if settings.partials else limits.speculative_finals)
 
 
 def partial_cadence(limits: StreamLimits) -> PartialCadence | None:
@@ -134,7 +139,7 @@ class Segmenter:
         self._speculated_end_sample = -1
         tail_frames = max(1, round(config.tail_sec / FRAME_SEC))
         self._speculate_at_silence_frames = (
-            tail_frames if config.speculate and config.emit_final_on_vad
+            tail_frames if config.speculation != "never" and config.emit_final_on_vad
             and tail_frames < round(config.endpoint.silence_sec / FRAME_SEC) else 0)
 
     def take_boundaries(self) -> list[SpeechBoundary]:
@@ -262,12 +267,13 @@ class Segmenter:
     def _speculative_partial(self) -> PartialDue | None:
         """Silence has lasted `tail_sec`: the audio up to here is exactly what the final will decode
         if no more speech comes, so a partial of it now lets the final reuse its hypothesis at the
-        endpoint instead of decoding again. Skipped when this audio was already speculated on, or a
-        partial of this stream is waiting for a slot."""
+        endpoint instead of decoding again. Skipped when this audio was already speculated on, a
+        partial of this stream is waiting for a slot, or (`auto`) the decoders have no room for it."""
         buffer = self._buffer
         end = self._final_end_sample()
         if (self._speech_frames < self._min_speech_frames or self._backlog.partial_waiting
-                or end == self._speculated_end_sample):
+                or end == self._speculated_end_sample
+                or (self._config.speculation == "auto" and not self._backlog.decode_room)):
             return None
         self._samples_at_last_partial = buffer.samples
         self._speech_frames_at_last_partial = self._speech_frames
