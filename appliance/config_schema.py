@@ -23,6 +23,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 AUTH_PROFILES = ("none", "api_key", "signed_token")
 ENCODE_WINDOWS = ("full", "bucketed", "partials")
 PLAINTEXT_POLICIES = ("loopback", "any", "never")
+SPECULATIVE_FINALS = ("auto", "always", "never")
 PORT = {"ge": 0, "le": 65535}
 RATIO = {"ge": 0, "le": 1}
 
@@ -108,6 +109,11 @@ class ServerConfig:
     memory_per_session_bytes: int = setting(
         4194304, "memory reserved per new session when checking the budget (bytes)", ge=0)
     partial_skip_unchanged: bool = setting(True, "skip a partial decode when no speech arrived since the last one")
+    speculative_finals: str = setting(
+        "auto", "finals-only sessions decode the final's audio once silence reaches the tail (0.25 s) and "
+        "deliver it at the endpoint when no speech came in between: always, never, or auto (only while a decode "
+        "slot is idle and the slots were mostly idle of late; finals are never dropped); partial sessions always do",
+        choices=SPECULATIVE_FINALS)
 
 
 @dataclass(frozen=True)
