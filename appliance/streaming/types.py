@@ -67,3 +67,4 @@ class StreamLimits:
     min_speech_sec: float = 0.1
     max_pending_per_stream: int = 8  # decodes queued per stream before partials drop and reading pauses
     partial_skip_unchanged: bool = True
+    speculative_finals: str = "auto"  # finals-only sessions: always, never, auto (while a decode slot is idle)
