@@ -71,6 +71,7 @@ def stream_limits(config: AppConfig) -> StreamLimits:
         max_chunks_per_sec=float(s.max_chunks_per_sec),
         max_pending_per_stream=int(s.max_pending_decodes_per_stream),
         partial_skip_unchanged=bool(s.partial_skip_unchanged),
+        speculative_finals=str(s.speculative_finals),
     )
 
 
