@@ -92,6 +92,10 @@ class Transcriber:
         return self._scheduler.demand()
 
     @property
+    def decode_room(self) -> bool:
+        return self._scheduler.room_to_speculate()
+
+    @property
     def queued_audio_bytes(self) -> int:
         return self._queue.queued_audio_bytes
 
