@@ -12,7 +12,6 @@ import soundfile as sf
 from appliance.models.backends.faster_whisper import FasterWhisperBackend
 from appliance.models.store import resolve_model
 from appliance.scheduler.observer import DecodeObserver
-from appliance.streaming import segmenter as segmenter_module
 from tests import speech
 from tests.stages import MODEL_ID, to_pcm16
 from tests.test_stage_stream import run_stream
@@ -38,13 +37,13 @@ def backend():
 
 
 def stream(backend, path, monkeypatch, *, speculate: bool, **session_options):
-    monkeypatch.setattr(segmenter_module, "SPECULATE_WITHOUT_PARTIALS", speculate)
     audio, rate_hz = sf.read(str(path), dtype="float32")
     decodes = Decodes()
     # No audio is read while a decode runs, as at real time, where 0.25 s of silence gives a short
     # utterance's speculative decode the time to finish before the endpoint.
+    limits = {"max_pending_per_stream": 1, "speculative_finals": "always" if speculate else "never"}
     results, ledger_bytes, _ = run_stream(backend, to_pcm16(audio), rate_hz, observer=decodes,
-                                          stream_limits={"max_pending_per_stream": 1}, **session_options)
+                                          stream_limits=limits, **session_options)
     assert ledger_bytes == 0
     return results, decodes
 
