@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from appliance.streaming import segmenter as segmenter_module
 from appliance.streaming.events import FinalDue, PartialDue
 from appliance.streaming.frontend import Frontend
 from appliance.streaming.segmenter import Segmenter, SegmenterConfig
@@ -26,6 +25,7 @@ class Backlog:
 
     partial_waiting: bool = False
     decode_demand: float = 0.0
+    decode_room: bool = True
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +73,8 @@ def test_frontend_makes_no_frames_from_nothing(silero):
     assert len(frontend.frames(np.zeros(100, dtype=np.float32))) == 0  # waits for a whole frame
 
 
-def test_each_sentence_becomes_one_final_in_timeline_order(silero, spoken, sentences, monkeypatch):
-    monkeypatch.setattr(segmenter_module, "SPECULATE_WITHOUT_PARTIALS", False)
-    dues = segment(silero, *spoken)
+def test_each_sentence_becomes_one_final_in_timeline_order(silero, spoken, sentences):
+    dues = segment(silero, *spoken, speculative_finals="never")
     assert all(isinstance(d, FinalDue) for d in dues)
     assert [d.utterance_index for d in dues] == [0, 1, 2]
     for earlier, later in itertools.pairwise(dues):
@@ -154,7 +153,7 @@ def test_silence_alone_makes_nothing_due(silero):
     assert segment(silero, silence, 16_000, session={"attributes": {"partial": "true"}}) == []
 
 
-def test_a_partial_at_the_start_of_silence_covers_exactly_the_finals_audio(silero, spoken, monkeypatch):
+def test_a_partial_at_the_start_of_silence_covers_exactly_the_finals_audio(silero, spoken):
     """With partials on, once silence has lasted tail_sec the segmenter decodes what the final will
     decode; when no speech follows, the final says so (same_as_partial) so it can reuse it."""
     dues = segment(silero, *spoken, session={"attributes": {"partial": "true"}})
@@ -165,8 +164,8 @@ def test_a_partial_at_the_start_of_silence_covers_exactly_the_finals_audio(siler
         if final.same_as_partial:
             guess = [d for d in speculative if d.utterance_index == final.utterance_index][-1]
             assert np.array_equal(guess.audio, final.audio) and dues.index(guess) < dues.index(final)
-    monkeypatch.setattr(segmenter_module, "SPECULATE_WITHOUT_PARTIALS", False)
-    without = segment(silero, *spoken)  # no partials, and finals-only speculation off: no speculation
+    # no partials, and finals-only speculation off: no speculation
+    without = segment(silero, *spoken, speculative_finals="never")
     assert not any(isinstance(d, PartialDue) for d in without) and not any(d.same_as_partial for d in without)
 
 
