@@ -46,6 +46,7 @@ class IdleDecoder:
 
     partial_waiting: bool = False
     decode_demand: float = 0.0
+    decode_room: bool = True
 
 
 @pytest.fixture(scope="module")
