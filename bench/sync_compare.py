@@ -4,6 +4,7 @@
         --build base=/tmp/base29 --build new=. --clients 16 24 32 48 --runs 2 --out sync.jsonl
     ... --partials --clients 8 16 24            # sessions with partials
     ... --profile                                # where the server's time goes (below)
+    ... --build always=. --server-env always:STT_SERVER_SPECULATIVE_FINALS=always   # one tree, two settings
 
 Every build's appliance starts once, side by side on its own port (its own tree's code and config,
 the same .venv python; an idle appliance takes next to no CPU); then for each client count, each build
@@ -42,11 +43,12 @@ READY_WAIT_SEC = 90.0
 NATIVE = "native (CTranslate2 workers, ONNX Runtime)"  # threads Python did not start
 
 
-def start_server(tree: Path, port: int, log_path: Path, extra: list[str]) -> subprocess.Popen:
+def start_server(tree: Path, port: int, log_path: Path, extra: list[str],
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     ready = Path(tempfile.mkdtemp()) / "ready.json"
     env = dict(os.environ, STT_SERVER_MAX_SESSIONS_PER_IP="0", STT_SERVER_MAX_SESSIONS="128", STT_OPENAI_PORT="0",
                STT_WEBSOCKET_PORT="0",
-               PYTHONPATH=str(tree))
+               PYTHONPATH=str(tree), **(extra_env or {}))
     cmd = [sys.executable, "-m", "appliance", "serve", "--port", str(port), "--metrics-port", "0",
            "--config", str(tree / "config" / "server.yaml"), "--model-config", str(tree / "config" / "model.yaml"),
            "--ready-file", str(ready), *extra]
@@ -149,6 +151,8 @@ def main() -> int:
     ap.add_argument("--partials", action="store_true")
     ap.add_argument("--port", type=int, default=50391)
     ap.add_argument("--server-arg", action="append", default=[], help="label:ARG, passed to that build's serve")
+    ap.add_argument("--server-env", action="append", default=[],
+                    help="label:KEY=VALUE, in that build's environment (STT_SERVER_SPECULATIVE_FINALS=always)")
     ap.add_argument("--profile", action="store_true", help="thread CPU and decode batches per build and count")
     ap.add_argument("--modes", nargs="+", default=None, choices=("finals", "partials"),
                     help="both: finals-only sessions at --clients, then partials at --partial-clients")
@@ -164,8 +168,9 @@ def main() -> int:
     try:
         for i, (label, tree) in enumerate(builds):
             extra = [a.split(":", 1)[1] for a in args.server_arg if a.split(":", 1)[0] == label]
+            env = dict(a.split(":", 1)[1].split("=", 1) for a in args.server_env if a.split(":", 1)[0] == label)
             servers[label] = (start_server(tree, args.port + i, logs / f"{label}.log",
-                                           extra + (["--log-metrics"] if args.profile else [])), args.port + i)
+                                           extra + (["--log-metrics"] if args.profile else []), env), args.port + i)
         for mode in modes:
             args.partials = mode == "partials"
             for n in args.partial_clients if args.partials and args.modes else args.clients:
