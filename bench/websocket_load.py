@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     speech = clips()
     # One machine is every client here: its share of either door must not be what limits the count.
     env = {"STT_WEBSOCKET_MAX_CONNECTIONS": "256", "STT_WEBSOCKET_MAX_CONNECTIONS_PER_ADDRESS": "128",
-           "STT_SERVER_MAX_SESSIONS_PER_IP": "48"}
+           "STT_SERVER_MAX_SESSIONS": "160", "STT_SERVER_MAX_SESSIONS_PER_IP": "128"}
     env["STT_WEBSOCKET_WORD_TIMESTAMPS"] = "true" if args.words else "false"
     rows = sitting(("ws", "grpc"), counts, speech, (), None, env)
     if not args.no_tls and shutil.which("openssl"):
