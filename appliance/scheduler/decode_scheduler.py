@@ -38,9 +38,10 @@ P = TypeVar("P")
 # How long after a final (or a stream's speculative partial: its speech paused) more finals are
 # expected: about an utterance's endpoint delay plus one decode. Partials give way for that long.
 FINALS_SOON_SEC = 2.0
-# `server.speculative_finals: auto`: a finals-only stream's speculative decode is welcome while a slot
-# is idle, none waits, and recent demand (`demand()`) is below this: the slots were idle about half of
-# the last seconds, so a decode that may be thrown away is unlikely to hold a slot a burst of finals needs.
+# `server.speculative_finals: auto`: a finals-only stream's speculative decode is welcome while the slots
+# kept for finals stay free beside it, none waits, and recent demand (`demand()`) is below this: the slots
+# were idle about half of the last seconds, so a decode that may be thrown away seldom holds a slot that a
+# burst of finals needs.
 SPECULATE_BELOW_DEMAND = 0.5
 
 
@@ -102,11 +103,12 @@ class DecodeScheduler:
 
     def room_to_speculate(self) -> bool:
         """Whether a decode that may be thrown away (a finals-only stream's speculation) would use
-        capacity nothing else wants now: a slot is idle, no decode waits for one, and the slots have
-        been idle much of the time of late. Read per stream as its pause begins, so when many pause
-        at once only the first few (one per idle slot) speculate."""
-        return (self._in_flight + len(self._eligible) < self.max_in_flight
-                and self._demand.value() < SPECULATE_BELOW_DEMAND)
+        capacity nothing else wants now: no decode waits, a slot is idle beside the ones kept for
+        finals (`final_reserved_slots`), which it leaves free, and the slots have been idle much of
+        the time of late. Read per stream as its pause begins, so when many pause at once only the
+        first (one per slot beyond the kept ones) speculates."""
+        busy = self._in_flight + len(self._eligible) + self.final_reserved_slots
+        return busy < self.max_in_flight and self._demand.value() < SPECULATE_BELOW_DEMAND
 
     def final_expected(self) -> None:
         """A final is due soon (a stream's speech paused): partials leave the reserved slots to it."""
