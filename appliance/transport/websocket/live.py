@@ -1,4 +1,5 @@
-"""One upgraded `/v1/listen` connection: binary linear16 in, Deepgram's JSON out.
+"""One upgraded `/v1/listen` connection: binary audio in (raw linear16, or Opus in Ogg or WebM decoded
+by `appliance.audio_stream`, as the options say), Deepgram's JSON out.
 
 Audio goes into a `PushStream` (the path Wyoming and the OpenAI route take: the same sessions,
 scheduler and caps as gRPC) from the first binary message on; the session was made at the upgrade.
@@ -22,6 +23,7 @@ import traceback
 
 from websockets.exceptions import ConnectionClosed
 
+from appliance.audio_stream import ContainerOpus
 from appliance.config import WebSocketConfig
 from appliance.errors import ApplianceError
 from appliance.frontdoor import ConnectionClock, Deadlines
@@ -77,7 +79,8 @@ class LiveSession:
         self._options = connection.accepted.options
         self._settings = connection.accepted.settings
         self._clock = ConnectionClock(deadlines(config))
-        self._pcm = Linear16(self._options.sample_rate_hz, self._options.channels)
+        self._pcm: Linear16 | ContainerOpus = (ContainerOpus() if self._options.container else
+                                               Linear16(self._options.sample_rate_hz, self._options.channels))
         self._timeline = shape.Timeline()
         self._timeline_sec = 0.0  # audio the stream has had, added silence included
         self._stream: PushStream | None = None
@@ -165,7 +168,7 @@ class LiveSession:
             stream, self._stream = self._stream, None
             await stream.finish()  # the open utterance's final (is_final, not from_finalize: as Deepgram's)
         await self._ws.send(json.dumps(shape.metadata(
-            self._settings.session_id, duration_sec=self._pcm.duration_sec, channels=self._options.channels,
+            self._settings.session_id, duration_sec=self._pcm.duration_sec, channels=self._pcm.channels,
             sha256=self._pcm.sha256.hexdigest(), model_id=self._settings.model_id, model_uuid=self._model_uuid)))
         self._give_slot_back()
         await self._ws.close(1000, "CloseStream")

@@ -26,6 +26,10 @@ ENDPOINTING_MIN_MS = 200  # shorter pauses cut words in two: Whisper needs whole
 ENDPOINTING_MAX_MS = 10_000  # the session's vad_silence_sec bound
 UTTERANCE_END_MS = (1000, 10_000)
 ENCODINGS = ("linear16",)
+# Opus in a container (Ogg or WebM, told apart by their first bytes; appliance/audio_stream). Deepgram
+# reads containers with no encoding given; its older docs name Ogg Opus `opus`, its newer `ogg-opus`.
+CONTAINER_ENCODINGS = ("opus", "ogg-opus", "webm-opus")
+OPUS_RATE_HZ = 48_000
 # Deepgram's model families (and OpenAI's whisper names): each means the default model here.
 DEEPGRAM_MODEL_PREFIXES = ("nova", "enhanced", "base", "whisper", "general", "phonecall", "meeting")
 ACCEPTED_NO_EFFECT = frozenset({"smart_format", "profanity_filter", "numerals", "filler_words", "no_delay",
@@ -45,7 +49,8 @@ def _refuse(message: str) -> ApplianceError:
 
 @dataclass(frozen=True)
 class LiveOptions:
-    sample_rate_hz: int
+    sample_rate_hz: int  # of linear16 audio; a container's is in its header (OPUS_RATE_HZ here)
+    container: bool = False  # Opus in Ogg or WebM, not raw linear16
     channels: int = 1
     language: str = ""  # a Whisper code, "" to detect
     model_id: str = ""  # "" = the default model
@@ -136,6 +141,29 @@ def _pairs(query: str) -> dict[str, list[str]]:
     return found
 
 
+def _encoding(one: dict[str, str]) -> tuple[bool, int]:
+    """(containerized, sample rate): raw linear16 needs its rate; a container (encoding left out, as
+    Deepgram's clients do for containerized audio, or an Opus name) carries its own."""
+    encoding = one.get("encoding", "").strip().lower()
+    rate = one.get("sample_rate")
+    if (not encoding and rate is None) or encoding in CONTAINER_ENCODINGS:
+        if rate is not None and rate.strip() != str(OPUS_RATE_HZ):
+            raise _refuse(f"encoding={encoding or '(none)'} with sample_rate={rate[:20]!r}: Opus in Ogg or WebM "
+                          f"decodes at {OPUS_RATE_HZ} Hz from its own header; leave sample_rate out (raw PCM is "
+                          "encoding=linear16 with its sample_rate)")
+        return True, OPUS_RATE_HZ
+    if not encoding:
+        raise _refuse("sample_rate without encoding: raw PCM needs encoding=linear16 as well; containerized audio "
+                      "(Opus in Ogg or WebM) leaves both encoding and sample_rate out")
+    if encoding not in ENCODINGS:
+        raise _refuse(f"encoding={one.get('encoding', '')[:40]!r}: this server takes raw audio as "
+                      f"encoding={' or '.join(ENCODINGS)} with sample_rate, or Opus in Ogg or WebM with no "
+                      "encoding (or encoding=opus) and no sample_rate")
+    if rate is None:
+        raise _refuse("sample_rate is required with encoding=linear16 (e.g. sample_rate=16000)")
+    return False, _int("sample_rate", rate, MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ)
+
+
 def parse_options(query: str, loaded_models: tuple[str, ...]) -> LiveOptions:
     """The options of a `/v1/listen` query string; ERR1010 (ERR1011 for the model) naming the one refused."""
     found = _pairs(query)
@@ -143,12 +171,7 @@ def parse_options(query: str, loaded_models: tuple[str, ...]) -> LiveOptions:
     for name in ONLY_FALSE & set(one):
         if any(_bool(name, value) for value in found[name]):
             raise _refuse(f"{name}=true is not supported by this server (a Whisper appliance); leave it out")
-    encoding = one.get("encoding", "").strip().lower()
-    if encoding not in ENCODINGS:
-        raise _refuse(f"encoding={one.get('encoding', '')[:40]!r}: this server takes raw audio as "
-                      f"encoding={' or '.join(ENCODINGS)} with sample_rate (containers are not decoded here)")
-    if "sample_rate" not in one:
-        raise _refuse("sample_rate is required with encoding=linear16 (e.g. sample_rate=16000)")
+    container, sample_rate_hz = _encoding(one)
     endpointing = one.get("endpointing", "").strip().lower()
     endpointing_ms = None
     if endpointing and endpointing not in _FALSE | _TRUE:
@@ -158,7 +181,8 @@ def parse_options(query: str, loaded_models: tuple[str, ...]) -> LiveOptions:
     if "utterance_end_ms" in one:
         utterance_end = _int("utterance_end_ms", one["utterance_end_ms"], *UTTERANCE_END_MS)
     return LiveOptions(
-        sample_rate_hz=_int("sample_rate", one["sample_rate"], MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ),
+        sample_rate_hz=sample_rate_hz,
+        container=container,
         channels=_int("channels", one["channels"], 1, MAX_CHANNELS) if "channels" in one else 1,
         language=_language(one.get("language", "")),
         model_id=_model(one["model"], loaded_models) if "model" in one else "",
