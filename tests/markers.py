@@ -46,7 +46,7 @@ SLOW = frozenset({
     "test_fleet.py",                 # 45 s: appliance processes behind HAProxy, killed and drained
     "test_status_page_browser.py",   # 9 s: chromium renders the page while a stream runs
     "test_captions_browser.py",      # 14 s: chromium's fake microphone plays a recording to the captions page
-    "test_voice_agent.py",           # 11 s: a Pipecat pipeline in its own process streams JFK at 2x
+    "test_voice_agent.py",           # 17 s: Pipecat pipelines in their own process stream JFK (2x), ws and wss
     "test_openai_tls.py",            # 12 s: https uploads, header and body deadlines run out over TLS
     "adversarial/test_fuzz.py",      # 20 s: hundreds of generated requests through the real server
     "adversarial/test_stream_abuse.py",     # 100 s: attacks each held until the server reaps them
