@@ -3,12 +3,14 @@ run as the agent developer runs it, in its own process and virtual environment (
 by scripts/agents-venv.sh from tests/agents/requirements.txt; Pipecat needs protobuf<7, the
 appliance's gRPC stubs protobuf 7). tests/agents/pipecat_listen.py builds the pipeline (Silero VAD ->
 DeepgramSTTService(base_url=the box) -> a collector), plays the shipped JFK recording at 2x real time
-and prints the interim and final transcriptions it got. The recipe is in docs/voice-agents.md.
+and prints the interim and final transcriptions it got; a wrong key and wss:// with the operator's
+certificate (the CA in SSL_CERT_FILE) are tried too. The recipe is in docs/voice-agents.md.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from clients.corpus import wer
 from tests.conftest import serve_in_process
-from tests.speech import JFK, JFK_TEXT
+from tests.speech import COMMAND, COMMAND_TEXT, JFK, JFK_TEXT
 
 REPO = Path(__file__).resolve().parent.parent
 AGENTS_PYTHON = REPO / ".venv-agents" / "bin" / "python"
@@ -35,17 +37,27 @@ def keyed(request):
                                           "STT_AUTH_ALLOWED_API_KEYS": KEY})
 
 
-def pipecat(server, *args: str, timeout_sec: float = 40.0) -> dict:
-    """Run the Pipecat driver against `server` and return what it printed."""
-    done = subprocess.run([str(AGENTS_PYTHON), str(DRIVER), server.websocket_url, str(JFK), "--timeout",
-                           str(timeout_sec), *args], capture_output=True, text=True, timeout=timeout_sec + 20)
+@pytest.fixture(scope="module")
+def tls_server(request, tmp_path_factory):
+    """An appliance with the operator's certificate: its WebSocket door serves wss:// only."""
+    from tests.test_tls import make_self_signed
+
+    certs = make_self_signed(tmp_path_factory.mktemp("agent-tls"), "server")
+    return serve_in_process(request, "--tls-cert-file", str(certs.cert), "--tls-key-file", str(certs.key)), certs
+
+
+def pipecat(base_url: str, *args: str, wav: Path = JFK, timeout_sec: float = 40.0,
+            env: dict[str, str] | None = None) -> dict:
+    """Run the Pipecat driver against the door at `base_url` and return what it printed."""
+    done = subprocess.run([str(AGENTS_PYTHON), str(DRIVER), base_url, str(wav), "--timeout", str(timeout_sec), *args],
+                          capture_output=True, text=True, timeout=timeout_sec + 20, env={**os.environ, **(env or {})})
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert lines, f"exit {done.returncode}, no result:\n{done.stdout}\n{done.stderr[-3000:]}"
     return json.loads(lines[-1])
 
 
 def test_pipecat_deepgram_stt_streams_real_speech_with_interim_and_final_transcriptions(keyed):
-    got = pipecat(keyed, "--api-key", KEY)
+    got = pipecat(keyed.websocket_url, "--api-key", KEY)
     text = " ".join(final["text"] for final in got["final"])
     assert not got["errors"], got
     assert got["interim"] and got["final"], got
@@ -57,6 +69,14 @@ def test_pipecat_deepgram_stt_streams_real_speech_with_interim_and_final_transcr
 
 
 def test_pipecat_is_refused_with_a_wrong_key_and_stops_at_once(keyed):
-    got = pipecat(keyed, "--api-key", "wrong-key", timeout_sec=20.0)
+    got = pipecat(keyed.websocket_url, "--api-key", "wrong-key", timeout_sec=20.0)
     assert not got["final"] and any("status 401" in error for error in got["errors"]), got
     assert got["seconds"] < 10, got  # a 4xx handshake: Pipecat gives up without retrying
+
+
+def test_pipecat_over_wss_with_the_operators_certificate(tls_server):
+    server, certs = tls_server
+    got = pipecat(f"wss://127.0.0.1:{server.websocket_port}", wav=COMMAND, env={"SSL_CERT_FILE": str(certs.cert)})
+    text = " ".join(final["text"] for final in got["final"])
+    assert not got["errors"] and got["interim"], got
+    assert wer(COMMAND_TEXT, text) <= 0.25, text

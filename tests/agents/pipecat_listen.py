@@ -6,7 +6,8 @@ It builds the pipeline an agent developer builds (Silero VAD -> Pipecat's Deepgr
 `base_url` at the box -> the next processor), plays a 16 kHz mono 16-bit WAV into it as
 InputAudioRawFrame chunks at `--pace` x real time followed by a second of silence (a microphone
 that stays open), waits until the transcriptions stop coming, ends the pipeline, and prints one JSON
-object on stdout: {"interim": [...], "final": [...], "errors": [...], "seconds": ...}. It exits by
+object on stdout: {"interim": [...], "final": [...], "vad_stops": [...],
+"errors": [...], "seconds": ...} (times in seconds from the start). It exits by
 itself within `--timeout` seconds (status 2 then, with what it got). No network beyond the URL given.
 """
 
@@ -29,6 +30,7 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     InterimTranscriptionFrame,
     TranscriptionFrame,
+    VADUserStoppedSpeakingFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -49,7 +51,7 @@ class Collector(FrameProcessor):
     def __init__(self, started: float) -> None:
         super().__init__()
         self.started = started
-        self.got: dict[str, list] = {"interim": [], "final": [], "errors": []}
+        self.got: dict[str, list] = {"interim": [], "final": [], "vad_stops": [], "errors": []}
         self.last = started
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -63,6 +65,8 @@ class Collector(FrameProcessor):
         elif isinstance(frame, InterimTranscriptionFrame):
             self.got["interim"].append({"text": frame.text, "at": round(now - self.started, 3)})
             self.last = now
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):  # Pipecat sent Finalize
+            self.got["vad_stops"].append(round(now - self.started, 3))
         await self.push_frame(frame, direction)
 
 
