@@ -1,9 +1,11 @@
 """Everything before the upgrade: the door's slot, the captions page, and the session a `/v1/listen`
 request asks for.
 
-A connection takes its `Door` slot when TCP (and TLS) is up, before a byte of HTTP is read, so a host
-that opens connections and never finishes a handshake holds at most its share, each for at most
-`websocket.handshake_timeout_sec` (websockets' open_timeout). A GET without an upgrade is a file of the
+A connection takes its `Door` slot at TCP accept, before the TLS handshake, so a host that opens
+connections and never finishes a handshake (TLS or HTTP) holds at most its share, each for at most
+`websocket.handshake_timeout_sec` from accept. The listener is plain TCP; TLS is started here, on the
+accepted socket (`loop.start_tls`), once the slot is taken: asyncio's own TLS server would run the
+handshake before the connection (and its slot) exists. A GET without an upgrade is a file of the
 captions page. An upgrade to `/v1/listen` is checked whole before it is accepted: where plain ws:// is
 allowed, the query options, the api key, then `SessionService.create_session` (auth, caps, rate
 limits, model and language); any refusal is an HTTP error with the {code, message} body.
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from appliance.config import AppConfig
@@ -42,16 +46,20 @@ class Accepted:
 
 
 class LiveConnection(ServerConnection):
-    """A websockets connection that holds a door slot from TCP accept to close."""
+    """A websockets connection that holds a door slot from TCP accept (before TLS) to close."""
 
     door: Door
     service: SessionService
+    tls: ssl.SSLContext | None = None  # wss://: the handshake is started on the accepted socket
+    handshake_sec: float = 10.0  # TLS and HTTP upgrade together, from accept
+    pending_tls: set[asyncio.Task[None]] = set()  # noqa: RUF012  # per listener (the server's subclass sets its own)
     slot: Slot | None = None
     refusal: ApplianceError | None = None
     address: str = "unknown"
     peer: str = "unknown"
     accepted: Accepted | None = None
     streamed = False  # the handler took the session over (else it is discarded at close)
+    _secure = False  # the TLS handshake finished and websockets has the connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         host, port = (transport.get_extra_info("peername") or ("unknown", 0))[:2]
@@ -62,15 +70,54 @@ class LiveConnection(ServerConnection):
             self.slot = self.door.admit(self.address, "new WebSocket connections")
         except ApplianceError as err:  # answered in process_request, as an HTTP error (counted by the door)
             self.refusal = err
-        super().connection_made(transport)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.handshake_sec, self._overdue, transport)
+        if self.tls is None:
+            self._secure = True
+            super().connection_made(transport)
+            return
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # nothing is read as HTTP before TLS is up
+        task = loop.create_task(self._start_tls(transport))
+        self.pending_tls.add(task)
+        task.add_done_callback(self.pending_tls.discard)
+
+    async def _start_tls(self, transport: asyncio.Transport) -> None:
+        assert self.tls is not None
+        try:
+            secure = await asyncio.get_running_loop().start_tls(
+                transport, self, self.tls, server_side=True, ssl_handshake_timeout=self.handshake_sec)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError):
+            secure = None  # a client that breaks off or fails the handshake: nothing to answer over TLS
+        except asyncio.CancelledError:
+            transport.abort()
+            self._release()
+            raise
+        if secure is None or transport.is_closing():
+            transport.abort()
+            self._release()
+            return
+        self._secure = True
+        super().connection_made(secure)
+
+    def _overdue(self, transport: asyncio.BaseTransport) -> None:
+        """The handshake deadline, from accept: a connection not upgraded (or answered) by then is cut."""
+        if (not self._secure or self.protocol.state is State.CONNECTING) and isinstance(transport, asyncio.Transport):
+            transport.abort()
+
+    def _release(self) -> None:
+        if self.slot is not None:
+            self.slot.release()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._secure:  # lost during the TLS handshake: websockets never had this connection
+            self._release()
+            return
         try:
             if self.accepted is not None and not self.streamed:
                 self.service.discard_unused(self.accepted.settings.session_id)
         finally:
-            if self.slot is not None:
-                self.slot.release()
+            self._release()
             super().connection_lost(exc)
 
 

@@ -73,6 +73,7 @@ class WebSocketServer:
         self._ssl = tls_context(config)
         self._handshake = Handshake(config, service, tls=self._ssl is not None)
         self._server: Server | None = None
+        self._connection: type[LiveConnection] | None = None
         self.port: int | None = None
 
     @property
@@ -87,9 +88,11 @@ class WebSocketServer:
             pass
 
         Connection.door, Connection.service = door, service
+        Connection.tls, Connection.handshake_sec, Connection.pending_tls = self._ssl, ws.handshake_timeout_sec, set()
+        self._connection = Connection
         self._server = await serve(
             self._handle, bind_hosts(self._config), ws.port,  # type: ignore[arg-type]  # a list: each address
-            ssl=self._ssl, create_connection=Connection,
+            create_connection=Connection,  # TLS, if any, is the connection's own: started once its slot is taken
             process_request=self._handshake.process_request, select_subprotocol=self._handshake.select_subprotocol,
             process_response=_request_id_header, open_timeout=ws.handshake_timeout_sec,
             max_size=ws.max_message_bytes, max_queue=4, close_timeout=CLOSE_TIMEOUT_SEC, compression=None,
@@ -110,6 +113,9 @@ class WebSocketServer:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        if self._connection is not None:
+            for task in list(self._connection.pending_tls):  # handshakes under way: nothing to drain
+                task.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
