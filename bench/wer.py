@@ -40,14 +40,14 @@ OFFLINE_CACHE = Path.home() / ".cache" / "stt-appliance" / "wer-offline"
 
 
 def stream_file(address: str, path: Path, realtime: bool, profile: str, vad_silence: float | None,
-                partials: bool = False) -> str:
+                partials: bool = False) -> list[tuple[float, float, str]]:
+    """The file's finals: (start_sec, end_sec, text) each."""
     pcm16, rate_hz = load_pcm16(path)
     with SttClient(address) as client:
         session = client.create_session(decode_profile=profile, vad_silence_sec=vad_silence,
                                         attributes={"partial": "true"} if partials else None)
-        finals = [r.text for r in client.stream_audio(session, pcm16, rate_hz, chunk_ms=100, realtime=realtime)
-                  if r.is_final]
-    return " ".join(t for t in finals if t)
+        return [(r.start_sec, r.end_sec, r.text)
+                for r in client.stream_audio(session, pcm16, rate_hz, chunk_ms=100, realtime=realtime) if r.is_final]
 
 
 def cached_offline(path: Path, profile: str, compute_type: str) -> str:
@@ -98,6 +98,7 @@ def main() -> int:
     parser.add_argument("--snr", type=float, default=10.0, help="with --noise: signal-to-noise ratio, dB")
     parser.add_argument("--batch", choices=(*BATCHES, "all"), default="all", help="which batch of the dev set")
     parser.add_argument("--json", type=Path, help="write every file's hypotheses and errors here")
+    parser.add_argument("--server-log", type=Path, help="keep the server's log here")
     parser.add_argument("--server-env", action="append", default=[], metavar="K=V",
                         help="environment for the server, repeatable (e.g. STT_SERVER_MAX_DECODE_BATCH_SIZE=1)")
     args = parser.parse_args()
@@ -121,18 +122,21 @@ def main() -> int:
     env.setdefault("STT_SERVER_MAX_SESSIONS", str(max(50, len(corpus))))
     if args.encode_window:
         env["STT_MODEL_ENCODE_WINDOW"] = args.encode_window
-    with LocalAppliance("--compute-type", args.compute_type, *args.server_arg, env=env) as server, \
+    with LocalAppliance("--compute-type", args.compute_type, *args.server_arg, env=env,
+                        log_path=args.server_log) as server, \
             ThreadPoolExecutor(len(corpus)) as pool:
         streamed = list(pool.map(lambda path: stream_file(server.address, path, not args.fast, args.profile,
                                                           args.vad_silence, args.partials), paths))
     offline = [cached_offline(path, args.profile, args.compute_type) for path in paths]
     rows = []
     print(f"{'file':58} {'words':>5} {'stream':>7} {'offline':>7}")
-    for item, hyp, ref_hyp in zip(corpus, streamed, offline, strict=True):
+    for item, finals, ref_hyp in zip(corpus, streamed, offline, strict=True):
+        hyp = " ".join(text for _, _, text in finals if text)
         s_err, n = word_errors(item.reference, hyp)
         o_err, _ = word_errors(item.reference, ref_hyp)
         rows.append({"file": item.path.name, "batch": item.batch, "group": item.group, "words": n,
-                     "stream_errors": s_err, "offline_errors": o_err, "stream": hyp, "offline": ref_hyp})
+                     "stream_errors": s_err, "offline_errors": o_err, "stream": hyp, "offline": ref_hyp,
+                     "finals": [[round(start, 3), round(end, 3), text] for start, end, text in finals]})
         print(f"{item.path.name:58} {n:5d} {100 * s_err / n:6.1f}% {100 * o_err / n:6.1f}%")
         if s_err > o_err:
             print(f"    stream : {hyp}\n    offline: {ref_hyp}")
