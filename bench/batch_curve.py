@@ -2,6 +2,7 @@
 
     flock -x /tmp/cpu.lock timeout 420 .venv/bin/python bench/batch_curve.py            # tiny.en int8, 1 thread
     ... --threads 2 --compute-type int8 --sizes 1 2 4 8 --repeat 3
+    ... --parallel 2 --sizes 4 --encoder-windows           # two slots (replicas) decoding at once
 
 Decodes B of the four held-out sentences of the synchronized harness (5-7 s each, so a 10 s encoder
 window) in one `transcribe_batch` call (B = 1: the single path, `transcribe`), with the appliance's
@@ -59,12 +60,15 @@ def main() -> int:
     ap.add_argument("--encode-window", default="bucketed", choices=("bucketed", "full"))
     ap.add_argument("--encoder-windows", type=float, nargs="*", default=[5, 8, 10, 15, 30],
                     help="also time the encoder alone on windows of these seconds, batches of 1 and 4")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="also run this many replicas at once (one thread each), a batch of each size on each: "
+                         "finals per second of the whole box")
     args = ap.parse_args()
     audios = [load_16k(SHARED_AUDIO / f"{name}.wav") for name in SENTENCES]
     model = resolve_model(args.model)
     backend = load_backend("faster_whisper", model_id=args.model, model_path=str(model.path),
                            english_only=model.english_only, compute_type=args.compute_type,
-                           cpu_threads=args.threads, encode_window=args.encode_window)
+                           cpu_threads=args.threads, encode_window=args.encode_window, pool_size=args.parallel)
     options = DecodeOptions()
     backend.transcribe(audios[0], options, language="en", task="transcribe")  # warm-up
     backend.transcribe_batch(audios[:2], options, language="en", task="transcribe")
@@ -81,9 +85,31 @@ def main() -> int:
             wall = timed(lambda b=batch: backend.transcribe_batch(b, options, language="en", task="transcribe"),
                          args.repeat)
         print(f"{size:>5} {wall:7.3f} {wall / size:7.3f} {single * size / wall:11.2f}x", flush=True)
+    if args.parallel > 1:
+        parallel_table(backend, audios, options, args.sizes, args.parallel, args.repeat)
     if args.encoder_windows:
         encoder_table(backend, audios, args.encoder_windows, args.repeat)
     return 0
+
+
+def parallel_table(backend, audios: list[np.ndarray], options: DecodeOptions, sizes: list[int], parallel: int,
+                   repeat: int) -> None:
+    """`parallel` slots each decoding a batch of B at once, as the scheduler's slots do under a burst
+    of finals: the wall time of the round and the finals per second the box delivers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    print(f"{parallel} replicas at once: {'batch':>5} {'wall s':>7} {'finals/s':>9}")
+    with ThreadPoolExecutor(parallel) as pool:
+        for size in sizes:
+            batch = [audios[i % len(audios)] for i in range(size)]
+
+            def one(b=batch):
+                if len(b) == 1:
+                    return backend.transcribe(b[0], options, language="en", task="transcribe")
+                return backend.transcribe_batch(b, options, language="en", task="transcribe")
+
+            wall = timed(lambda: [f.result() for f in [pool.submit(one) for _ in range(parallel)]], repeat)
+            print(f"{'':>21}{size:>5} {wall:7.3f} {parallel * size / wall:9.1f}", flush=True)
 
 
 def encoder_table(backend, audios: list[np.ndarray], windows: list[float], repeat: int) -> None:
