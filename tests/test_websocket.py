@@ -297,3 +297,31 @@ def test_captions_page_serves_only_its_own_files(tmp_path, live):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"http://127.0.0.1:{live.websocket_port}{path}", timeout=10)
         assert err.value.code == 404 and json.loads(err.value.read())["code"] == "ERR1018"
+
+
+def test_utterance_end_comes_after_each_gap_of_utterance_end_ms_between_words_and_only_then(live):
+    """Three commands with pauses of 0.6 s and 1.8 s and 1.6 s of silence after: UtteranceEnd after the
+    second and the third (gaps of at least utterance_end_ms after the last finalized word), not after the
+    first, though the VAD closed each utterance (endpointing=300)."""
+    spoken = spoken_part(pcm16(COMMAND))
+    spoken = spoken[2 * int(np.flatnonzero(np.abs(np.frombuffer(spoken, "<i2")) > 600)[0]):]  # from the onset
+    silence = lambda sec: bytes(2 * int(16_000 * sec))  # noqa: E731
+    pcm = silence(0.3) + spoken + silence(0.6) + spoken + silence(1.8) + spoken + silence(1.6)
+    query = QUERY + "&utterance_end_ms=1000&endpointing=300&interim_results=true&vad_events=true"
+    messages = asyncio.run(stream(url(live, query), pcm, pace=2.0))
+    assert wer(" ".join([COMMAND_TEXT] * 3), finals_text(messages)) <= 0.25, finals_text(messages)
+    timeline = []  # ("word", start, end) of finalized words and ("end", last_word_end) in the order sent
+    for m in messages:
+        if m["type"] == "Results" and m["is_final"]:
+            timeline += [("word", w["start"], w["end"]) for w in m["channel"]["alternatives"][0]["words"]]
+        elif m["type"] == "UtteranceEnd":
+            timeline.append(("end", m["last_word_end"], m["last_word_end"]))
+    ends = [i for i, item in enumerate(timeline) if item[0] == "end"]
+    assert len(ends) == 2, timeline
+    for i in ends:  # each follows a finalized word, names its end, and the next word is at least 1 s later
+        assert timeline[i - 1][0] == "word" and abs(timeline[i - 1][2] - timeline[i][1]) < 0.002, timeline
+        later = [item for item in timeline[i + 1:] if item[0] == "word"]
+        assert not later or later[0][1] - timeline[i][1] >= 1.0, timeline
+    words = [item for item in timeline if item[0] == "word"]
+    pauses = [words[i + 1][1] - words[i][2] for i in range(len(words) - 1)]
+    assert len([p for p in pauses if p >= 1.0]) == 1 and any(0.3 < p < 1.0 for p in pauses), words

@@ -5,7 +5,7 @@ Audio goes into a `PushStream` (the path Wyoming and the OpenAI route take: the 
 scheduler and caps as gRPC) from the first binary message on; the session was made at the upgrade.
 Results come back as `Results` (interim from partials with interim_results=true; finals with
 is_final, and speech_final where the VAD closed the utterance), `SpeechStarted` (vad_events=true) and
-`UtteranceEnd` (utterance_end_ms) from the stream's speech events.
+`UtteranceEnd` (utterance_end_ms) from the gaps between words (`UtteranceEndWatch`).
 
 Control messages: `KeepAlive` is answered by nothing and extends nothing (chatter: the first-message
 and idle deadlines of the `ConnectionClock` still run); `Finalize` ends the open utterance now, by
@@ -33,6 +33,7 @@ from appliance.streaming.types import RecognitionResult
 from appliance.transport.websocket import results as shape
 from appliance.transport.websocket.handshake import LiveConnection
 from appliance.transport.websocket.pcm import Linear16
+from appliance.transport.websocket.utterance_end import UtteranceEndWatch
 
 log = logging.getLogger(__name__)
 failures = ThrottledLog(log, per_minute=5)
@@ -88,6 +89,8 @@ class LiveSession:
         self._ended: set[int] = set()  # utterances the VAD closed (their final is speech_final)
         self._finalizing: set[int] = set()  # utterances a Finalize closed
         self._model_uuid = shape.model_uuid(self._settings.model_id)
+        gap_ms = self._options.utterance_end_ms
+        self._gaps = UtteranceEndWatch(gap_ms / 1000) if gap_ms else None
         connection.streamed = True
 
     async def run(self) -> None:
@@ -139,6 +142,8 @@ class LiveSession:
         for piece in self._pcm.pieces(message):
             await self._stream.send(piece, self._pcm.sample_rate_hz)
             self._timeline_sec += len(piece) / 2 / self._pcm.sample_rate_hz
+            if self._gaps is not None:
+                await self._utterance_end(self._gaps.audio(self._timeline.client_sec(self._timeline_sec)))
 
     async def _control(self, text: str) -> bool:
         """Act on one control message; True when the connection is done (CloseStream)."""
@@ -167,6 +172,8 @@ class LiveSession:
         if self._stream is not None:
             stream, self._stream = self._stream, None
             await stream.finish()  # the open utterance's final (is_final, not from_finalize: as Deepgram's)
+        if self._gaps is not None:
+            await self._utterance_end(self._gaps.closing(self._timeline.client_sec(self._timeline_sec)))
         await self._ws.send(json.dumps(shape.metadata(
             self._settings.session_id, duration_sec=self._pcm.duration_sec, channels=self._pcm.channels,
             sha256=self._pcm.sha256.hexdigest(), model_id=self._settings.model_id, model_uuid=self._model_uuid)))
@@ -185,6 +192,8 @@ class LiveSession:
             self._open_utterance = index
             if self._options.vad_events:
                 await self._ws.send(json.dumps(shape.speech_started(result.start_sec, self._timeline)))
+            if self._gaps is not None:
+                await self._utterance_end(self._gaps.speech_started(self._timeline.client_sec(result.start_sec)))
             return
         if result.speech_event == "ended":
             self._ended.add(index)
@@ -204,9 +213,22 @@ class LiveSession:
             self._open_utterance = None
         if result.text.strip() or from_finalize:
             await self._send_results(result, speech_final=speech_final, from_finalize=from_finalize)
-        if self._options.utterance_end_ms and (speech_final or from_finalize) and result.text.strip():
-            await self._ws.send(json.dumps(shape.utterance_end(result.end_sec, self._timeline)))
+        elif self._gaps is not None:
+            self._gaps.no_words()
+
+    async def _utterance_end(self, last_word_end: float | None) -> None:
+        if last_word_end is not None:
+            await self._ws.send(json.dumps(shape.utterance_end(last_word_end)))
 
     async def _send_results(self, result: RecognitionResult, *, speech_final: bool, from_finalize: bool) -> None:
-        await self._ws.send(json.dumps(shape.results(result, self._options, self._timeline, speech_final=speech_final,
-                                                     from_finalize=from_finalize, model_uuid=self._model_uuid)))
+        message = shape.results(result, self._options, self._timeline, speech_final=speech_final,
+                                from_finalize=from_finalize, model_uuid=self._model_uuid)
+        words = message["channel"]["alternatives"][0]["words"]
+        if self._gaps is not None and words:
+            await self._utterance_end(self._gaps.words(words[0]["start"]))
+        await self._ws.send(json.dumps(message))
+        if self._gaps is not None and result.is_final:
+            if words:
+                self._gaps.finalized(words[-1]["end"])
+            else:
+                self._gaps.no_words()

@@ -85,8 +85,9 @@ def speech_started(at_sec: float, timeline: Timeline) -> dict:
     return {"type": "SpeechStarted", "channel": CHANNEL, "timestamp": timeline.client_sec(at_sec)}
 
 
-def utterance_end(last_word_end_sec: float, timeline: Timeline) -> dict:
-    return {"type": "UtteranceEnd", "channel": CHANNEL, "last_word_end": timeline.client_sec(last_word_end_sec)}
+def utterance_end(last_word_end_sec: float) -> dict:
+    """`last_word_end_sec` in the client's seconds (a word's `end` as Results gave it)."""
+    return {"type": "UtteranceEnd", "channel": CHANNEL, "last_word_end": round(last_word_end_sec, 3)}
 
 
 def metadata(session_id: str, *, duration_sec: float, channels: int, sha256: str, model_id: str,
