@@ -74,6 +74,8 @@ SLOW = frozenset({
     "test_wyoming.py::test_sigterm_mid_transcription_delivers_what_was_heard_then_err1015_and_exits_cleanly",
     "test_openai_api.py::test_a_multilingual_model_loaded_at_run_time_translates",
     "test_websocket.py::test_deepgram_sdk_streams_real_speech_with_interim_and_final_results",  # 6-10 s: JFK at 2x
+    "test_websocket.py::test_utterance_end_comes_after_each_gap_of_utterance_end_ms_between_words_and_only_then",  # 6 s
+    "test_websocket_opus.py::test_a_real_mediarecorder_webm_stream_from_chromium_is_transcribed",  # 9 s: chromium
 })
 
 
