@@ -3,8 +3,8 @@ demuxed here in pure Python (appliance/audio_stream) and decoded by libopus: the
 encoded with PyAV at test time, streamed in small messages cut anywhere (mid-page, mid-element), and
 its finals checked against the reference as the linear16 test does; damaged and hostile streams
 (cut, garbage after a valid header, a huge declared element, a video track, another codec) refused
-with ERR1003 on their own socket while an honest client beside them is served; and the demuxers'
-bounds one by one, without a server."""
+with ERR1003 on their own socket while an honest client beside them is served; the demuxers' bounds
+one by one, without a server; and a real MediaRecorder stream from headless Chromium."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import random
+import shutil
 import struct
 
 import av
@@ -28,7 +29,7 @@ from appliance.audio_stream.limits import MAX_HEADER_BYTES, MAX_PACKET_BYTES
 from appliance.errors import ApplianceError
 from clients.corpus import wer
 from tests.conftest import serve_in_process
-from tests.speech import JFK, JFK_TEXT
+from tests.speech import COMMAND, COMMAND_TEXT, JFK, JFK_TEXT
 from tests.test_websocket import DEADLINE_SEC, finals_text, free_port
 
 RATE_HZ = 48_000
@@ -235,3 +236,49 @@ def test_stereo_opus_is_mixed_to_one_channel():
     pcm = b"".join(piece for message in cuts(encode("webm", channels=2)) for piece in stream.pieces(message))
     assert stream.channels == 2 and abs(len(pcm) / 32_000 - 11.0) < 0.1
     assert np.abs(np.frombuffer(pcm, "<i2")).max() > 3000  # speech, not silence
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+RECORDER_JS = """async ({url, seconds}) => {
+    const mic = await navigator.mediaDevices.getUserMedia({audio: true});
+    const ws = new WebSocket(url);
+    const got = [];
+    const closed = new Promise((resolve) => { ws.onclose = (e) => resolve(e.code); });
+    ws.onmessage = (e) => got.push(JSON.parse(e.data));
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+    const recorder = new MediaRecorder(mic, {mimeType: "audio/webm;codecs=opus"});
+    recorder.ondataavailable = (e) => { if (e.data.size) ws.send(e.data); };
+    const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+    recorder.start(250);
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    recorder.stop();
+    await stopped;
+    ws.send(JSON.stringify({type: "CloseStream"}));
+    return {code: await closed, messages: got, mime: recorder.mimeType};
+}"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_a_real_mediarecorder_webm_stream_from_chromium_is_transcribed(live, tmp_path):
+    """Chromium's own MediaRecorder (its fake microphone playing the command recording) streams WebM/Opus
+    chunks, as a kiosk page would, to the door opened from http://localhost (a secure context)."""
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    audio, rate_hz = sf.read(str(COMMAND), dtype="int16")
+    pad = lambda sec: np.zeros(int(sec * rate_hz), dtype=np.int16)  # noqa: E731
+    microphone = tmp_path / "microphone.wav"
+    sf.write(str(microphone), np.concatenate([pad(0.3), audio, pad(1.5)]), rate_hz, subtype="PCM_16")
+    seconds = 0.3 + len(audio) / rate_hz + 1.5
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone}%noloop"])
+        try:
+            page = browser.new_page()
+            page.goto(f"http://localhost:{live.websocket_port}/")
+            result = page.evaluate(RECORDER_JS, {"url": f"ws://localhost:{live.websocket_port}/v1/listen?model=nova-3",
+                                                 "seconds": seconds})
+        finally:
+            browser.close()
+    assert result["mime"].startswith("audio/webm") and result["code"] == 1000, result
+    assert wer(COMMAND_TEXT, finals_text(result["messages"])) <= 0.25, result["messages"]
+    assert result["messages"][-1]["type"] == "Metadata", result["messages"][-1]
