@@ -88,3 +88,33 @@ def test_linear16_frames_wait_across_messages_and_channels_are_mixed():
     assert max(len(p) for p in pieces) <= 2 * 24_000  # half a second per piece
     assert pcm.duration_sec == 1.25
     assert pcm.pieces(b"\x01") == [] and pcm.pieces(b"\x02\x03\x04") != []
+
+
+def test_utterance_end_watch_sends_after_a_gap_of_words_and_holds_for_speech_heard_within_it():
+    from appliance.transport.websocket.utterance_end import LAG_SEC, UtteranceEndWatch
+
+    watch = UtteranceEndWatch(1.0)
+    watch.finalized(2.0)
+    assert watch.words(2.5) is None and watch.audio(10.0) is None  # words within the gap: cancelled
+    watch.finalized(4.0)
+    assert watch.audio(4.0 + 1.0 + LAG_SEC - 0.01) is None and watch.audio(4.0 + 1.0 + LAG_SEC) == 4.0
+    assert watch.audio(20.0) is None  # once per gap
+    watch.finalized(21.0)
+    assert watch.speech_started(21.4) is None and watch.audio(30.0) is None  # an onset within: held...
+    watch.no_words()  # ...until its final says it had no words
+    assert watch.audio(30.0) == 21.0
+    watch.finalized(31.0)
+    assert watch.words(32.5) == 31.0 and watch.closing(40.0) is None  # words after the gap: sent before them
+    watch.finalized(41.0)
+    assert watch.speech_started(42.2) == 41.0  # the VAD's onset after the gap
+    watch.finalized(43.0)
+    assert watch.closing(43.9) is None and watch.closing(44.0) == 43.0
+
+
+@pytest.mark.parametrize("query, container, rate", [
+    ("model=nova-3", True, 48_000), ("encoding=opus", True, 48_000), ("encoding=ogg-opus&sample_rate=48000", True,
+                                                                       48_000),
+    ("encoding=linear16&sample_rate=16000", False, 16_000)])
+def test_containerized_audio_is_asked_for_as_deepgram_clients_do(query, container, rate):
+    options = parse_options(query, LOADED)
+    assert (options.container, options.sample_rate_hz) == (container, rate)
