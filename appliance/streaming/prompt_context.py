@@ -18,6 +18,13 @@ language pulls the decode of an utterance in another. The pause prompt is theref
 (PAUSE_PROMPT_CHARS, cut at a word), and a final decoded with it that repeats it or comes back in
 another language than the prompt's is decoded again without it (`misfired`).
 
+Any prompt can also make Whisper skip audio: in babble, the piece of a long paragraph after a
+buffer-cap cut came back, prompted, as only its last two sentences (17 words lost; without the
+prompt it kept them). A prompted final with under SHORT_RATE_RATIO of the words per second of the
+final its prompt came from (`came_back_short`) is decoded again without the prompt, and the longer
+of the two stands (`longer`). The speaker's own rate is the yardstick, not a fixed floor: slow
+readers and Harvard lists read 1.6-2 words/s where the short piece read 1.6 against 3.6 before it.
+
 The pause context is a session's choice (attribute `pause_context`, off by default). A prompt is part
 of a decode's options and CTranslate2 batches only decodes whose prompts line up, so a prompted final
 is decoded alone: in staggered speech at 24-32 streams on 2 CPU cores, prompting every pause doubled
@@ -28,9 +35,10 @@ a session that dictates long passages asks for it, a kiosk taking short commands
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, TypeVar, cast
 
 from appliance.streaming.commit import repeats_prompt
 from appliance.streaming.events import DecodeDue
@@ -41,6 +49,15 @@ NOISY_CONTEXT_GAP_SEC = 5.0  # in noise, the previous final is context if it end
 # pre-roll) may exceed the endpoint's silence by this much (0.5 s endpoint: silences up to ~1.1 s).
 PAUSE_EXTRA_GAP_SEC = 0.3
 PAUSE_PROMPT_CHARS = 120  # a short prompt: enough for the sentence's thread, too little to be recited
+# A prompted final came back short when its words per second of audio are under this share of the
+# previous final's. On the dev set's consecutive finals (3 s and longer, all seven conditions) the
+# ratio reads 0.60 and up, and 0.46 where the prompted piece lost 17 words (docs/accuracy.md).
+SHORT_RATE_RATIO = 0.5
+SHORT_MIN_AUDIO_SEC = 3.0  # either final shorter than this: too few words to read a rate from
+
+
+log = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 
 class Context(Enum):
@@ -48,6 +65,15 @@ class Context(Enum):
     CUT = "cut"
     NOISE = "noise"
     PAUSE = "pause"
+
+
+@dataclass
+class FirstTry:
+    """A prompted final that came back short, kept in case its redo without the prompt is shorter still."""
+
+    utterance_index: int
+    words: int
+    result: object  # the decode's transcript, as the transcriber had it
 
 
 class Prompted(Protocol):
@@ -68,7 +94,9 @@ class PromptContext:
     last_text: str = ""
     last_end_sec: float = 0.0
     last_language: str = ""
+    last_audio_sec: float = 0.0  # the last final's audio, for its words per second
     unprompted_utterance: int = -1  # its pause prompt misfired: decoded without a prompt from then on
+    first_try: FirstTry | None = None  # the last prompted final that came back short
 
     @classmethod
     def for_silence(cls, vad_silence_sec: float, pause: bool = True) -> PromptContext:
@@ -101,18 +129,45 @@ class PromptContext:
             return tail_words(self.last_text, PAUSE_PROMPT_CHARS)
         return self.last_text[-PROMPT_CHARS:]
 
-    def misfired(self, decode: Prompted, language: str, text: str) -> bool:
-        """A decode with the pause prompt that should be done again without it (a final) or dropped
-        (a partial): its language is not the prompt's, or its text recites the prompt."""
+    def misfired(self, decode: Prompted, language: str, text: str, audio_sec: float | None = None,
+                 utterance_index: int = -1, result: object = None) -> bool:
+        """A prompted decode that should be done again without its prompt (a final) or dropped (a
+        partial): with any prompt, it came back short (`came_back_short`, given its `audio_sec`; it is
+        kept as `first_try`); with the pause prompt, its language is not the prompt's, or its text
+        recites the prompt."""
         kind, prompt = decode.context, decode.prompt
-        if kind is not Context.PAUSE or not prompt:
+        if kind is Context.NONE or not prompt:
+            return False
+        if audio_sec is not None and self.came_back_short(text, audio_sec):
+            log.debug("utterance %d: the %s-prompted decode came back short (%d words in %.1f s; %d in %.1f s "
+                      "before)", utterance_index, kind.value, len(text.split()), audio_sec,
+                      len(self.last_text.split()), self.last_audio_sec)
+            self.first_try = FirstTry(utterance_index, len(text.split()), result)
+            return True
+        if kind is not Context.PAUSE:
             return False
         if self.last_language and language and language != self.last_language:
             return True
         return repeats_prompt(prompt, text)
 
-    def final_sent(self, text: str, end_sec: float, language: str) -> None:
+    def came_back_short(self, text: str, audio_sec: float) -> bool:
+        """Fewer words per second of `audio_sec` than SHORT_RATE_RATIO of the previous final's."""
+        if audio_sec < SHORT_MIN_AUDIO_SEC or self.last_audio_sec < SHORT_MIN_AUDIO_SEC:
+            return False
+        words_per_sec_before = len(self.last_text.split()) / self.last_audio_sec
+        return len(text.split()) < SHORT_RATE_RATIO * words_per_sec_before * audio_sec
+
+    def longer(self, utterance_index: int, result: Result, text: str) -> Result:
+        """For a final decoded again without its prompt: its `result`, or the prompted first try's if
+        that one held more words."""
+        first, self.first_try = self.first_try, None
+        if first is not None and first.utterance_index == utterance_index and first.words > len(text.split()):
+            return cast(Result, first.result)
+        return result
+
+    def final_sent(self, text: str, end_sec: float, language: str, audio_sec: float = 0.0) -> None:
         self.last_text, self.last_end_sec, self.last_language = text, end_sec, language
+        self.last_audio_sec = audio_sec
 
 
 def tail_words(text: str, max_chars: int) -> str:

@@ -178,7 +178,8 @@ class Transcriber:
         is, the final (its own or `final`, waiting for it) is decoded again without the prompt,
         unless more of this stream is queued (results keep their order: then it stands)."""
         text = transcript_text(transcript, self._settings.decode_options)
-        if not self._context.misfired(job, transcript.language, text):
+        if not self._context.misfired(job, transcript.language, text, job.due.audio.size / MODEL_SAMPLE_RATE_HZ,
+                                      job.due.utterance_index, transcript):
             return False
         self._context.unprompted_utterance = job.due.utterance_index
         if final is not None or job.due.is_final:
@@ -245,6 +246,9 @@ class Transcriber:
         due = job.due
         s = self._settings
         text = transcript_text(transcript, s.decode_options)
+        if job.no_context and due.is_final:  # decoded again without its prompt: the longer of the two
+            transcript = self._context.longer(due.utterance_index, transcript, text)
+            text = transcript_text(transcript, s.decode_options)
         if due.after_overlap:
             text = strip_overlap(self._context.last_text, text)
         log.debug("session %s utterance %d %s: %.2f s audio decoded in %.3f s, %d words",
@@ -253,7 +257,8 @@ class Transcriber:
         if due.is_final:
             committed, unstable = job.commit.final(text), ""
             if committed:
-                self._context.final_sent(committed, due.end_sec, transcript.language)
+                self._context.final_sent(committed, due.end_sec, transcript.language,
+                                         due.audio.size / MODEL_SAMPLE_RATE_HZ)
             dropped = self._partials_dropped.pop(due.utterance_index, 0)
             aligned = [w for segment in kept_segments(transcript, s.decode_options) for w in segment.words]
             # the due's own audio: a reused hypothesis reports no decoded audio (audio_sec 0)
