@@ -167,6 +167,7 @@ def hostile_streams() -> dict[str, bytes]:
 def test_damaged_and_hostile_streams_are_refused_on_their_own_socket_while_an_honest_client_is_served(live):
     hostile = hostile_streams()
     honest = encode("ogg")
+    before = live.log()
 
     async def run() -> tuple[dict[str, tuple[list[dict], int | None]], list[dict]]:
         attacks = {name: send_all(url(live, "model=nova-3"), cuts(data, largest=2000), pace=8.0)
@@ -180,6 +181,7 @@ def test_damaged_and_hostile_streams_are_refused_on_their_own_socket_while_an_ho
         assert errors == [("Error", "ERR1003")] and code == 1008, (name, messages[-2:], code)
     assert wer(JFK_TEXT, finals_text(served)) <= 0.25, finals_text(served)
     assert live.runtime.sessions.active_sessions == 0
+    assert "Traceback" not in live.log()[len(before):]
 
 
 def test_a_stream_that_ends_mid_page_gives_the_finals_of_what_came(live):
