@@ -160,6 +160,18 @@ def test_finalize_flushes_the_open_utterance_and_times_leave_the_added_silence_o
     assert time.monotonic() - started < 20
 
 
+def test_finalize_with_nothing_open_is_answered_by_an_empty_final_from_finalize(live):
+    """Agent frameworks end the user's turn on the from_finalize final (Pipecat waits out a timeout
+    without it), so a Finalize that finds no open utterance is answered too, as Deepgram does."""
+    silence = bytes(16_000)  # 0.5 s: no speech, no utterance
+    messages = asyncio.run(stream(url(live, QUERY + "&interim_results=false"), silence, pace=4.0, finalize=True))
+    finals = [m for m in messages if m["type"] == "Results" and m["is_final"]]
+    assert len(finals) == 1 and finals[0].get("from_finalize") is True, messages
+    assert finals[0]["channel"]["alternatives"][0]["transcript"] == "" and not finals[0]["speech_final"]
+    assert finals[0]["duration"] == 0 and finals[0]["start"] <= 0.5 + 0.01
+    assert messages[-1]["type"] == "Metadata"
+
+
 @pytest.mark.parametrize("query, status, code, named", [
     (QUERY + "&diarise=true", 400, "ERR1010", "diarise"),
     (QUERY + "&diarize=true", 400, "ERR1010", "diarize"),

@@ -10,7 +10,8 @@ is_final, and speech_final where the VAD closed the utterance), `SpeechStarted` 
 Control messages: `KeepAlive` is answered by nothing and extends nothing (chatter: the first-message
 and idle deadlines of the `ConnectionClock` still run); `Finalize` ends the open utterance now, by
 feeding the endpointer the silence it waits for (times in results leave it out), and its final
-carries from_finalize; `CloseStream` flushes the open utterance, sends `Metadata` and closes 1000. A
+carries from_finalize (with nothing open, the final still on its way carries it, or an empty final
+answers at once, as Deepgram's does); `CloseStream` flushes the open utterance, sends `Metadata` and closes 1000. A
 text message that is not one of them is refused with an `Error` frame (SchemaError) and a close.
 Every refusal is an `Error` frame carrying the ERR code, then a close whose reason starts with it.
 """
@@ -157,7 +158,8 @@ class LiveSession:
 
     async def _finalize(self) -> None:
         if self._stream is None or self._open_utterance is None:
-            return  # nothing open: every final due is on its way already
+            await self._finalize_nothing_open()
+            return
         self._finalizing.add(self._open_utterance)
         seconds = self._settings.vad_silence_sec + FINALIZE_MARGIN_SEC
         self._timeline.add_silence(self._timeline_sec, seconds)
@@ -167,6 +169,20 @@ class LiveSession:
         for i in range(0, len(silence), step):
             await self._stream.send(silence[i:i + step], rate)
         self._timeline_sec += seconds
+
+    async def _finalize_nothing_open(self) -> None:
+        """Every Finalize is answered by a final marked from_finalize, as Deepgram does (agent frameworks
+        end the user's turn on it, and wait out a timeout without it): the final of an utterance the VAD
+        closed that is still on its way, or else an empty one at the stream's current time."""
+        if self._ended:
+            self._finalizing.add(max(self._ended))
+            return
+        at = self._timeline_sec
+        empty = RecognitionResult(
+            session_id=self._settings.session_id, utterance_index=-1, is_final=True, text="", committed_text="",
+            unstable_text="", start_sec=at, end_sec=at, language=self._settings.language or "",
+            language_probability=0.0, decode_latency_sec=0.0, model_id=self._settings.model_id)
+        await self._send_results(empty, speech_final=False, from_finalize=True)
 
     async def _close_stream(self) -> None:
         if self._stream is not None:
