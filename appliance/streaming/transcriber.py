@@ -26,7 +26,7 @@ from appliance.streaming.prompt_context import Context, PromptContext
 from appliance.streaming.quality import kept_segments, transcript_confidence, transcript_text
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.types import RecognitionResult
-from appliance.streaming.word_timing import align_words
+from appliance.streaming.word_timing import Word, align_words
 
 log = logging.getLogger(__name__)
 
@@ -258,26 +258,37 @@ class Transcriber:
                 self._context.final_sent(committed, due.end_sec, transcript.language,
                                          due.audio.size / MODEL_SAMPLE_RATE_HZ)
             dropped = self._partials_dropped.pop(due.utterance_index, 0)
-            aligned = [w for segment in kept_segments(transcript, s.decode_options) for w in segment.words]
-            # the due's own audio: a reused hypothesis reports no decoded audio (audio_sec 0)
-            words = align_words(committed, aligned, offset_sec=due.start_sec,
-                                end_sec=due.start_sec + due.audio.size / MODEL_SAMPLE_RATE_HZ)
+            words = final_words(committed, transcript, s, due)
         else:
             committed, unstable = job.commit.partial(text)
             dropped = self._partials_dropped.get(due.utterance_index, 0)
             words = ()
             self._speculation = (job, transcript) if _speculative(due) else None
-        self._deliver(RecognitionResult(
-            session_id=s.session_id, utterance_index=due.utterance_index, is_final=due.is_final,
-            text=f"{committed} {unstable}".strip(), committed_text=committed, unstable_text=unstable,
-            start_sec=round(due.start_sec, 3), end_sec=round(due.end_sec, 3),
-            language=transcript.language, language_probability=transcript.language_probability,
-            decode_latency_sec=transcript.decode_sec, model_id=s.model_id, partials_dropped=dropped,
-            queued_to_sent_sec=time.monotonic() - job.queued_at, decoded_audio_sec=transcript.audio_sec,
-            words=words, confidence=round(transcript_confidence(transcript, s.decode_options), 4)))
+        self._deliver(recognition_result(s, job, transcript, committed, unstable, dropped, words))
         if due.is_final and committed and s.vad_mode == "auto":
             self.close()
             self._deliver(STREAM_END)
+
+
+def final_words(committed: str, transcript: Transcript, s: SessionSettings, due: DecodeDue) -> tuple[Word, ...]:
+    """The final's words, aligned to its committed text, inside the due's own audio (a reused
+    hypothesis reports no decoded audio: audio_sec 0)."""
+    aligned = [w for segment in kept_segments(transcript, s.decode_options) for w in segment.words]
+    return align_words(committed, aligned, offset_sec=due.start_sec,
+                       end_sec=due.start_sec + due.audio.size / MODEL_SAMPLE_RATE_HZ)
+
+
+def recognition_result(s: SessionSettings, job: _Job, transcript: Transcript, committed: str, unstable: str,
+                       dropped: int, words: tuple[Word, ...]) -> RecognitionResult:
+    due = job.due
+    return RecognitionResult(
+        session_id=s.session_id, utterance_index=due.utterance_index, is_final=due.is_final,
+        text=f"{committed} {unstable}".strip(), committed_text=committed, unstable_text=unstable,
+        start_sec=round(due.start_sec, 3), end_sec=round(due.end_sec, 3),
+        language=transcript.language, language_probability=transcript.language_probability,
+        decode_latency_sec=transcript.decode_sec, model_id=s.model_id, partials_dropped=dropped,
+        queued_to_sent_sec=time.monotonic() - job.queued_at, decoded_audio_sec=transcript.audio_sec,
+        words=words, confidence=round(transcript_confidence(transcript, s.decode_options), 4))
 
 
 def speech_event(s: SessionSettings, boundary: SpeechBoundary) -> RecognitionResult:
