@@ -40,11 +40,14 @@ class UtteranceBuffer:
     def idle_frame(self, frame: np.ndarray, probability: float) -> None:
         self._preroll.append((frame, probability))
 
-    def open(self, start_sample_of_frame: int) -> None:
-        """Open an utterance, starting with the pre-roll frames."""
+    def open(self, start_sample_of_frame: int, preroll_frames: int | None = None) -> None:
+        """Open an utterance, starting with the last `preroll_frames` pre-roll frames (None: all kept)."""
         self._open = True
-        self._frames = [f for f, _ in self._preroll]
-        self._probs = [p for _, p in self._preroll]
+        kept = list(self._preroll)
+        if preroll_frames is not None:
+            kept = kept[len(kept) - min(max(0, preroll_frames), len(kept)):]
+        self._frames = [f for f, _ in kept]
+        self._probs = [p for _, p in kept]
         self._preroll.clear()
         self.start_sample = start_sample_of_frame - self.samples
 

@@ -1,0 +1,91 @@
+"""The pre-roll follows the noise: an utterance that opens where the stream's own SNR estimate says
+noise takes NOISY_EXTRA_PREROLL_SEC more audio before its first speech frame; clean speech, and an
+utterance that opens before there is an estimate, keep `preroll_sec`. On real speech (the shipped JFK
+recording, four utterances) through the real frontend (resampler, Silero) and segmenter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from appliance.streaming.events import FinalDue
+from appliance.streaming.frontend import Frontend
+from appliance.streaming.preroll import (
+    NOISY_EXTRA_PREROLL_SEC,
+    NOISY_PREROLL_BELOW_DB,
+    most_preroll_frames,
+    preroll_frames,
+)
+from appliance.streaming.segmenter import Segmenter, SegmenterConfig
+from appliance.vad import FRAME_SEC, SileroOnnx, VadStream
+from clients.noise import noise_like
+from tests import speech
+from tests.stages import chunks, limits, settings, to_pcm16
+
+
+@dataclass
+class Backlog:
+    partial_waiting: bool = False
+    decode_demand: float = 0.0
+    decode_room: bool = True
+
+
+def test_the_longer_preroll_needs_an_estimate_under_the_threshold():
+    default, noisy = round(0.3 / FRAME_SEC), round((0.3 + NOISY_EXTRA_PREROLL_SEC) / FRAME_SEC)
+    assert preroll_frames(0.3, None) == default  # no estimate yet: the default
+    assert preroll_frames(0.3, NOISY_PREROLL_BELOW_DB + 2) == default
+    assert preroll_frames(0.3, NOISY_PREROLL_BELOW_DB - 2) == noisy == most_preroll_frames(0.3)
+    assert preroll_frames(0.0, 3.0) == 0 == most_preroll_frames(0.0)  # a pre-roll turned off stays off
+
+
+def prerolls(pcm16: bytes, rate_hz: int) -> list[float]:
+    """Each final's pre-roll in seconds: from its audio's start to the frame the VAD opened it on."""
+    silero = SileroOnnx()
+    segmenter = Segmenter(SegmenterConfig.for_session(settings(), limits()), Backlog())
+    frontend = Frontend(VadStream(silero))
+    onsets: dict[int, float] = {}
+    finals: list[FinalDue] = []
+    for chunk in [*chunks(pcm16, rate_hz), None]:
+        batch = frontend.frames(frontend.to_model_rate(chunk, rate_hz) if chunk else frontend.flush())
+        for frame, probability, level in zip(batch.frames, batch.probabilities, batch.rms, strict=True):
+            due = segmenter.push(frame, float(probability), float(level))
+            onsets.update((b.utterance_index, b.at_sec) for b in segmenter.take_boundaries() if b.kind == "started")
+            if isinstance(due, FinalDue):
+                finals.append(due)
+    last = segmenter.finish()
+    finals += [last] if last else []
+    return [round(onsets[f.utterance_index] - f.start_sec, 3) for f in finals if not f.continues_speech]
+
+
+@pytest.fixture(scope="module")
+def jfk() -> tuple[np.ndarray, int]:
+    audio, rate_hz = sf.read(str(speech.JFK), dtype="float64")
+    return audio, rate_hz
+
+
+def with_white_noise(audio: np.ndarray, rate_hz: int, snr_db: float) -> bytes:
+    noise = noise_like("white", audio.size, rate_hz, np.random.default_rng(7), [])
+    gain = np.sqrt(np.mean(audio ** 2)) / np.sqrt(np.mean(noise ** 2)) / 10 ** (snr_db / 20)
+    mixed = audio + gain * noise
+    return to_pcm16(mixed / max(1.0, np.abs(mixed).max() / 0.99))
+
+
+def test_clean_speech_keeps_the_default_preroll(jfk):
+    frames = round(0.3 / FRAME_SEC) * FRAME_SEC
+    got = prerolls(to_pcm16(jfk[0]), jfk[1])
+    assert len(got) >= 3
+    assert all(p <= frames + 1e-3 for p in got), got
+
+
+@pytest.mark.parametrize("snr_db", [10.0, 5.0])
+def test_in_white_noise_utterances_after_the_first_take_the_longer_preroll(jfk, snr_db):
+    default = round(0.3 / FRAME_SEC) * FRAME_SEC
+    noisy = round((0.3 + NOISY_EXTRA_PREROLL_SEC) / FRAME_SEC) * FRAME_SEC
+    got = prerolls(with_white_noise(*jfk, snr_db), jfk[1])
+    assert len(got) >= 3, got
+    assert got[0] <= default + 1e-3  # the first onset comes before the estimate
+    # After a short gap the idle frames since the last utterance are all the pre-roll there is.
+    assert all(p <= noisy + 1e-3 for p in got) and any(p > default + 1e-3 for p in got[1:]), got
