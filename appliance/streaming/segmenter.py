@@ -19,6 +19,7 @@ from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.streaming.cadence import PartialCadence
 from appliance.streaming.endpointing import EndpointConfig, Endpointer, FrameEvent
 from appliance.streaming.events import DecodeDue, FinalDue, PartialDue, SpeechBoundary
+from appliance.streaming.preroll import most_preroll_frames, preroll_frames
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.snr import SpeechToNoise
 from appliance.streaming.types import StreamLimits
@@ -115,7 +116,7 @@ class Segmenter:
         self._config = config
         self._backlog = backlog
         self._endpointer = Endpointer(config.endpoint)
-        self._buffer = UtteranceBuffer(preroll_frames=round(config.preroll_sec / FRAME_SEC))
+        self._buffer = UtteranceBuffer(preroll_frames=most_preroll_frames(config.preroll_sec))
         self._min_speech_frames = max(1, round(config.min_speech_sec / FRAME_SEC))
         self._tail_samples = int(config.tail_sec * MODEL_SAMPLE_RATE_HZ)
         self._timeline_samples = origin_sample
@@ -185,7 +186,7 @@ class Segmenter:
             if event is not FrameEvent.SPEECH_START:
                 buffer.idle_frame(frame, probability)
                 return None
-            buffer.open(frame_start)
+            buffer.open(frame_start, preroll_frames(self._config.preroll_sec, self._snr.db))
             self._open_from_sample = buffer.start_sample
             self._boundaries.append(SpeechBoundary("started", self.utterance_index, _seconds(frame_start)))
             self._speech_frames = 0
