@@ -48,11 +48,11 @@ class DecodeBacklog(Protocol):
         """Recent load of the shared decoders (`DecodeScheduler.demand`): sets the partial cadence."""
         ...
 
-
     @property
     def decode_room(self) -> bool:
         """A decode slot is idle and nothing else wants it (`DecodeScheduler.room_to_speculate`)."""
         ...
+
 
 @dataclass(frozen=True)
 class SegmenterConfig:
