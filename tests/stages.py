@@ -3,7 +3,7 @@ resolves them from the shipped configuration."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -17,6 +17,16 @@ from appliance.streaming.types import StreamLimits
 TICKETS = TicketSigner("stage-tests")
 CONFIG = load_config(*default_config_paths(), env={})
 MODEL_ID = "cpu-tiny.en"
+
+
+@dataclass
+class Backlog:
+    """What the transcriber tells the segmenter (`DecodeBacklog`), held still: whether a partial
+    already waits for a slot, how busy the shared decoders are, and whether one is free to speculate."""
+
+    partial_waiting: bool = False
+    decode_demand: float = 0.0
+    decode_room: bool = True
 
 
 def settings(**request) -> SessionSettings:

@@ -5,8 +5,6 @@ recording, four utterances) through the real frontend (resampler, Silero) and se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import soundfile as sf
@@ -23,14 +21,7 @@ from appliance.streaming.segmenter import Segmenter, SegmenterConfig
 from appliance.vad import FRAME_SEC, SileroOnnx, VadStream
 from clients.noise import noise_like
 from tests import speech
-from tests.stages import chunks, limits, settings, to_pcm16
-
-
-@dataclass
-class Backlog:
-    partial_waiting: bool = False
-    decode_demand: float = 0.0
-    decode_room: bool = True
+from tests.stages import Backlog, chunks, limits, settings, to_pcm16
 
 
 def test_the_longer_preroll_needs_an_estimate_under_the_threshold():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -33,16 +32,9 @@ from appliance.streaming.stream import Stream
 from appliance.streaming.transcriber import Transcriber
 from appliance.streaming.types import AudioIn
 from appliance.vad import SileroOnnx, VadStream
-from tests.stages import MODEL_ID, TICKETS, chunks, limits, settings, to_pcm16
+from tests.stages import MODEL_ID, TICKETS, Backlog, chunks, limits, settings, to_pcm16
 
 OPTIONS = load_config(*default_config_paths()).decode_profiles["realtime"]
-
-
-@dataclass
-class Backlog:
-    partial_waiting: bool = False
-    decode_demand: float = 0.0
-    decode_room: bool = True
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ through the real resampler and Silero VAD, then endpointing, cuts and partial ca
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -15,17 +14,7 @@ from appliance.streaming.frontend import Frontend
 from appliance.streaming.segmenter import Segmenter, SegmenterConfig
 from appliance.vad import FRAME_SAMPLES, SileroOnnx, VadStream
 from clients.noise import noise_like
-from tests.stages import chunks, limits, settings, to_pcm16
-
-
-@dataclass
-class Backlog:
-    """What the transcriber tells the segmenter: whether a partial already waits for a slot, and
-    how busy the shared decoders are."""
-
-    partial_waiting: bool = False
-    decode_demand: float = 0.0
-    decode_room: bool = True
+from tests.stages import Backlog, chunks, limits, settings, to_pcm16
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,20 +32,11 @@ from clients.audio import load_pcm16
 from clients.corpus import SHARED_AUDIO
 from clients.dev_set import MORE_AUDIO, dev_set, sample
 from tests.helpers import REPO_ROOT
-from tests.stages import MODEL_ID, chunks, limits, settings
+from tests.stages import MODEL_ID, Backlog, chunks, limits, settings
 
 SHIPPED = REPO_ROOT / "hwtests" / "speech"
 CI_FILES_PER_BATCH = 2  # of the dev set, per CI run (STT_WORD_TIMING_CORPUS=all: every file)
 PARTIAL_MODES = {"partials off": {}, "partials on": {"partial": "true", "speech_events": "true"}}
-
-
-@dataclass
-class IdleDecoder:
-    """What the segmenter reads from the transcriber, held still: nothing waiting, no demand."""
-
-    partial_waiting: bool = False
-    decode_demand: float = 0.0
-    decode_room: bool = True
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +59,7 @@ def run_stages(backend, silero, path: Path, attributes: dict[str, str]) -> list[
         scheduler = DecodeScheduler(max_in_flight=1, queue_timeout_sec=0)
         delivered: list = []
         transcriber = Transcriber(session, scheduler, backend, deliver=delivered.append, max_pending=8)
-        segmenter = Segmenter(SegmenterConfig.for_session(session, limits()), IdleDecoder())
+        segmenter = Segmenter(SegmenterConfig.for_session(session, limits()), Backlog())
         frontend = Frontend(VadStream(silero))
 
         async def submit(due) -> None:
