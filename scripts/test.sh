@@ -11,7 +11,8 @@
 # For a whole-suite run, pytest sessions run side by side, with the lint beside them (markers in
 # tests/markers.py): the deploy tests (image builds and containers, minutes of waiting on the network
 # and dockerd), the heavy ones (minutes of CPU asserting accuracy or structure, not timing), the
-# adversarial ones, and everything else, whose streams mostly wait on the clock. The main session
+# adversarial ones, those that mostly wait on other processes (apart: browsers, Pipecat, fleets, the
+# virtual microphone), and everything else, whose streams mostly wait on the clock. The main session
 # prints as it goes, the others' output follows it; then the solo tests (they measure this process's
 # CPU share, or hold the server at its decode capacity on purpose) run alone. Any of them failing fails the run. Selecting tests yourself (-m, -k, a path),
 # or STT_TEST_SESSIONS=1, runs the lint and then one session, in order. A quick check while working:
@@ -53,11 +54,12 @@ beside() {  # beside NAME MARKERS: a pytest session in the background, its outpu
 beside deploy "deploy" "$@"
 beside heavy "heavy and not deploy" "$@"
 beside adversarial "adversarial and not heavy and not deploy" "$@"
+beside apart "apart and not adversarial and not heavy and not deploy and not solo" "$@"
 lint >"$logs/lint.log" 2>&1 &
 pids+=("lint:$!")
 trap 'for part in "${pids[@]}"; do kill -INT "${part##*:}" 2>/dev/null || true; done' INT TERM  # pytest tears down on SIGINT
 status=0
-.venv/bin/python -m pytest -m "not deploy and not heavy and not adversarial and not solo" "$@" || status=$?
+.venv/bin/python -m pytest -m "not deploy and not heavy and not adversarial and not apart and not solo" "$@" || status=$?
 for part in "${pids[@]}"; do
     name=${part%%:*}
     part_status=0

@@ -1,4 +1,4 @@
-"""Which tests are `deploy`, `adversarial`, `slow`, `heavy` and `solo` (markers in pyproject.toml).
+"""Which tests are `deploy`, `adversarial`, `slow`, `heavy`, `apart` and `solo` (markers in pyproject.toml).
 
 Every run without `-m` runs them all (CI does). For a quick check while working:
 `pytest -m "not slow and not deploy"`.
@@ -8,6 +8,9 @@ Every run without `-m` runs them all (CI does). For a quick check while working:
   as processes. Named below by module (every test in it) or by test, from `pytest --durations`.
 - `heavy`: minutes of CPU that assert accuracy or structure, not timing (the corpus, hwtests, the
   soak): scripts/test.sh runs them in a pytest session of their own, beside the rest.
+- `apart`: mostly waits on other processes (browsers, an agent framework, HAProxy fleets, the
+  virtual microphone, grpcurl): scripts/test.sh runs them in a pytest session of their own, beside
+  the rest, so their waits do not lengthen the main session.
 - `solo`: needs the CPU to itself — it measures this process's share of the CPU, or holds the server
   at its decode capacity on purpose (finals due within `decode_queue_timeout_sec`), which the sessions
   beside it would tip over: run after them, alone.
@@ -32,6 +35,17 @@ HEAVY = frozenset({
     "test_bench_soak.py::test_soak_smoke_run_exits_0_and_prints_the_leak_table",         # 30 s
     "test_convert.py",               # 55 s: converted checkpoints decode exactly as CTranslate2 does
     "test_faster_whisper_backend.py::test_word_timings_are_aligned_on_the_plain_decode_and_never_change_its_text",
+})
+
+APART = frozenset({
+    "test_fleet.py",                 # 45 s: appliance processes behind HAProxy
+    "test_status_page_browser.py",   # chromium
+    "test_captions_browser.py",      # chromium, fake microphone
+    "test_websocket_opus.py",        # 25 s: Opus streams, chromium's MediaRecorder
+    "test_voice_agent.py",           # 17 s: Pipecat in its own process
+    "test_openai_tls.py",            # 12 s: TLS deadlines run out
+    "test_mic_client.py",            # the mic client through pulseaudio's virtual microphone
+    "test_grpcurl.py",               # grpcurl processes, one behind HAProxy
 })
 
 SOLO = frozenset({
@@ -98,9 +112,11 @@ def apply_markers(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
         if module in HEAVY or test in HEAVY:
             item.add_marker(pytest.mark.heavy)
+        if module in APART:
+            item.add_marker(pytest.mark.apart)
         if test in SOLO:
             item.add_marker(pytest.mark.solo)
-    named = SLOW | SOLO
+    named = SLOW | SOLO | APART
     stale = [name for name in named if not (TESTS_DIR / name.split("::")[0]).is_file()]
     for module, test in (name.split("::") for name in named if "::" in name):
         if module in modules and not hasattr(modules[module], test):
