@@ -237,22 +237,26 @@ def test_discovery_profile_announces_wyoming_by_mdns_from_the_host_network(appli
     override.write_text(yaml.safe_dump({"services": {"stt-discovery": {"environment": {
         "STT_WYOMING_ZEROCONF_ADDRESS": "127.0.0.1", "STT_WYOMING_ZEROCONF_NAME": name}}}}))
     profile = ["--file", str(override), "--profile", "discovery"]
+    service = f"{name}._wyoming._tcp.local."
+    # Listening before the container starts, as Home Assistant does: the announcement it multicasts when
+    # it registers reaches a browser already there. A query sent afterwards goes unanswered on a loopback
+    # without the MULTICAST flag when no other responder shares port 5353 (seen: 0 of 5 such queries).
+    browser = zeroconf.Zeroconf(interfaces=["127.0.0.1"])
+    heard: set[str] = set()
+    watcher = zeroconf.ServiceBrowser(browser, "_wyoming._tcp.local.",
+                                      handlers=[lambda zeroconf, service_type, name, state_change: heard.add(name)])
     try:
         run(*profile, "up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_SEC), "stt-discovery",
             timeout=HEALTHY_TIMEOUT_SEC + 60)
-        info = None
-        for _ in range(3):  # multicast on loopback can miss a query's window: ask again, bounded
-            browser = zeroconf.Zeroconf(interfaces=["127.0.0.1"])
-            try:
-                info = browser.get_service_info("_wyoming._tcp.local.", f"{name}._wyoming._tcp.local.",
-                                                timeout=10_000)
-            finally:
-                browser.close()
-            if info is not None:
-                break
+        deadline = time.monotonic() + 60  # bounded: the announcement comes as the appliance starts serving
+        while service not in heard and time.monotonic() < deadline:
+            time.sleep(0.2)
+        info = browser.get_service_info("_wyoming._tcp.local.", service, timeout=10_000) if service in heard else None
         assert info is not None and info.port == int(ports["STT_HA_PORT"]), info
         assert wyoming_describe(info.port)["type"] == "info"
         status, body = health(int(ports["STT_HTTP_PORT"]))  # the operator plane on host loopback
         assert status == 200 and body["status"] == "ok"
     finally:
+        watcher.cancel()
+        browser.close()
         run(*profile, "down", "--volumes", "--timeout", "5", timeout=120, check=False)
