@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 from websockets.asyncio.client import connect
@@ -71,18 +72,20 @@ async def wait_for_free_share(port: int, timeout_sec: float = 10.0) -> None:
             await asyncio.sleep(0.1)
 
 
-async def slow_handshake(port: int) -> float:
-    """A request header that never ends (one header line every 0.3 s); seconds until the server closes."""
+async def trickled(port: int, opening: bytes, piece: Callable[[int], bytes]) -> float:
+    """`opening`, then `piece(i)` every 0.3 s, never finishing; seconds until the server closes."""
     started = time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(b"GET /v1/listen?" + QUERY.encode() + b" HTTP/1.1\r\nHost: x\r\n")
+        writer.write(opening)
+
         async def trickle() -> None:
             with contextlib.suppress(OSError):
                 for i in range(1000):
-                    writer.write(b"X-Slow-%d: y\r\n" % i)
+                    writer.write(piece(i))
                     await writer.drain()
                     await asyncio.sleep(0.3)
+
         talker = asyncio.create_task(trickle())
         try:
             while await asyncio.wait_for(reader.read(4096), 30):
@@ -94,6 +97,12 @@ async def slow_handshake(port: int) -> float:
         return time.monotonic() - started
     finally:
         writer.close()
+
+
+async def slow_handshake(port: int) -> float:
+    """A request header that never ends (one header line every 0.3 s); seconds until the server closes."""
+    return await trickled(port, b"GET /v1/listen?" + QUERY.encode() + b" HTTP/1.1\r\nHost: x\r\n",
+                          lambda i: b"X-Slow-%d: y\r\n" % i)
 
 
 def test_handshakes_that_never_finish_hold_one_hosts_share_and_close_at_the_deadline(door):

@@ -6,7 +6,6 @@ handshake deadline; the kiosk on the other address connects and is served throug
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
 
@@ -14,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from clients.corpus import wer
+from tests.adversarial.test_websocket_abuse import trickled
 from tests.adversarial.victim import ipv6_loopback_or_skip
 from tests.conftest import serve_in_process
 from tests.test_websocket import COMMAND, COMMAND_TEXT, QUERY, finals_text, free_port, pcm16, refusal, stream
@@ -41,29 +41,7 @@ def tls_door(request, tmp_path_factory):
 
 async def slow_tls_handshake(port: int) -> float:
     """A ClientHello that never ends (one byte every 0.3 s); seconds until the server cuts it."""
-    started = time.monotonic()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(CLIENT_HELLO_START)
-
-        async def trickle() -> None:
-            with contextlib.suppress(OSError):
-                for _ in range(1000):
-                    await asyncio.sleep(0.3)
-                    writer.write(b"\x00")
-                    await writer.drain()
-
-        talker = asyncio.create_task(trickle())
-        try:
-            while await asyncio.wait_for(reader.read(4096), 30):
-                pass
-        except (ConnectionResetError, TimeoutError):
-            pass
-        finally:
-            talker.cancel()
-        return time.monotonic() - started
-    finally:
-        writer.close()
+    return await trickled(port, CLIENT_HELLO_START, lambda _: b"\x00")
 
 
 def test_slow_tls_handshakes_hold_one_hosts_share_and_an_honest_kiosk_still_connects(tls_door):
