@@ -79,6 +79,7 @@ class LiveCall:
     stream: Any = None  # its Stream, once built (levels, drain)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     taken_over: bool = False  # a resume on another connection ended it
+    input_ended_at: float | None = None  # loop time when its request stream ended (half-close or lost link)
 
 
 @dataclass(eq=False)

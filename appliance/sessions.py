@@ -53,6 +53,11 @@ DRAIN_POLL_SEC = 0.05  # drain waits for the table's streaming count to reach 0
 # The doors whose clients get resume tokens. A stream of another door that stops early was cancelled
 # by its door (its client left, or its upload failed): nobody can resume it, so it ends.
 RESUMING_PROTOCOLS = frozenset({"grpc"})
+# gRPC ends a call's request stream the same way for a half-close and for a lost connection, and
+# cancels the call a moment later (0.1 ms on an idle loop) in the second case. A stream whose input
+# ended stays open at least this long after, so the cancel can land before the session is declared
+# ended: otherwise a stream with nothing left to decode ended its session on a dropped link.
+INPUT_END_SETTLE_SEC = 0.05
 
 
 @dataclass(frozen=True)
@@ -259,11 +264,13 @@ class SessionService:
                 call.stream = stream
                 if not self._gate.accepting:
                     stream.close_input()
-                async for result in stream.results(_observed(chunks, timeline.chunk_received)):
+                async for result in stream.results(_observed(chunks, timeline.chunk_received, call)):
                     out = guard.outgoing(result)
                     if out is not None:
                         timeline.result_sent(out)
                         yield out
+            if settings.protocol in RESUMING_PROTOCOLS:
+                await _settle_after_input_end(call)
             ended = True
         except asyncio.CancelledError:
             if not call.taken_over:
@@ -311,8 +318,19 @@ async def _prepend(first: AudioIn, rest: AsyncIterator[AudioIn]) -> AsyncIterato
         yield item
 
 
-async def _observed(chunks: AsyncIterator[AudioIn], on_chunk: Callable[[], None]) -> AsyncIterator[AudioIn]:
-    """`chunks`, noting when each arrives (the session timeline's in-flight margin)."""
+async def _observed(chunks: AsyncIterator[AudioIn], on_chunk: Callable[[], None], call: LiveCall
+                    ) -> AsyncIterator[AudioIn]:
+    """`chunks`, noting when each arrives (the session timeline's in-flight margin) and when they end."""
     async for chunk in chunks:
         on_chunk()
         yield chunk
+    call.input_ended_at = asyncio.get_running_loop().time()
+
+
+async def _settle_after_input_end(call: LiveCall) -> None:
+    """Wait out what is left of INPUT_END_SETTLE_SEC since the input ended (usually nothing: decoding
+    the last final takes longer); a lost connection's cancel lands here."""
+    if call.input_ended_at is not None:
+        left = call.input_ended_at + INPUT_END_SETTLE_SEC - asyncio.get_running_loop().time()
+        if left > 0:
+            await asyncio.sleep(left)

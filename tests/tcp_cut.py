@@ -28,6 +28,7 @@ class CuttableProxy:
         self._closed = threading.Event()
         self.connections = 0  # accepted and piped, over the proxy's life
         self.cuts = 0
+        self.errors: list[str] = []  # what went wrong inside the proxy, for a failing test to show
         self._acceptor = threading.Thread(target=self._accept_loop, name="tcp-cut-accept", daemon=True)
         self._acceptor.start()
 
@@ -68,8 +69,15 @@ class CuttableProxy:
                 client, _ = self._listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                return
+            except OSError as err:
+                # A transient accept failure (EMFILE on a crowded test box, a reset before accept) must
+                # not stop the proxy: later connections would sit unanswered in the backlog, and a
+                # resuming client would time out waiting for the server's first frame.
+                if self._closed.is_set():
+                    return
+                self.errors.append(f"accept: {err!r}")
+                time.sleep(0.05)
+                continue
             with self._lock:
                 refused = time.monotonic() < self._refuse_until
                 target = self._target
@@ -85,15 +93,28 @@ class CuttableProxy:
             with self._lock:
                 self._pairs.append((client, upstream))
                 self.connections += 1
-            threading.Thread(target=_pipe, args=(client, upstream), name="tcp-cut-pipe", daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, upstream), name="tcp-cut-pipe", daemon=True).start()
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            _pipe(a, b)
+        except (OSError, ValueError) as err:
+            # Setting up failed: `cut` closed the pair first (EBADF), or no selector could be made
+            # (EMFILE). Either way both ends close, so the client sees a drop rather than a hang.
+            if not self._closed.is_set():
+                self.errors.append(f"pipe: {err!r}")
+        finally:
+            _close(a)
+            _close(b)
 
 
 def _pipe(a: socket.socket, b: socket.socket) -> None:
     """Copy both ways until either side closes (or `cut` closes them)."""
     peer = {a: b, b: a}
+    for sock in (a, b):
+        sock.settimeout(5.0)  # readable before recv; sendall may wait for a slow reader
     with selectors.DefaultSelector() as selector:
         for sock in (a, b):
-            sock.settimeout(5.0)  # readable before recv; sendall may wait for a slow reader
             selector.register(sock, selectors.EVENT_READ)
         while True:
             try:
@@ -110,8 +131,6 @@ def _pipe(a: socket.socket, b: socket.socket) -> None:
                     peer[key.fileobj].sendall(data)  # type: ignore[index]
             except (OSError, ValueError):
                 break
-    _close(a)
-    _close(b)
 
 
 def _close(sock: socket.socket) -> None:

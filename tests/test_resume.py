@@ -107,7 +107,8 @@ def test_a_resume_after_the_window_is_refused_with_a_code(node_b, audio, uncut):
     with CuttableProxy(node_b.address) as proxy, pytest.raises(SttError) as refused:
         stream_through(proxy, audio, cut_at_sec=mid_utterance(uncut, 1),
                        after_cut=lambda proxy: proxy.refuse(B_WINDOW_SEC + 2.5))
-    assert refused.value.code == "ERR1005" and "resume_window_sec" in refused.value.message
+    assert refused.value.code == "ERR1005" and "resume_window_sec" in refused.value.message, (
+        refused.value, proxy.errors)
 
 
 def test_a_resume_ticket_takes_over_a_session_still_streaming_here_and_a_creation_ticket_does_not(node_a, audio):

@@ -198,6 +198,27 @@ def test_after_a_dropped_connection_it_resumes_within_the_window_and_not_after(s
         assert_ticket_refused(refusal(brief_window.address, late.session_id, stale, audio), "resume_window_sec")
 
 
+def test_a_connection_lost_with_nothing_left_to_decode_leaves_the_session_resumable(brief_window):
+    """gRPC hands the server a lost connection as the end of the request stream, the same as a
+    half-close, and cancels the call a moment later. A stream with nothing left to decode (only silence
+    so far) used to finish in that moment and end its session; its client's resume was then refused."""
+    silence = (bytes(2 * 16000 * 3), 16000)
+    for attempt in range(4):
+        with CuttableProxy(brief_window.address) as proxy:
+            session = create(brief_window)
+            call = CutCall(proxy, session, silence)
+            call.wait_until(lambda call=call: bool(call.received))  # attached: the checkpoint came
+            time.sleep(0.3)
+            call.cut(proxy)
+        deadline = time.monotonic() + WINDOW_SEC / 2
+        while sessions(brief_window)["active"] != 0:
+            assert time.monotonic() < deadline, sessions(brief_window)
+            time.sleep(0.05)
+        assert sessions(brief_window)["resumable"] == 1, (attempt, sessions(brief_window))
+        resumed = stream(brief_window.address, session.session_id, session.session_token, silence)
+        assert resumed and not finals(resumed), attempt  # attached again; silence has no finals
+
+
 def test_an_old_resume_token_after_later_finals_is_refused_and_the_latest_repeats_nothing(server, audio, kiosk):
     with CuttableProxy(server.address) as proxy:
         session = create(server, resumable=True)
