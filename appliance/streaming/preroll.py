@@ -7,8 +7,11 @@ there (white 5 dB 24.3 -> 23.8 % on the dev set); in clean speech the same 0.2 s
 previous sentence of a long reading and cost words (docs/accuracy.md). So the longer pre-roll is
 taken only where the stream's own SNR estimate (`SpeechToNoise`) says noise: below NOISY_PREROLL_BELOW_DB.
 On the dev set the estimate reads 17.7-47.5 dB at onsets of clean speech and at most 15.4 dB at
-onsets mixed at 10 or 5 dB SNR (pink, white; bench/snr_readings.py). Until the estimate exists
-(a stream's first utterance, babble that the VAD never calls silence) the pre-roll is the default.
+onsets mixed at 10 or 5 dB SNR (pink, white; bench/snr_readings.py). At a stream's first onset the
+estimate rarely exists yet (it needs 0.5 s of confident speech), so an utterance that opens without
+one keeps the longer pre-roll and settles it at its first decode, when the estimate usually exists:
+the extra is dropped unless it then reads noise (still none, as in babble the VAD never calls
+silence: the default).
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ def most_preroll_frames(preroll_sec: float) -> int:
 
 
 def preroll_frames(preroll_sec: float, snr_db: float | None) -> int:
-    """Frames of pre-roll an utterance opening now takes, given the stream's SNR estimate (None: none yet).
+    """Frames of pre-roll an utterance takes, given the stream's SNR estimate (None: none yet).
     A pre-roll of 0 (turned off) stays 0."""
     noisy = snr_db is not None and snr_db < NOISY_PREROLL_BELOW_DB
     return most_preroll_frames(preroll_sec) if noisy else _frames(preroll_sec)
+
+
+def extra_preroll_frames(preroll_sec: float) -> int:
+    """The frames the longer pre-roll adds to the default."""
+    return most_preroll_frames(preroll_sec) - _frames(preroll_sec)

@@ -19,7 +19,7 @@ from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.streaming.cadence import PartialCadence
 from appliance.streaming.endpointing import EndpointConfig, Endpointer, FrameEvent
 from appliance.streaming.events import DecodeDue, FinalDue, PartialDue, SpeechBoundary
-from appliance.streaming.preroll import most_preroll_frames, preroll_frames
+from appliance.streaming.preroll import extra_preroll_frames, most_preroll_frames, preroll_frames
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.snr import SpeechToNoise
 from appliance.streaming.types import StreamLimits
@@ -136,6 +136,8 @@ class Segmenter:
         self._continues_speech = False
         self._boundaries: list[SpeechBoundary] = []
         self._snr = SpeechToNoise()
+        self._default_preroll_frames = preroll_frames(config.preroll_sec, None)
+        self._unsettled_preroll = False  # the open utterance holds the longer pre-roll, undecided
         # A partial decoded on the final's exact audio when silence began: its end sample, else -1.
         self._speculated_end_sample = -1
         tail_frames = max(1, round(config.tail_sec / FRAME_SEC))
@@ -186,7 +188,11 @@ class Segmenter:
             if event is not FrameEvent.SPEECH_START:
                 buffer.idle_frame(frame, probability)
                 return None
-            buffer.open(frame_start, preroll_frames(self._config.preroll_sec, self._snr.db))
+            if self._snr.db is None:  # keep the longer pre-roll until the first decode settles it
+                buffer.open(frame_start, most_preroll_frames(self._config.preroll_sec))
+                self._unsettled_preroll = buffer.samples > self._default_preroll_frames * FRAME_SAMPLES
+            else:
+                buffer.open(frame_start, preroll_frames(self._config.preroll_sec, self._snr.db))
             self._open_from_sample = buffer.start_sample
             self._boundaries.append(SpeechBoundary("started", self.utterance_index, _seconds(frame_start)))
             self._speech_frames = 0
@@ -213,6 +219,7 @@ class Segmenter:
         if not buffer.is_open:
             return None
         due = None
+        self._settle_preroll()
         self._boundaries.append(SpeechBoundary("ended", self.utterance_index,
                                                _seconds(max(buffer.last_speech_end_sample, buffer.start_sample))))
         if self._speech_frames >= self._min_speech_frames:
@@ -234,6 +241,7 @@ class Segmenter:
         everything after it starts the next utterance (the transcriber removes the overlap's
         words from the next result).
         """
+        self._settle_preroll()
         had_speech = self._speech_frames >= self._min_speech_frames
         overlap_frames = round(self._config.overlap_sec / FRAME_SEC) if had_speech else 0
         head, cut_sample, after_cut_probs = self._buffer.split_at_quietest(
@@ -247,6 +255,20 @@ class Segmenter:
         self._samples_at_last_partial = 0
         self._samples_at_onset = self._buffer.samples - len(after_cut_probs) * FRAME_SAMPLES
         return due
+
+    def _settle_preroll(self) -> None:
+        """At the open utterance's first decode: keep the longer pre-roll it opened with only if the
+        SNR estimate now reads noise (appliance.streaming.preroll)."""
+        if not self._unsettled_preroll:
+            return
+        self._unsettled_preroll = False
+        if preroll_frames(self._config.preroll_sec, self._snr.db) == self._default_preroll_frames:
+            # The pre-roll frames it opened with beyond the default (fewer at a stream's very start).
+            opened_with = self._samples_at_onset // FRAME_SAMPLES
+            extra = min(opened_with - self._default_preroll_frames, extra_preroll_frames(self._config.preroll_sec))
+            self._buffer.drop_head(extra)
+            self._open_from_sample = self._buffer.start_sample
+            self._samples_at_onset -= extra * FRAME_SAMPLES
 
     def _in_noise(self) -> bool:
         snr_db = self._snr.db
@@ -276,6 +298,7 @@ class Segmenter:
                 or end == self._speculated_end_sample
                 or (self._config.speculation == "auto" and not self._backlog.decode_room)):
             return None
+        self._settle_preroll()
         self._samples_at_last_partial = buffer.samples
         self._speech_frames_at_last_partial = self._speech_frames
         self._speculated_end_sample = end
@@ -300,6 +323,7 @@ class Segmenter:
         demand = self._backlog.decode_demand
         if grown_sec < (cadence.first_after_sec(demand) if first else cadence.interval_sec(demand)):
             return None
+        self._settle_preroll()
         self._samples_at_last_partial = buffer.samples
         if self._config.partial_skip_unchanged and self._speech_frames == self._speech_frames_at_last_partial:
             return None  # only silence since the last partial: its text cannot have changed

@@ -51,6 +51,12 @@ class UtteranceBuffer:
         self._preroll.clear()
         self.start_sample = start_sample_of_frame - self.samples
 
+    def drop_head(self, frames: int) -> None:
+        """Drop the first `frames` frames (pre-roll found not to be needed); the start moves on."""
+        frames = min(max(0, frames), len(self._frames))
+        del self._frames[:frames], self._probs[:frames]
+        self.start_sample += frames * FRAME_SAMPLES
+
     def append(self, frame: np.ndarray, probability: float) -> None:
         self._frames.append(frame)
         self._probs.append(probability)
