@@ -17,7 +17,9 @@ from appliance.streaming.preroll import (
     NOISY_EXTRA_PREROLL_SEC,
     NOISY_PREROLL_BELOW_DB,
     most_preroll_frames,
+    opening_preroll_frames,
     preroll_frames,
+    preroll_to_drop,
 )
 from appliance.streaming.segmenter import Segmenter, SegmenterConfig
 from appliance.vad import FRAME_SEC, SileroOnnx, VadStream
@@ -32,6 +34,18 @@ def test_the_longer_preroll_needs_an_estimate_under_the_threshold():
     assert preroll_frames(0.3, NOISY_PREROLL_BELOW_DB + 2) == default
     assert preroll_frames(0.3, NOISY_PREROLL_BELOW_DB - 2) == noisy == most_preroll_frames(0.3)
     assert preroll_frames(0.0, 3.0) == 0 == most_preroll_frames(0.0)  # a pre-roll turned off stays off
+
+
+def test_an_utterance_opened_without_an_estimate_drops_the_extra_at_its_first_decode_unless_noisy():
+    default, noisy = round(0.3 / FRAME_SEC), round((0.3 + NOISY_EXTRA_PREROLL_SEC) / FRAME_SEC)
+    assert opening_preroll_frames(0.3, None) == noisy
+    assert opening_preroll_frames(0.3, NOISY_PREROLL_BELOW_DB + 2) == default
+    assert preroll_to_drop(0.3, None, noisy) == noisy - default  # still no estimate: the default
+    assert preroll_to_drop(0.3, NOISY_PREROLL_BELOW_DB + 2, noisy) == noisy - default
+    assert preroll_to_drop(0.3, NOISY_PREROLL_BELOW_DB - 2, noisy) == 0
+    assert preroll_to_drop(0.3, None, default - 2) == 0  # a stream's very start had less to keep
+    assert preroll_to_drop(0.3, None, default + 2) == 2
+    assert preroll_to_drop(0.0, None, 0) == 0
 
 
 def prerolls(pcm16: bytes, rate_hz: int) -> list[float]:

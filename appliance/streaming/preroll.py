@@ -38,6 +38,17 @@ def preroll_frames(preroll_sec: float, snr_db: float | None) -> int:
     return most_preroll_frames(preroll_sec) if noisy else _frames(preroll_sec)
 
 
-def extra_preroll_frames(preroll_sec: float) -> int:
-    """The frames the longer pre-roll adds to the default."""
-    return most_preroll_frames(preroll_sec) - _frames(preroll_sec)
+def opening_preroll_frames(preroll_sec: float, snr_db: float | None) -> int:
+    """Frames of pre-roll an utterance opens with: without an estimate yet, the longer pre-roll, which
+    its first decode settles (`preroll_to_drop`)."""
+    return most_preroll_frames(preroll_sec) if snr_db is None else preroll_frames(preroll_sec, snr_db)
+
+
+def preroll_to_drop(preroll_sec: float, snr_db: float | None, opened_with_frames: int) -> int:
+    """At the first decode of an utterance that opened without an estimate, with `opened_with_frames`
+    of pre-roll: how many of its first frames go. The extra beyond the default, unless the estimate
+    now reads noise."""
+    default = _frames(preroll_sec)
+    if preroll_frames(preroll_sec, snr_db) != default:
+        return 0
+    return max(0, min(opened_with_frames, most_preroll_frames(preroll_sec)) - default)

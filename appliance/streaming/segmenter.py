@@ -19,7 +19,7 @@ from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.streaming.cadence import PartialCadence
 from appliance.streaming.endpointing import EndpointConfig, Endpointer, FrameEvent
 from appliance.streaming.events import DecodeDue, FinalDue, PartialDue, SpeechBoundary
-from appliance.streaming.preroll import extra_preroll_frames, most_preroll_frames, preroll_frames
+from appliance.streaming.preroll import most_preroll_frames, opening_preroll_frames, preroll_to_drop
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.snr import SpeechToNoise
 from appliance.streaming.types import StreamLimits
@@ -136,7 +136,6 @@ class Segmenter:
         self._continues_speech = False
         self._boundaries: list[SpeechBoundary] = []
         self._snr = SpeechToNoise()
-        self._default_preroll_frames = preroll_frames(config.preroll_sec, None)
         self._unsettled_preroll = False  # the open utterance holds the longer pre-roll, undecided
         # A partial decoded on the final's exact audio when silence began: its end sample, else -1.
         self._speculated_end_sample = -1
@@ -188,11 +187,9 @@ class Segmenter:
             if event is not FrameEvent.SPEECH_START:
                 buffer.idle_frame(frame, probability)
                 return None
-            if self._snr.db is None:  # keep the longer pre-roll until the first decode settles it
-                buffer.open(frame_start, most_preroll_frames(self._config.preroll_sec))
-                self._unsettled_preroll = buffer.samples > self._default_preroll_frames * FRAME_SAMPLES
-            else:
-                buffer.open(frame_start, preroll_frames(self._config.preroll_sec, self._snr.db))
+            # Without an estimate yet, the longer pre-roll until the first decode settles it.
+            self._unsettled_preroll = self._snr.db is None
+            buffer.open(frame_start, opening_preroll_frames(self._config.preroll_sec, self._snr.db))
             self._open_from_sample = buffer.start_sample
             self._boundaries.append(SpeechBoundary("started", self.utterance_index, _seconds(frame_start)))
             self._speech_frames = 0
@@ -207,7 +204,9 @@ class Segmenter:
             return self.finish()
         cap = self._config.cap_samples
         if cap and buffer.samples >= cap:
-            return self._cut_at_cap()
+            self._settle_preroll()  # the cap counts no pre-roll that is about to go
+            if buffer.samples >= cap:
+                return self._cut_at_cap()
         if self._speculate_at_silence_frames and (
                 self._endpointer.trailing_silence_frames == self._speculate_at_silence_frames):
             return self._speculative_partial()
@@ -241,7 +240,6 @@ class Segmenter:
         everything after it starts the next utterance (the transcriber removes the overlap's
         words from the next result).
         """
-        self._settle_preroll()
         had_speech = self._speech_frames >= self._min_speech_frames
         overlap_frames = round(self._config.overlap_sec / FRAME_SEC) if had_speech else 0
         head, cut_sample, after_cut_probs = self._buffer.split_at_quietest(
@@ -257,18 +255,14 @@ class Segmenter:
         return due
 
     def _settle_preroll(self) -> None:
-        """At the open utterance's first decode: keep the longer pre-roll it opened with only if the
+        """At the open utterance's first decode: drop the longer pre-roll it opened with unless the
         SNR estimate now reads noise (appliance.streaming.preroll)."""
-        if not self._unsettled_preroll:
-            return
-        self._unsettled_preroll = False
-        if preroll_frames(self._config.preroll_sec, self._snr.db) == self._default_preroll_frames:
-            # The pre-roll frames it opened with beyond the default (fewer at a stream's very start).
-            opened_with = self._samples_at_onset // FRAME_SAMPLES
-            extra = min(opened_with - self._default_preroll_frames, extra_preroll_frames(self._config.preroll_sec))
-            self._buffer.drop_head(extra)
+        if self._unsettled_preroll:
+            self._unsettled_preroll = False
+            drop = preroll_to_drop(self._config.preroll_sec, self._snr.db, self._samples_at_onset // FRAME_SAMPLES)
+            self._buffer.drop_head(drop)
             self._open_from_sample = self._buffer.start_sample
-            self._samples_at_onset -= extra * FRAME_SAMPLES
+            self._samples_at_onset -= drop * FRAME_SAMPLES
 
     def _in_noise(self) -> bool:
         snr_db = self._snr.db
