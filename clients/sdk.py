@@ -17,6 +17,7 @@ happened: no final lost or repeated, positions on one timeline. `resume=NO_RESUM
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,17 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 # connection that died silently (Wi-Fi gone, no reset) within ~20 s, well inside
 # the server's resume window. Reconnects back off from 0.2 s to 2 s, not gRPC's
 # default 1 s to 2 min: a resuming stream waits on them.
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+#
+# CreateSession is tried again (gRPC's own retry policy) when the connection failed before the server
+# answered at all (UNAVAILABLE before any response header): a box restarting, a link coming back, a
+# handshake that timed out. The servicer sends its headers first, so a request the server took is
+# never retried, and no session is created twice. Streams recover through resume instead.
+_CREATE_SESSION_RETRY = json.dumps({"methodConfig": [{
+    "name": [{"service": stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name, "method": "CreateSession"}],
+    "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.3s", "maxBackoff": "2s", "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"]},
+}]})
+CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.keepalive_time_ms", 15000),
     ("grpc.keepalive_timeout_ms", 5000),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -54,6 +65,8 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", _CREATE_SESSION_RETRY),
 )
 
 VAD_MODES = {

@@ -10,6 +10,7 @@ the same words (within a WER bound: the resumed utterance is decoded again from 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import grpc
@@ -152,6 +153,24 @@ def test_a_resume_ticket_takes_over_a_session_still_streaming_here_and_a_creatio
         old_open.set()
         for channel in channels:
             channel.close()
+
+
+def test_create_session_gets_through_a_link_that_turns_connections_away_for_a_second(node_a):
+    """The SDK's channel retries CreateSession on UNAVAILABLE before any answer (gRPC's retry
+    policy): a kiosk that starts while the link or the box is still coming up gets its session."""
+    with CuttableProxy(node_a.address) as proxy:
+        proxy.refuse(1.0)
+        with SttClient(proxy.address) as client:
+            session = client.create_session()
+        assert session.session_id and proxy.connections == 1, proxy.errors
+        # Down for longer than the policy's attempts: a clear error, soon. (Cut first: gRPC shares a
+        # connected subchannel between channels to the same address.)
+        proxy.refuse(30.0)
+        proxy.cut()
+        started = time.monotonic()
+        with SttClient(proxy.address) as client, pytest.raises(SttError) as refused:
+            client.create_session()
+        assert refused.value.status == grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 10
 
 
 def test_a_ticket_from_a_node_with_another_secret_is_an_unknown_session(node_a, appliance_server):
