@@ -93,9 +93,10 @@ class CuttableProxy:
             with self._lock:
                 self._pairs.append((client, upstream))
                 self.connections += 1
-            threading.Thread(target=self._pipe, args=(client, upstream), name="tcp-cut-pipe", daemon=True).start()
+            threading.Thread(target=self._pipe_then_close, args=(client, upstream), name="tcp-cut-pipe",
+                             daemon=True).start()
 
-    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+    def _pipe_then_close(self, a: socket.socket, b: socket.socket) -> None:
         try:
             _pipe(a, b)
         except (OSError, ValueError) as err:

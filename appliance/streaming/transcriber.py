@@ -91,7 +91,9 @@ class Transcriber:
     def decode_demand(self) -> float:
         return self._scheduler.demand()
 
-    decode_room = property(lambda self: self._scheduler.room_to_speculate())  # DecodeBacklog.decode_room
+    @property
+    def decode_room(self) -> bool:
+        return self._scheduler.room_to_speculate()
 
     @property
     def queued_audio_bytes(self) -> int:
