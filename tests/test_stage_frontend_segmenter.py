@@ -11,9 +11,10 @@ import soundfile as sf
 
 from appliance.streaming.events import FinalDue, PartialDue
 from appliance.streaming.frontend import Frontend
-from appliance.streaming.segmenter import Segmenter, SegmenterConfig
+from appliance.streaming.segmenter import Segmenter, SegmenterConfig, cut_search_frames
 from appliance.vad import FRAME_SAMPLES, SileroOnnx, VadStream
 from clients.noise import noise_like
+from tests import speech
 from tests.stages import Backlog, chunks, limits, settings, to_pcm16
 
 
@@ -135,6 +136,29 @@ def test_without_endpointing_a_long_utterance_is_cut_at_the_buffer_cap_between_w
     cut = dues[1]
     assert cut.continues_speech and cut.after_overlap
     assert cut.start_sec == pytest.approx(dues[0].end_sec - 0.5, abs=0.04)  # the overlap before the cut
+
+
+def test_a_cut_in_noise_reaches_back_past_word_gaps_to_the_pause(silero, spoken, tmp_path):
+    """The three sentences with their pauses, then the same three spoken without pauses, under white
+    noise at 10 dB, and a 14 s cap. The pause after the first part ends 2 s before the cap, the word
+    gaps of the run come later: looking back a quarter of the cap (3.5 s), the cut finds the pause
+    instead of splitting the run at a gap between two of its words."""
+    pcm16, rate_hz = spoken
+    paused = np.frombuffer(pcm16, dtype="<i2").astype(np.float32) / 32768
+    run_wav = speech.sentences_with_pauses(tmp_path, pause_sec=0.0, lead_sec=0.0, trail_sec=0.5, name="run.wav")
+    run, _ = sf.read(str(run_wav.path), dtype="float32")
+    clean = np.concatenate([paused, run])
+    noise = noise_like("white", clean.size, rate_hz, np.random.default_rng(5), [])
+    noise *= np.sqrt(np.mean(clean ** 2) / np.mean(noise ** 2)) / 10 ** (10 / 20)
+    dues = segment(silero, to_pcm16(clean + noise), rate_hz, max_buffer_sec=14.0,
+                   session={"attributes": {"emit_final_on_vad": "false"}})
+    pause_end_sec = paused.size / rate_hz  # the fixture's last second is its trailing pause
+    assert pause_end_sec - 1.0 <= dues[0].end_sec <= pause_end_sec + 0.05
+
+
+def test_a_cut_looks_back_a_quarter_of_the_cap_and_at_least_1_5_s():
+    assert cut_search_frames(20 * 16_000) * FRAME_SAMPLES / 16_000 == pytest.approx(5.0, abs=0.02)
+    assert cut_search_frames(4 * 16_000) * FRAME_SAMPLES / 16_000 == pytest.approx(1.5, abs=0.02)
 
 
 def test_silence_alone_makes_nothing_due(silero):
