@@ -15,20 +15,27 @@ def tokenizer():
     return Tokenizer.from_file(str(resolve_model("tiny.en").path / "tokenizer.json"))
 
 
-def _check(tokenizer, text: str, budget: int = 64) -> str | None:
+def _check(tokenizer, text: str, budget: int = 224) -> str | None:
     tokens = tokenizer.encode(text, add_special_tokens=False).ids
     return window_suspect(tokens, token_budget=budget,
                           is_word=lambda t: any(ch.isalnum() for ch in tokenizer.decode([t])))
 
 
 @pytest.mark.parametrize("text", [" Side left.", " Go forward 10 meters.", " One, two, three.",
-                                  " Author of the Danger Trail, Philip Stills, etc.", " Wait...  what?"])
+                                  " Author of the Danger Trail, Philip Stills, etc.", " Wait...  what?",
+                                  " The rainbow is a division of white light into many beautiful colors. These take the"
+                                  " shape of a long round arch, with its path high above, and its two ends apparently"
+                                  " beyond the horizon. There is, according to legend, a boiling pot of gold at one"
+                                  " end. People look, but no one ever finds it."])
 def test_ordinary_results_pass(tokenizer, text):
     assert _check(tokenizer, text) is None
 
 
 @pytest.mark.parametrize("text", [" Side left. Side left. Side left. Side", " 10 of clubs 10 of clubs 10",
-                                  " 1. 2 3 3", " Side, right, right, right, right"])
+                                  " 1. 2 3 3", " Side, right, right, right, right",
+                                  " This is a very common type of bow, one showing mainly red and yellow with little or"
+                                  " no green or blue. This is a very common type of bow, one showing mainly red and"
+                                  " yellow with little or no green or blue."])
 def test_loops_are_suspects(tokenizer, text):
     assert _check(tokenizer, text) == "repeated span"
 
