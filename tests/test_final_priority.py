@@ -37,6 +37,9 @@ class RecordingBackend:
         with self._lock:
             self.calls.append(tuple(self._labels.get(id(a), "?") for a in audios))
 
+    def window_frames(self, samples, provisional=False):
+        return self._backend.window_frames(samples, provisional)
+
     def transcribe(self, audio, options, **kwargs):
         self._record([audio])
         return self._backend.transcribe(audio, options, **kwargs)
@@ -144,6 +147,26 @@ def test_finals_due_together_are_batched_evenly_over_the_slots(real_backend, pro
         transcript = outcomes[label]
         assert transcript.extra.get("batch_size") == 3
         assert "center" in transcript.segments[0].text.lower(), (label, transcript.segments)
+
+
+def test_finals_on_different_encoder_windows_are_never_batched_together(prompt_audio):
+    """Short finals (a 10 s window) and long ones (15 s) end at once on one slot: two calls, each on
+    one window, so a short final reads the same whether or not a long one ended beside it."""
+    real_backend = FasterWhisperBackend(model_id="cpu-tiny.en", model_path=str(resolve_model("tiny.en").path),
+                                        english_only=True, compute_type="int8", encode_window="bucketed")
+    audios = {f"short{i}": clip(prompt_audio) for i in range(3)}
+    audios |= {f"long{i}": np.concatenate([prompt_audio, np.zeros(9 * 16_000, np.float32)]) for i in range(2)}
+    window = {name: real_backend.window_frames(a.size) for name, a in audios.items()}
+    assert window["short0"] < window["long0"]
+    backend = RecordingBackend(real_backend, {id(a): name for name, a in audios.items()})
+    scheduler = DecodeScheduler(max_in_flight=1, max_batch_size=8, queue_timeout_sec=0)
+    outcomes = run_streams(backend, scheduler, [(f"s{name}", name, audio, "final") for name, audio in audios.items()])
+    assert sorted(sorted(call) for call in backend.calls) == [["long0", "long1"], ["short0", "short1", "short2"]]
+    [alone] = real_backend.transcribe_batch([clip(prompt_audio)], OPTIONS, language=None, task="transcribe")
+    for name in audios:
+        assert outcomes[name].extra["encode_frames"] == window[name]
+        if name.startswith("short"):
+            assert [s.text for s in outcomes[name].segments] == [s.text for s in alone.segments]
 
 
 def test_a_speculative_partial_is_kept_under_pressure_and_covers_its_streams_queued_partial(

@@ -50,8 +50,11 @@ class DecodeRequest(Generic[P]):
         return 0 if self.is_final else 1 if self.speculative else 2
 
     def batch_key(self) -> tuple:
+        """Requests decoded together share all of this, the encoder window included (a batch is
+        encoded on one window, and a window changes what Whisper hears)."""
         q = self.queue
-        return (id(q.backend), self.options, q.language, q.task, self.is_final)
+        window = q.backend.window_frames(self.audio.size, provisional=not self.is_final)
+        return (id(q.backend), self.options, q.language, q.task, self.is_final, window)
 
 
 class StreamQueue(Generic[P]):

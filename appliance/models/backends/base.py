@@ -72,6 +72,12 @@ class Backend(Protocol):
         """Tokens `text` takes in a prompt (as the decoder will see it, with its leading space)."""
         ...
 
+    def window_frames(self, samples: int, provisional: bool = False) -> int:
+        """The encoder window (mel frames) a decode of `samples` audio samples gets. A batch is decoded
+        on one window, so the scheduler batches only decodes whose windows agree: a result never
+        depends on what else was decoded with it."""
+        ...
+
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
                    task: str, provisional: bool = False) -> Transcript:
         """Decode 16 kHz mono float32 audio; never conditions on text from earlier calls.

@@ -142,13 +142,14 @@ class FasterWhisperBackend:
     def count_tokens(self, text: str) -> int:
         return len(self._model.hf_tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids)
 
-    def _bucketed(self, provisional: bool) -> bool:
-        return self.encode_window == "bucketed" or (self.encode_window == "partials" and provisional)
+    def window_frames(self, samples: int, provisional: bool = False) -> int:
+        bucketed = self.encode_window == "bucketed" or (self.encode_window == "partials" and provisional)
+        return encode_frames_for(samples / 16_000) if bucketed else FULL_WINDOW_FRAMES
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
                    task: str, provisional: bool = False) -> Transcript:
         started = time.perf_counter()
-        frames = encode_frames_for(audio.size / 16_000) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
+        frames = self.window_frames(audio.size, provisional)
         [transcript] = self._with_retries(
             [audio], frames, lambda batch, f: [self._transcribe_once(batch[0], options, language, task, f)])
         return dataclasses.replace(transcript, decode_sec=time.perf_counter() - started)
@@ -165,8 +166,7 @@ class FasterWhisperBackend:
                                     encode_frames=frames,
                                     max_new_tokens=token_budget(max(a.size for a in batch) / 16_000))
 
-        longest_sec = max(a.size for a in audios) / 16_000
-        frames = encode_frames_for(longest_sec) if self._bucketed(provisional) else FULL_WINDOW_FRAMES
+        frames = self.window_frames(max(a.size for a in audios), provisional)
         return self._with_retries(audios, frames, decode)
 
     def _with_retries(self, audios: list[np.ndarray], frames: int,

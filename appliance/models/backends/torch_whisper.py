@@ -96,6 +96,9 @@ def transcribe_kwargs(options: DecodeOptions, *, fp16: bool, language: str | Non
     }
 
 
+TORCH_WINDOW_FRAMES = 3000  # Whisper's 30 s of 10 ms mel frames
+
+
 class TorchWhisperBackend:
     def __init__(self, *, model_id: str, model_path: str, device: str = "cpu", compute_type: str = "float32",
                  pool_size: int = 1, cpu_threads: int = 0, english_only: bool = False, encode_window: str = "full",
@@ -144,6 +147,9 @@ class TorchWhisperBackend:
                 self._warned.add(name)
                 log.warning("torch_whisper has no %s; decoding without it", name)
 
+    def window_frames(self, samples: int, provisional: bool = False) -> int:
+        return TORCH_WINDOW_FRAMES  # whisper.transcribe pads every window to 30 s
+
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
                    task: str, provisional: bool = False) -> Transcript:
         import torch
@@ -173,7 +179,7 @@ class TorchWhisperBackend:
             for s in result["segments"])
         return Transcript(segments=segments, language=result["language"], language_probability=probability,
                           audio_sec=audio_sec, decode_sec=time.perf_counter() - started,
-                          extra={"encode_frames": 3000})
+                          extra={"encode_frames": TORCH_WINDOW_FRAMES})
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
                          task: str, provisional: bool = False) -> list[Transcript]:
