@@ -5,6 +5,8 @@
     ... --partials --clients 8 16 24            # sessions with partials
     ... --profile                                # where the server's time goes (below)
     ... --build always=. --server-env always:STT_SERVER_SPECULATIVE_FINALS=always   # one tree, two settings
+    ... --manifest ../shared/audio/more/manifest.tsv --utterances sent_en_vctk_p225_003 \
+        sent_en_vctk_p227_023     # other recordings: here a 6 s and an 11 s sentence (10 and 15 s windows)
 
 Every build's appliance starts once, side by side on its own port (its own tree's code and config,
 the same .venv python; an idle appliance takes next to no CPU); then for each client count, each build
@@ -118,7 +120,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def run_bench(args, label: str, port: int, n: int, pid: int, out: Path, warmup: bool) -> dict:
     cmd = [sys.executable, str(SHARED_BENCH), "--peer", "grpc", "--project", str(REPO), "--port", str(port),
-           "--manifest", str(MANIFEST), "--only", *SENTENCES, "--clients", str(n), "--runs", str(args.runs),
+           "--manifest", str(args.manifest), "--only", *args.utterances, "--clients", str(n), "--runs", str(args.runs),
            "--server-pid", str(pid), "--label", label, "--out", str(out), "--pause-s", "1"]
     if warmup:
         cmd.append("--warmup")
@@ -158,6 +160,9 @@ def main() -> int:
                     help="both: finals-only sessions at --clients, then partials at --partial-clients")
     ap.add_argument("--partial-clients", type=int, nargs="+", default=[8, 16, 24])
     ap.add_argument("--out", type=Path, default=Path("sync_compare.jsonl"))
+    ap.add_argument("--manifest", type=Path, default=MANIFEST, help="the recordings' manifest.tsv")
+    ap.add_argument("--utterances", nargs="+", default=list(SENTENCES),
+                    help="recordings from --manifest (client i streams utterance i mod their count)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` ends us: stop the servers first
     builds = [(b.split("=", 1)[0], Path(b.split("=", 1)[1]).resolve()) for b in args.build]
