@@ -3,13 +3,12 @@
 Whisper was trained on 30 s windows. Cut to 10-15 s it is 2-3x cheaper and usually agrees word for
 word, but on some short commands it fails in two recognisable ways (measured on ../shared/audio,
 bench/wer.py): it loops ("10 of clubs 10 of clubs 10", "1. 2 3 3") because it never sees the
-silence that tells it the speech ended, or it returns nothing. Less often it says a whole sentence
-twice ("This is a very common type of bow, ... This is a very common type of bow, ..."; once in
-7,248 finals of the noisy dev set, and a 1-token change in the audio made it go away). All show in
-the tokens, so the
-bucketed path checks each result and re-decodes only the suspects on the next window up, then the
-full one: speed of the short window, accuracy of the long one. A false alarm costs one extra
-decode, never accuracy.
+silence that tells it the speech ended, or it returns nothing. Rarely it says a whole sentence
+twice ("This is a very common type of bow, ... This is a very common type of bow, ...": once in
+7,248 finals of the noisy dev set; the same piece cut 0.1 s later came back right). All of these
+show in the tokens, so the bucketed path checks each result and re-decodes only the suspects on
+the next window up, then the full one: speed of the short window, accuracy of the long one. A
+false alarm costs one extra decode, never accuracy.
 """
 
 from __future__ import annotations
