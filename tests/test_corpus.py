@@ -12,7 +12,7 @@ words). Streaming cuts audio differently from offline, so
 single words move both ways from file to file: bench/wer.py prints them.
 
 The first batch with pink noise mixed in at 5 dB SNR (made here, seeded: clients/noise.py) is
-streamed too and held to offline decoding of the same noisy files.
+streamed too, through a float32 appliance, and held to offline decoding of the same noisy files.
 """
 
 from __future__ import annotations
@@ -89,13 +89,17 @@ def test_long_recording_gives_ordered_finals_covering_the_file(streamed):
 
 
 NOISY_SNR_DB = 5.0
-MAX_NOISY_WER_POINTS_OVER_OFFLINE = 1.5
+MAX_NOISY_WER_POINTS_OVER_OFFLINE = 1.0
 
 
-# The noisy run reads the first batch only: its bound sits ~0.5 point above where the int8 server
-# lands there (+1.0 point), and the four sentences of more/ moved it to +1.4-1.6 from run to run
-# (one ARCTIC sentence, 9 words, is 2 words worse at int8): a bound one word from failing is a
-# flaky test, not a check. bench/wer.py measures the whole dev set in noise (docs/accuracy.md).
+# The noisy run reads the first batch only, on a float32 server like the offline baseline: what it
+# checks is the stream's handling of noise, and the clean test above already holds the int8 default
+# to its bound. At int8 the first batch moved by 2-3 words between builds that changed nothing in
+# its path (which words the Shakespeare reading's cuts touch, which window a batch mate gave a
+# sentence), +1.0 to +1.6 points: too close to any bound to check anything. At float32 it reads 85
+# against offline's 86 (two runs, 95c525d; 88 at fbc4d65), so 1.0 point (6 words) leaves room for a
+# cut moving a word or two and still fails on a lost utterance. bench/wer.py measures the whole dev
+# set in noise (docs/accuracy.md).
 NOISY_CORPUS = [r for r in CORPUS if r.batch == "first"]
 
 
@@ -106,9 +110,10 @@ def noisy_corpus():
 
 
 def test_pooled_streaming_wer_in_noise_stays_near_offline_on_the_same_noisy_audio(noisy_corpus):
-    """DESIGN.md's target is 0.5 point at 5 dB; this bound leaves room for the int8 server against the
-    float32 offline baseline and for which words a cut moves (bench/wer.py --noise pink --snr 5)."""
-    env = {"STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC": "0", "STT_SERVER_MAX_SESSIONS_PER_IP": "0"}
+    """DESIGN.md's target is 0.5 point at 5 dB; this bound leaves room for which words a cut moves
+    (bench/wer.py --noise pink --snr 5)."""
+    env = {"STT_SERVER_DECODE_QUEUE_TIMEOUT_SEC": "0", "STT_SERVER_MAX_SESSIONS_PER_IP": "0",
+           "STT_MODEL_COMPUTE_TYPE": "float32"}
     with InProcessAppliance(env=env) as server, ThreadPoolExecutor(4) as pool:
         streamed = list(pool.map(lambda path: finals_text(stream_file(server.address, path)), noisy_corpus))
     stream_errors = offline_errors = words = 0
