@@ -34,21 +34,6 @@ def test_both_encode_windows_transcribe_a_prompt(prompt_audio, encode_window, fr
     assert transcript.language == "en" and transcript.decode_sec > 0
 
 
-def test_a_decode_asked_for_the_full_window_gets_it_on_the_bucketed_backend(prompt_audio):
-    """Speech in noise: the final is encoded on 30 s however short it is, single or batched."""
-    backend = FasterWhisperBackend(model_id="cpu-tiny.en", model_path=str(resolve_model("tiny.en").path),
-                                   english_only=True, encode_window="bucketed")
-    options = load_config(*default_config_paths()).decode_profiles["realtime"]
-    assert backend.window_frames(prompt_audio.size) == 1000
-    assert backend.window_frames(prompt_audio.size, full=True) == FULL_WINDOW_FRAMES
-    single = backend.transcribe(prompt_audio, options, language=None, task="transcribe", full_window=True)
-    batched = backend.transcribe_batch([prompt_audio, prompt_audio], options, language=None, task="transcribe",
-                                       full_window=True)
-    for transcript in (single, *batched):
-        assert transcript.extra["encode_frames"] == FULL_WINDOW_FRAMES
-        assert normalize(" ".join(s.text for s in transcript.segments)) == "front center"
-
-
 def test_buckets_hold_the_utterance_plus_a_margin():
     assert encode_frames_for(1.4) == 1000
     assert encode_frames_for(9.5) == 1500

@@ -37,8 +37,8 @@ class RecordingBackend:
         with self._lock:
             self.calls.append(tuple(self._labels.get(id(a), "?") for a in audios))
 
-    def window_frames(self, samples, provisional=False, full=False):
-        return self._backend.window_frames(samples, provisional, full)
+    def window_frames(self, samples, provisional=False):
+        return self._backend.window_frames(samples, provisional)
 
     def transcribe(self, audio, options, **kwargs):
         self._record([audio])

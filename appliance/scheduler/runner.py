@@ -43,17 +43,14 @@ class DecodeRunner:
         first = batch[0]
         backend, options = first.queue.backend, first.queue._options_for(first)
         language, task, provisional = first.queue.language, first.queue.task, not first.is_final
-        full_window = first.full_window  # the batch key keeps a batch on one window
         started = time.perf_counter()
         try:
             if len(batch) == 1:
                 transcripts = [await loop.run_in_executor(self._executor, lambda: backend.transcribe(
-                    first.audio, options, language=language, task=task, provisional=provisional,
-                    full_window=full_window))]
+                    first.audio, options, language=language, task=task, provisional=provisional))]
             else:
                 transcripts = await loop.run_in_executor(self._executor, lambda: backend.transcribe_batch(
-                    [r.audio for r in batch], options, language=language, task=task, provisional=provisional,
-                    full_window=full_window))
+                    [r.audio for r in batch], options, language=language, task=task, provisional=provisional))
         except Exception as err:  # third-party code: any failure maps to one code
             self._stats.failures += len(batch)
             for request in batch:

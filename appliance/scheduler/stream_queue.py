@@ -38,7 +38,6 @@ class DecodeRequest(Generic[P]):
     deadline: asyncio.TimerHandle | None = None
     superseded: bool = False  # a partial whose final came while it ran: already reported dropped
     speculative: bool = False  # a partial of the final's own audio, decoded as silence began
-    full_window: bool = False  # decode on the backend's full window whatever the audio's length
 
     @property
     def ordinary_partial(self) -> bool:
@@ -54,7 +53,7 @@ class DecodeRequest(Generic[P]):
         """Requests decoded together share all of this, the encoder window included (a batch is
         encoded on one window, and a window changes what Whisper hears)."""
         q = self.queue
-        window = q.backend.window_frames(self.audio.size, provisional=not self.is_final, full=self.full_window)
+        window = q.backend.window_frames(self.audio.size, provisional=not self.is_final)
         return (id(q.backend), self.options, q.language, q.task, self.is_final, window)
 
 
@@ -97,7 +96,7 @@ class StreamQueue(Generic[P]):
         return self._waiting_partials > 0
 
     def submit(self, audio: np.ndarray, *, is_final: bool, payload: P, options: DecodeOptions | None = None,
-               speculative: bool = False, full_window: bool = False) -> None:
+               speculative: bool = False) -> None:
         """Queue a decode; its outcome comes back through `on_done`. A partial that finds the queue
         at `max_pending` is dropped at once. A final first drops this stream's queued partials and
         the partial it is running: it supersedes them. A `speculative` partial (the final's own
@@ -116,8 +115,7 @@ class StreamQueue(Generic[P]):
             self._scheduler.count_dropped(1)
             self._on_done(payload, None, None)
             return
-        self._waiting.append(DecodeRequest(self, audio, is_final, payload, options, speculative=speculative,
-                                           full_window=full_window))
+        self._waiting.append(DecodeRequest(self, audio, is_final, payload, options, speculative=speculative))
         self._waiting_partials += not is_final
         self.queued_audio_bytes += audio.nbytes
         self._scheduler.promote(self)

@@ -39,9 +39,6 @@ class DecodeDue:
     after_overlap: bool  # starts with buffer_overlap_sec the previous final already covered
     continues_speech: bool  # cut from the previous utterance mid-speech (buffer cap): prompt with its text
     in_noise: bool = False  # the stream's speech stands little above its noise floor: context helps
-    # The stream reads noise (under 16 dB): decoded on Whisper's whole 30 s window, where a short one
-    # loses words that offline keeps (finals, and the speculative partial that may become one).
-    full_window: bool = False
 
     is_final = False
 

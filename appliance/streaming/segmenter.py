@@ -19,12 +19,7 @@ from appliance.audio import MODEL_SAMPLE_RATE_HZ
 from appliance.streaming.cadence import PartialCadence
 from appliance.streaming.endpointing import EndpointConfig, Endpointer, FrameEvent
 from appliance.streaming.events import DecodeDue, FinalDue, PartialDue, SpeechBoundary
-from appliance.streaming.preroll import (
-    NOISY_PREROLL_BELOW_DB,
-    most_preroll_frames,
-    opening_preroll_frames,
-    preroll_to_drop,
-)
+from appliance.streaming.preroll import most_preroll_frames, opening_preroll_frames, preroll_to_drop
 from appliance.streaming.session import SessionSettings
 from appliance.streaming.snr import SpeechToNoise
 from appliance.streaming.types import StreamLimits
@@ -40,10 +35,6 @@ CUT_SEARCH_CAP_FRACTION = 0.25
 # decoded with the previous final's text as context, as offline Whisper conditions on earlier text.
 # In clean speech that context costs more than it gives; in noise it is what offline had over us.
 NOISY_BELOW_DB = 10.0
-# Where the estimate reads noise as the pre-roll hears it, finals (and the speculative partial that may
-# become one) are decoded on Whisper's whole 30 s window: on a short window single sentences in noise
-# lose words that offline keeps, and clean speech, which reads above this, keeps the cheap window.
-FULL_WINDOW_BELOW_DB = NOISY_PREROLL_BELOW_DB
 # A stream resumed after a dropped connection starts this much before the speech it must not lose:
 # a fresh VAD needs a little audio before an onset, and the decode its pre-roll (started right at the
 # onset, Whisper can invent words). Whole frames, so the resumed frames fall on the original grid.
@@ -282,15 +273,18 @@ class Segmenter:
             self._open_from_sample = self._buffer.start_sample
             self._samples_at_onset -= drop * FRAME_SAMPLES
 
+    def _in_noise(self) -> bool:
+        snr_db = self._snr.db
+        return snr_db is not None and snr_db < NOISY_BELOW_DB
+
     def _final_end_sample(self) -> int:
         return min(self._buffer.last_speech_end_sample + self._tail_samples, self._timeline_samples)
 
     def _final(self, audio: np.ndarray, start_sample: int, end_sample: int, *, same_as_partial: bool = False
                ) -> FinalDue:
         due = FinalDue(self.utterance_index, audio, _seconds(start_sample), _seconds(end_sample),
-                       self._after_overlap, self._continues_speech, self._snr.below(NOISY_BELOW_DB),
-                       same_as_partial=same_as_partial, own_start_sec=_seconds(self.resume_sample),
-                       full_window=self._snr.below(FULL_WINDOW_BELOW_DB))
+                       self._after_overlap, self._continues_speech, self._in_noise(), same_as_partial=same_as_partial,
+                       own_start_sec=_seconds(self.resume_sample))
         self.utterance_index += 1
         self._speech_frames_at_last_partial = -1
         self._speculated_end_sample = -1
@@ -312,8 +306,8 @@ class Segmenter:
         self._speech_frames_at_last_partial = self._speech_frames
         self._speculated_end_sample = end
         return PartialDue(self.utterance_index, buffer.audio(end_sample=end), _seconds(buffer.start_sample),
-                          _seconds(end), self._after_overlap, self._continues_speech, self._snr.below(NOISY_BELOW_DB),
-                          speculative=True, full_window=self._snr.below(FULL_WINDOW_BELOW_DB))
+                          _seconds(end), self._after_overlap, self._continues_speech, self._in_noise(),
+                          speculative=True)
 
     def _partial_if_due(self) -> PartialDue | None:
         cadence = self._config.cadence
@@ -339,4 +333,4 @@ class Segmenter:
         self._speech_frames_at_last_partial = self._speech_frames
         return PartialDue(self.utterance_index, buffer.audio(), _seconds(buffer.start_sample),
                           _seconds(self._timeline_samples), self._after_overlap, self._continues_speech,
-                          self._snr.below(NOISY_BELOW_DB))
+                          self._in_noise())

@@ -46,8 +46,3 @@ class SpeechToNoise:
         if self._noise.frames < MIN_FRAMES or self._speech.frames < MIN_FRAMES:
             return None
         return 10 * math.log10(max(self._speech.power, _POWER_FLOOR) / max(self._noise.power, _POWER_FLOOR))
-
-    def below(self, threshold_db: float) -> bool:
-        """There is an estimate, and it reads under `threshold_db`."""
-        snr_db = self.db
-        return snr_db is not None and snr_db < threshold_db

@@ -113,8 +113,7 @@ class Transcriber:
                 return
         elif _speculative(due):
             self._speculating = job
-        self._queue.submit(due.audio, is_final=due.is_final, payload=job, speculative=_speculative(due),
-                           full_window=due.full_window)
+        self._queue.submit(due.audio, is_final=due.is_final, payload=job, speculative=_speculative(due))
         self._update_idle()
 
     def _adopt_running_speculation(self, job: _Job) -> bool:
@@ -311,8 +310,8 @@ def reuses_hypotheses(backend: Backend) -> bool:
 def may_reuse(due: DecodeDue, guess: DecodeDue) -> bool:
     """Whether the final `due` may take the hypothesis of the speculative `guess` (same audio, options)."""
     return (isinstance(due, FinalDue) and due.same_as_partial
-            and (guess.utterance_index, guess.start_sec, guess.audio.size, guess.full_window)
-            == (due.utterance_index, due.start_sec, due.audio.size, due.full_window))
+            and (guess.utterance_index, guess.start_sec, guess.audio.size)
+            == (due.utterance_index, due.start_sec, due.audio.size))
 
 
 def _speculative(due: DecodeDue) -> bool:

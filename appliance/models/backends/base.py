@@ -72,21 +72,20 @@ class Backend(Protocol):
         """Tokens `text` takes in a prompt (as the decoder will see it, with its leading space)."""
         ...
 
-    def window_frames(self, samples: int, provisional: bool = False, full: bool = False) -> int:
-        """The encoder window (mel frames) a decode of `samples` audio samples gets (`full`: the
-        whole window whatever the length). A batch is decoded on one window, so the scheduler batches
-        only decodes whose windows agree: a result never depends on what else was decoded with it."""
+    def window_frames(self, samples: int, provisional: bool = False) -> int:
+        """The encoder window (mel frames) a decode of `samples` audio samples gets. A batch is decoded
+        on one window, so the scheduler batches only decodes whose windows agree: a result never
+        depends on what else was decoded with it."""
         ...
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
-                   task: str, provisional: bool = False, full_window: bool = False) -> Transcript:
+                   task: str, provisional: bool = False) -> Transcript:
         """Decode 16 kHz mono float32 audio; never conditions on text from earlier calls.
 
-        `provisional` marks a partial: the backend may trade some accuracy for speed. `full_window`:
-        encode Whisper's whole 30 s window however short the audio (speech in noise)."""
+        `provisional` marks a partial: the backend may trade some accuracy for speed."""
         ...
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
-                         task: str, provisional: bool = False, full_window: bool = False) -> list[Transcript]:
+                         task: str, provisional: bool = False) -> list[Transcript]:
         """Decode several utterances with the same options; one transcript per input, in order."""
         ...

@@ -142,20 +142,20 @@ class FasterWhisperBackend:
     def count_tokens(self, text: str) -> int:
         return len(self._model.hf_tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids)
 
-    def window_frames(self, samples: int, provisional: bool = False, full: bool = False) -> int:
-        bucketed = not full and (self.encode_window == "bucketed" or (self.encode_window == "partials" and provisional))
+    def window_frames(self, samples: int, provisional: bool = False) -> int:
+        bucketed = self.encode_window == "bucketed" or (self.encode_window == "partials" and provisional)
         return encode_frames_for(samples / 16_000) if bucketed else FULL_WINDOW_FRAMES
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
-                   task: str, provisional: bool = False, full_window: bool = False) -> Transcript:
+                   task: str, provisional: bool = False) -> Transcript:
         started = time.perf_counter()
-        frames = self.window_frames(audio.size, provisional, full_window)
+        frames = self.window_frames(audio.size, provisional)
         [transcript] = self._with_retries(
             [audio], frames, lambda batch, f: [self._transcribe_once(batch[0], options, language, task, f)])
         return dataclasses.replace(transcript, decode_sec=time.perf_counter() - started)
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
-                         task: str, provisional: bool = False, full_window: bool = False) -> list[Transcript]:
+                         task: str, provisional: bool = False) -> list[Transcript]:
         """Decode several utterances in one CTranslate2 call (see ct2_batch); word timings too."""
         from appliance.models.backends.ct2_batch import transcribe_batch
 
@@ -166,7 +166,7 @@ class FasterWhisperBackend:
                                     encode_frames=frames,
                                     max_new_tokens=token_budget(max(a.size for a in batch) / 16_000))
 
-        frames = self.window_frames(max(a.size for a in audios), provisional, full_window)
+        frames = self.window_frames(max(a.size for a in audios), provisional)
         return self._with_retries(audios, frames, decode)
 
     def _with_retries(self, audios: list[np.ndarray], frames: int,

@@ -147,11 +147,11 @@ class TorchWhisperBackend:
                 self._warned.add(name)
                 log.warning("torch_whisper has no %s; decoding without it", name)
 
-    def window_frames(self, samples: int, provisional: bool = False, full: bool = False) -> int:
+    def window_frames(self, samples: int, provisional: bool = False) -> int:
         return TORCH_WINDOW_FRAMES  # whisper.transcribe pads every window to 30 s
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
-                   task: str, provisional: bool = False, full_window: bool = False) -> Transcript:
+                   task: str, provisional: bool = False) -> Transcript:
         import torch
         import whisper
 
@@ -182,7 +182,7 @@ class TorchWhisperBackend:
                           extra={"encode_frames": TORCH_WINDOW_FRAMES})
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
-                         task: str, provisional: bool = False, full_window: bool = False) -> list[Transcript]:
+                         task: str, provisional: bool = False) -> list[Transcript]:
         """One after another: openai-whisper has no batched decode (max_batch_size is 1, so the
         scheduler only gets here with a single utterance)."""
         return [self.transcribe(a, options, language=language, task=task, provisional=provisional) for a in audios]
