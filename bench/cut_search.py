@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from appliance.vad import FRAME_SEC, SileroOnnx, VadStream
+from bench.backends import load_16k
 from clients.dev_set import dev_set
 from clients.noise import noisy_copies
 
@@ -33,14 +34,7 @@ STEP_FRAMES = 5
 
 def probabilities(model: SileroOnnx, path: Path) -> np.ndarray:
     """Silero's speech probability for each 32 ms frame of the recording at 16 kHz."""
-    import soundfile as sf
-    import soxr
-
-    audio, rate_hz = sf.read(str(path), dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if rate_hz != 16_000:
-        audio = soxr.resample(audio, rate_hz, 16_000).astype(np.float32)
-    return VadStream(model).process(audio)[1]
+    return VadStream(model).process(load_16k(path))[1]
 
 
 def main() -> int:
