@@ -38,6 +38,8 @@ def _repeated_span(tokens: np.ndarray, is_word: Callable[[int], bool]) -> bool:
     n = tokens.size
     for span in range(1, n // 2 + 1):
         same = tokens[:-span] == tokens[span:]  # same[i]: token i comes again `span` later
+        if np.count_nonzero(same) < span:
+            continue  # too few matches for a run of `span`
         run = 0
         for i, hit in enumerate(same.tolist()):
             run = run + 1 if hit else 0
