@@ -292,6 +292,10 @@ class ModelConfig:
     model_dir: str | None = setting(None, "local CTranslate2 model directory (overrides name)", nonempty=True)
     encode_window: str = setting("bucketed", "encoder input: bucketed lengths or the full 30 s window",
                               choices=ENCODE_WINDOWS)
+    # the same figure as window_check.SECOND_LOOK_BELOW (a test holds them equal)
+    second_look_below: float = setting(
+        0.65, "a final decoded on a bucketed window with a confidence under this is decoded again on the "
+        "full 30 s window and the more confident reading kept (0 = never)", ge=0, le=1)
 
 
 @dataclass(frozen=True)

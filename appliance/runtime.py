@@ -172,6 +172,7 @@ class Runtime:
     def load_settings(self) -> LoadSettings:
         cfg = self.config
         return LoadSettings(cpu_threads=cfg.model.cpu_threads, encode_window=cfg.model.encode_window,
+                            second_look_below=cfg.model.second_look_below,
                             languages=tuple(cfg.model.languages or ()),
                             warm_up_options=cfg.decode_profiles[cfg.model.default_decode_profile])
 

@@ -40,13 +40,13 @@ OFFLINE_CACHE = Path.home() / ".cache" / "stt-appliance" / "wer-offline"
 
 
 def stream_file(address: str, path: Path, realtime: bool, profile: str, vad_silence: float | None,
-                partials: bool = False) -> list[tuple[float, float, str]]:
-    """The file's finals: (start_sec, end_sec, text) each."""
+                partials: bool = False) -> list[tuple[float, float, str, float]]:
+    """The file's finals: (start_sec, end_sec, text, confidence) each."""
     pcm16, rate_hz = load_pcm16(path)
     with SttClient(address) as client:
         session = client.create_session(decode_profile=profile, vad_silence_sec=vad_silence,
                                         attributes={"partial": "true"} if partials else None)
-        return [(r.start_sec, r.end_sec, r.text)
+        return [(r.start_sec, r.end_sec, r.text, r.confidence)
                 for r in client.stream_audio(session, pcm16, rate_hz, chunk_ms=100, realtime=realtime) if r.is_final]
 
 
@@ -131,12 +131,13 @@ def main() -> int:
     rows = []
     print(f"{'file':58} {'words':>5} {'stream':>7} {'offline':>7}")
     for item, finals, ref_hyp in zip(corpus, streamed, offline, strict=True):
-        hyp = " ".join(text for _, _, text in finals if text)
+        hyp = " ".join(text for _, _, text, _ in finals if text)
         s_err, n = word_errors(item.reference, hyp)
         o_err, _ = word_errors(item.reference, ref_hyp)
         rows.append({"file": item.path.name, "batch": item.batch, "group": item.group, "words": n,
                      "stream_errors": s_err, "offline_errors": o_err, "stream": hyp, "offline": ref_hyp,
-                     "finals": [[round(start, 3), round(end, 3), text] for start, end, text in finals]})
+                     "finals": [[round(start, 3), round(end, 3), text, round(confidence, 4)]
+                                for start, end, text, confidence in finals]})
         print(f"{item.path.name:58} {n:5d} {100 * s_err / n:6.1f}% {100 * o_err / n:6.1f}%")
         if s_err > o_err:
             print(f"    stream : {hyp}\n    offline: {ref_hyp}")

@@ -40,6 +40,9 @@ class RecordingBackend:
     def window_frames(self, samples, provisional=False):
         return self._backend.window_frames(samples, provisional)
 
+    def wants_second_look(self, transcript):
+        return self._backend.wants_second_look(transcript)
+
     def transcribe(self, audio, options, **kwargs):
         self._record([audio])
         return self._backend.transcribe(audio, options, **kwargs)

@@ -23,6 +23,7 @@ from appliance.config_schema import ModelLoadProfile
 from appliance.decode_options import DecodeOptions
 from appliance.errors import ApplianceError
 from appliance.models.backends import Backend, load_backend
+from appliance.models.backends.window_check import SECOND_LOOK_BELOW
 from appliance.models.store import ResolvedModel, resolve_model
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,12 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class LoadSettings:
-    """What every load shares, from the `model` section: threads, encoder window, warm-up options."""
+    """What every load shares, from the `model` section: threads, encoder window and its second look,
+    warm-up options."""
 
     cpu_threads: int = 0
     encode_window: str = "bucketed"
+    second_look_below: float = SECOND_LOOK_BELOW  # model.second_look_below: unsure finals decoded again
     languages: tuple[str, ...] = ()  # model.languages: what a multilingual model detects among (language_choice)
     model_dir: str | None = None
     warm_up_options: DecodeOptions = field(default_factory=DecodeOptions)
@@ -72,7 +75,8 @@ def load_model(model_id: str, profile_id: str, spec: ModelLoadProfile, settings:
     backend = load_backend(
         spec.backend, model_id=model_id, model_path=str(resolved.path), device=spec.device,
         compute_type=spec.compute_type, pool_size=spec.pool_size, cpu_threads=settings.cpu_threads,
-        english_only=resolved.english_only, encode_window=settings.encode_window, languages=settings.languages)
+        english_only=resolved.english_only, encode_window=settings.encode_window, languages=settings.languages,
+        second_look_below=settings.second_look_below)
     # The first decode allocates the backend's buffers; a model serves only after it.
     backend.transcribe(np.zeros(16_000, dtype=np.float32), settings.warm_up_options, language=None, task="transcribe")
     load_sec = time.perf_counter() - started

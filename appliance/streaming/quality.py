@@ -8,10 +8,9 @@ model itself marks as no-speech with low confidence, segments whose text compres
 
 from __future__ import annotations
 
-import math
-
 from appliance.decode_options import DecodeOptions
 from appliance.models.backends import Segment, Transcript
+from appliance.models.backends.base import segments_confidence
 from appliance.streaming.commit import collapse_repeats
 
 
@@ -29,13 +28,8 @@ def kept_segments(transcript: Transcript, options: DecodeOptions) -> list[Segmen
 
 
 def transcript_confidence(transcript: Transcript, options: DecodeOptions) -> float:
-    """The decoder's confidence in the kept text, 0-1: exp of the segments' mean token log-probability,
-    each segment weighted by its length in characters. 0 when nothing was kept."""
-    kept = [(len(s.text.strip()), s.avg_logprob) for s in kept_segments(transcript, options) if s.text.strip()]
-    total = sum(length for length, _ in kept)
-    if not total:
-        return 0.0
-    return min(1.0, math.exp(sum(length * logprob for length, logprob in kept) / total))
+    """The decoder's confidence in the kept text (segments_confidence); 0 when nothing was kept."""
+    return segments_confidence(kept_segments(transcript, options))
 
 
 def transcript_text(transcript: Transcript, options: DecodeOptions) -> str:

@@ -73,6 +73,7 @@ class Transcriber:
         self._speculating: _Job | None = None  # the last speculative partial submitted, its outcome not yet in
         self._adoption: tuple[_Job, _Job] | None = None  # (the speculation still decoding, the final waiting for it)
         self._reuse_allowed = reuses_hypotheses(backend)
+        self._wants_second_look = backend.wants_second_look
         self._idle = asyncio.Event()
         self._idle.set()
         self.ended = False  # a final ended the stream (auto mode) or a decode failed
@@ -135,6 +136,8 @@ class Transcriber:
         if (speculation is None or self._queue.pending
                 or not (self._reuse_allowed and may_reuse(job.due, speculation[0].due))):
             return False  # not the partial the segmenter meant (that one was dropped, or still queued)
+        if self._wants_second_look(speculation[1]):
+            return False  # the final's own decode will look twice; this reading had one look
         # No decode ran for this final: nothing to add to decode time or the real-time factor.
         transcript = replace(speculation[1], decode_sec=0.0, audio_sec=0.0)
         log.debug("session %s utterance %d: final reuses the partial decoded as silence began",
@@ -235,7 +238,8 @@ class Transcriber:
         assert self._adoption is not None
         speculating, final = self._adoption
         self._adoption = None
-        if transcript is None:
+        if transcript is None or self._wants_second_look(transcript):
+            # dropped, or a reading the final's own decode would look at twice
             self._queue.submit(final.due.audio, is_final=True, payload=final)
         elif not self._drop_misfire(speculating, transcript, final):
             log.debug("session %s utterance %d: final takes the partial decoded as silence began",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
 
@@ -50,6 +52,16 @@ class Transcript:
     extra: TranscriptExtra = field(default_factory=lambda: TranscriptExtra())
 
 
+def segments_confidence(segments: Iterable[Segment]) -> float:
+    """The decoder's confidence in these segments' text, 0-1: exp of their mean token log-probability,
+    each segment weighted by its length in characters. 0 when none holds text."""
+    spoken = [(len(s.text.strip()), s.avg_logprob) for s in segments if s.text.strip()]
+    total = sum(length for length, _ in spoken)
+    if not total:
+        return 0.0
+    return min(1.0, math.exp(sum(length * logprob for length, logprob in spoken) / total))
+
+
 # Whisper's text context is 448 tokens; a prompt may take half of it less one (openai-whisper and
 # faster-whisper both cut it there), and a prompt and hotwords together past that make
 # faster-whisper raise "prompt length exceeds max_length" in the middle of a stream.
@@ -76,6 +88,12 @@ class Backend(Protocol):
         """The encoder window (mel frames) a decode of `samples` audio samples gets. A batch is decoded
         on one window, so the scheduler batches only decodes whose windows agree: a result never
         depends on what else was decoded with it."""
+        ...
+
+    def wants_second_look(self, transcript: Transcript) -> bool:
+        """Whether a final with this reading would have been decoded again (a backend that decodes
+        finals twice when unsure, faster_whisper's bucketed window): a speculative partial's
+        reading, decoded once, may stand as its final only where this is False."""
         ...
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,

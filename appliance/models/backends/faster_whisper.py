@@ -5,9 +5,11 @@ encoder pass. CTranslate2's encoder also takes shorter inputs; with `encode_wind
 default) the features are cut to the smallest bucket that holds the utterance plus a margin. Buckets
 (rather than exact lengths) keep the number of distinct shapes small. Short windows sometimes make
 Whisper loop or return nothing, so each result is checked (window_check) and suspects are decoded
-again on the next bucket up, then on the full window. Measured with tiny.en, streamed, pooled over the English corpus
-(bench/wer.py --fast): full 8.7%; buckets from 10 s with the check 7.5% (offline 8.3%), ~5% of
-utterances redone. Buckets from 5 s loop or come back empty on about half the short commands.
+again on the next bucket up, then on the full window; a final the decoder is unsure of is decoded
+again on the full window and the more confident reading kept (window_check). Measured with tiny.en,
+streamed, pooled over the English corpus (bench/wer.py --fast): full 8.7%; buckets from 10 s with
+the check 7.5% (offline 8.3%), ~5% of utterances redone. Buckets from 5 s loop or come back empty
+on about half the short commands.
 """
 
 from __future__ import annotations
@@ -22,9 +24,15 @@ from collections.abc import Callable
 import numpy as np
 
 from appliance.decode_options import DecodeOptions
-from appliance.models.backends.base import WHISPER_MAX_PROMPT_TOKENS, Segment, Transcript, WordTiming
+from appliance.models.backends.base import (
+    WHISPER_MAX_PROMPT_TOKENS,
+    Segment,
+    Transcript,
+    WordTiming,
+    segments_confidence,
+)
 from appliance.models.backends.language_choice import allowed_languages, forced_language, most_probable
-from appliance.models.backends.window_check import window_suspect
+from appliance.models.backends.window_check import SECOND_LOOK_BELOW, window_suspect
 
 FRAMES_PER_SEC = 100  # Whisper's mel hop: 10 ms
 FULL_WINDOW_FRAMES = 3000
@@ -119,7 +127,8 @@ CPU_BATCH_SIZE = 4
 class FasterWhisperBackend:
     def __init__(self, *, model_id: str, model_path: str, device: str = "cpu", compute_type: str = "float32",
                  pool_size: int = 1, cpu_threads: int = 0, english_only: bool = False,
-                 encode_window: str = "full", languages: tuple[str, ...] = ()):
+                 encode_window: str = "full", languages: tuple[str, ...] = (),
+                 second_look_below: float = SECOND_LOOK_BELOW):
         self.model_id = model_id
         self.device = device
         self.max_concurrency = max(1, pool_size)
@@ -128,6 +137,7 @@ class FasterWhisperBackend:
         self.languages = allowed_languages(languages, english_only=english_only, model_id=model_id)
         self.max_prompt_tokens = WHISPER_MAX_PROMPT_TOKENS
         self.encode_window = encode_window
+        self.second_look_below = second_look_below
         limit_numpy_blas_threads()
         # num_workers = pool size: CTranslate2 keeps that many model replicas, so that many
         # transcribe() calls can run at once from different threads.
@@ -151,7 +161,8 @@ class FasterWhisperBackend:
         started = time.perf_counter()
         frames = self.window_frames(audio.size, provisional)
         [transcript] = self._with_retries(
-            [audio], frames, lambda batch, f: [self._transcribe_once(batch[0], options, language, task, f)])
+            [audio], frames, lambda batch, f: [self._transcribe_once(batch[0], options, language, task, f)],
+            final=not provisional)
         return dataclasses.replace(transcript, decode_sec=time.perf_counter() - started)
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
@@ -167,12 +178,18 @@ class FasterWhisperBackend:
                                     max_new_tokens=token_budget(max(a.size for a in batch) / 16_000))
 
         frames = self.window_frames(max(a.size for a in audios), provisional)
-        return self._with_retries(audios, frames, decode)
+        return self._with_retries(audios, frames, decode, final=not provisional)
+
+    def wants_second_look(self, transcript: Transcript) -> bool:
+        """A final decoded on a short window, which the decoder is unsure of (SECOND_LOOK_BELOW)."""
+        return (transcript.extra.get("encode_frames", FULL_WINDOW_FRAMES) < FULL_WINDOW_FRAMES
+                and segments_confidence(transcript.segments) < self.second_look_below)
 
     def _with_retries(self, audios: list[np.ndarray], frames: int,
-                      decode: Callable[[list[np.ndarray], int], list[Transcript]]) -> list[Transcript]:
+                      decode: Callable[[list[np.ndarray], int], list[Transcript]], *, final: bool) -> list[Transcript]:
         """`decode(audios, frames)`, then the suspects of a short window (window_check) again,
-        together, on the next window up (retry_frames) until none is left or the window is full."""
+        together, on the next window up (retry_frames) until none is left or the window is full;
+        then, for finals, a second look at those the decoder is unsure of."""
         transcripts = decode(audios, frames)
         budget = token_budget(max(a.size for a in audios) / 16_000)
         pending = list(range(len(audios)))
@@ -188,7 +205,25 @@ class FasterWhisperBackend:
                 transcript.extra["window_fallback"] = f"{earlier}, {reason}" if earlier else reason
                 transcripts[i] = transcript
             pending = list(suspects)
-        return transcripts
+        return self._second_look(audios, transcripts, decode) if final else transcripts
+
+    def _second_look(self, audios: list[np.ndarray], transcripts: list[Transcript],
+                     decode: Callable[[list[np.ndarray], int], list[Transcript]]) -> list[Transcript]:
+        """The unsure finals decoded again, together, on the full window; each keeps the more
+        confident of its two readings (a tie keeps the short window's)."""
+        unsure = [i for i, transcript in enumerate(transcripts) if self.wants_second_look(transcript)]
+        if not unsure:
+            return transcripts
+        kept = list(transcripts)
+        for i, again in zip(unsure, decode([audios[i] for i in unsure], FULL_WINDOW_FRAMES), strict=True):
+            first = transcripts[i]
+            before, after = segments_confidence(first.segments), segments_confidence(again.segments)
+            winner = again if after > before else first
+            earlier = first.extra.get("window_fallback")
+            reason = f"unsure {before:.2f}, full window {after:.2f}"
+            winner.extra["window_fallback"] = f"{earlier}, {reason}" if earlier else reason
+            kept[i] = winner
+        return kept
 
     def _transcribe_once(self, audio: np.ndarray, options: DecodeOptions, language: str | None, task: str,
                          frames: int) -> Transcript:

@@ -11,8 +11,9 @@ free one (callers beyond that wait, though the scheduler never sends more than m
 Decode options map onto `whisper.transcribe`. openai-whisper has no repetition_penalty or
 no_repeat_ngram_size: values other than the neutral ones are logged once and not applied. hotwords
 go into the prompt ahead of initial_prompt, where faster-whisper puts them. Word timings align the
-decode's own segments afterwards (torch_words), so they never change the text. `encode_window` is
-accepted for the common signature; openai-whisper's encoder always takes the full 30 s window.
+decode's own segments afterwards (torch_words), so they never change the text. `encode_window` and
+`second_look_below` are accepted for the common signature; openai-whisper's encoder always takes
+the full 30 s window, so no final needs a second look on it.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ TORCH_WINDOW_FRAMES = 3000  # Whisper's 30 s of 10 ms mel frames
 class TorchWhisperBackend:
     def __init__(self, *, model_id: str, model_path: str, device: str = "cpu", compute_type: str = "float32",
                  pool_size: int = 1, cpu_threads: int = 0, english_only: bool = False, encode_window: str = "full",
-                 languages: tuple[str, ...] = ()):
+                 languages: tuple[str, ...] = (), second_look_below: float = 0.0):
         import torch
         import whisper
 
@@ -149,6 +150,9 @@ class TorchWhisperBackend:
 
     def window_frames(self, samples: int, provisional: bool = False) -> int:
         return TORCH_WINDOW_FRAMES  # whisper.transcribe pads every window to 30 s
+
+    def wants_second_look(self, transcript: Transcript) -> bool:
+        return False  # every decode is on the full window already
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
                    task: str, provisional: bool = False) -> Transcript:

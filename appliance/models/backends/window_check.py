@@ -17,6 +17,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+# A final whose confidence (exp of its mean token log-probability) is under this gets a second look.
+# Chosen on the whole dev set, 7 conditions, tiny.en float32 (bench/wer.py, docs/accuracy.md):
+# 0.62-0.72 bring every noisy condition within 0.5 point of offline with clean speech level;
+# 0.65 redoes ~9% of clean finals and 13-47% of noisy ones. 0 turns the second look off.
+SECOND_LOOK_BELOW = 0.65
+
 
 def window_suspect(tokens: Sequence[int], *, token_budget: int, is_word: Callable[[int], bool]) -> str | None:
     """Why a short-window decode should be redone on a larger window, or None.
