@@ -234,6 +234,7 @@ def test_same_key_in_both_files_is_a_conflict(tmp_path):
                                        "got 'half'"),
     ("model", "languages", "[en, 3]", "model.languages: expected a list of non-empty strings or null"),
     ("model", "pool_size", "0", "model.pool_size: expected an integer >= 1, got 0"),
+    ("model", "second_look_below", "1.5", "model.second_look_below: expected a number between 0 and 1, got 1.5"),
 ])
 def test_bad_values_name_key_value_and_accepted(tmp_path, section, key, value, message):
     path = write(tmp_path, "c.yaml", f"{section}:\n  {key}: {value}\n")
@@ -264,3 +265,12 @@ def test_languages_list_and_empty_list(tmp_path):
     assert load_config(model_path=model, env={}).model.languages == ["en", "en", "de"]
     model = write(tmp_path, "m.yaml", "model: {languages: []}\n")
     assert load_config(model_path=model, env={}).model.languages is None
+
+
+def test_the_second_look_line_is_the_backend_s_own_figure():
+    from appliance.models.backends.window_check import SECOND_LOOK_BELOW
+    from appliance.models.registry import LoadSettings
+
+    cfg = load_config(*default_config_paths(), env={})
+    assert cfg.model.second_look_below == LoadSettings().second_look_below == SECOND_LOOK_BELOW
+    assert load_config(*default_config_paths(), env={"STT_MODEL_SECOND_LOOK_BELOW": "0"}).model.second_look_below == 0

@@ -156,7 +156,8 @@ def test_finals_on_different_encoder_windows_are_never_batched_together(prompt_a
     """Short finals (a 10 s window) and long ones (15 s) end at once on one slot: two calls, each on
     one window, so a short final reads the same whether or not a long one ended beside it."""
     real_backend = FasterWhisperBackend(model_id="cpu-tiny.en", model_path=str(resolve_model("tiny.en").path),
-                                        english_only=True, compute_type="int8", encode_window="bucketed")
+                                        english_only=True, compute_type="int8", encode_window="bucketed",
+                                        second_look_below=0)  # the window each decode starts on
     audios = {f"short{i}": clip(prompt_audio) for i in range(3)}
     audios |= {f"long{i}": np.concatenate([prompt_audio, np.zeros(9 * 16_000, np.float32)]) for i in range(2)}
     window = {name: real_backend.window_frames(a.size) for name, a in audios.items()}

@@ -143,6 +143,23 @@ def submit_while_running(backend, first, *then, slots: int = 1, **session_option
     return asyncio.run(scenario())
 
 
+def test_a_speculation_the_decoder_is_unsure_of_is_decoded_again_as_its_final(prompt_audio):
+    # On the shipped bucketed window a final the decoder is unsure of gets a second look on the
+    # full window (tiny.en hears "Front Center" at ~0.61 on 10 s); the speculative partial had one
+    # look only, so its reading may not stand for the final, which decodes in its own right.
+    looking = FasterWhisperBackend(model_id=MODEL_ID, model_path=str(resolve_model("tiny.en").path),
+                                   english_only=True, encode_window="bucketed")
+    guess = PartialDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, speculative=True)
+    same = FinalDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, same_as_partial=True)
+    [plain] = transcribe(looking, [final(0, prompt_audio)])
+    [after_guess] = transcribe(looking, [guess, same], one_at_a_time=True)
+    assert after_guess.decode_latency_sec > 0 and after_guess.text == plain.text
+    assert after_guess.confidence == plain.confidence > 0
+    # arriving while the speculation decodes, it waits for it, then decodes after all
+    delivered, decodes, _ = submit_while_running(looking, guess, same)
+    assert [r.text for r in delivered] == [plain.text] and decodes == 2
+
+
 def test_a_final_that_comes_while_its_speculative_partial_runs_waits_for_that_hypothesis(backend, prompt_audio):
     guess = PartialDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, speculative=True)
     same = FinalDue(0, prompt_audio, 0.0, prompt_audio.size / 16_000, False, False, same_as_partial=True)
