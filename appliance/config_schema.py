@@ -294,7 +294,7 @@ class ModelConfig:
                               choices=ENCODE_WINDOWS)
     # the same figure as window_check.SECOND_LOOK_BELOW (a test holds them equal)
     second_look_below: float = setting(
-        0.65, "a final decoded on a bucketed window with a confidence under this is decoded again on the "
+        0.7, "a final decoded on a bucketed window with a confidence under this is decoded again on the "
         "full 30 s window and the more confident reading kept (0 = never)", ge=0, le=1)
 
 
