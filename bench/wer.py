@@ -90,6 +90,8 @@ def main() -> int:
     parser.add_argument("--profile", default="realtime")
     parser.add_argument("--vad-silence", type=float)
     parser.add_argument("--partials", action="store_true", help="ask for partials (their commits bind finals)")
+    parser.add_argument("--streams", type=int, default=0,
+                        help="stream at most this many files at once (default: all at once, the box saturated)")
     parser.add_argument("--compute-type", default="float32", help="for the server and the offline baseline")
     parser.add_argument("--encode-window", choices=("full", "bucketed", "partials"),
                         help="model.encode_window for the server")
@@ -124,7 +126,7 @@ def main() -> int:
         env["STT_MODEL_ENCODE_WINDOW"] = args.encode_window
     with LocalAppliance("--compute-type", args.compute_type, *args.server_arg, env=env,
                         log_path=args.server_log) as server, \
-            ThreadPoolExecutor(len(corpus)) as pool:
+            ThreadPoolExecutor(args.streams or len(corpus)) as pool:
         streamed = list(pool.map(lambda path: stream_file(server.address, path, not args.fast, args.profile,
                                                           args.vad_silence, args.partials), paths))
     offline = [cached_offline(path, args.profile, args.compute_type) for path in paths]

@@ -4,6 +4,7 @@ Debian's spoken prompts."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -70,3 +71,41 @@ def test_a_second_look_keeps_the_short_window_reading_when_that_one_is_surer():
     assert looked.extra["encode_frames"] == 1000 and looked.extra["window_fallback"].startswith("unsure")
     assert _text(looked) == _text(once)
     assert _confidence(looked) == _confidence(once)
+
+
+def _finals_at_once(backend, audios: list, slots: int) -> list:
+    """Each audio a final of its own stream, all due at once on a `slots`-slot scheduler: the
+    transcripts, in order."""
+    from appliance.scheduler import DecodeScheduler
+
+    async def scenario():
+        scheduler = DecodeScheduler(max_in_flight=slots, max_batch_size=4, queue_timeout_sec=0)
+        outcomes: dict[int, object] = {}
+
+        def done(label, transcript, error):
+            outcomes[label] = error or transcript
+
+        for i, audio in enumerate(audios):
+            queue = scheduler.open_stream(f"s{i}", backend, language=None, task="transcribe", on_done=done)
+            queue.submit(audio, is_final=True, payload=i, options=OPTIONS)
+        for _ in range(3000):  # bounded: 60 s
+            if len(outcomes) == len(audios):
+                break
+            await asyncio.sleep(0.02)
+        scheduler.shutdown()
+        return [outcomes[i] for i in range(len(audios))]
+
+    return asyncio.run(scenario())
+
+
+def test_finals_look_twice_only_while_the_box_has_room(prompt_audio):
+    # Alone on an idle scheduler an unsure final gets its second look; ten due at once on two
+    # slots keep one look each (DecodeScheduler.room_for_second_look): in a noisy hall at full load
+    # the second look would cost 2-3x the encoder per final and finals would come late or not at all.
+    backend = _backend(second_look_below=SECOND_LOOK_BELOW)
+    [alone] = _finals_at_once(backend, [prompt_audio], slots=2)
+    assert alone.extra["window_fallback"].startswith("unsure") and alone.extra["encode_frames"] == FULL_WINDOW_FRAMES
+    busy = _finals_at_once(backend, [prompt_audio.copy() for _ in range(10)], slots=2)
+    assert all("window_fallback" not in t.extra and t.extra["encode_frames"] == 1000 for t in busy)
+    once = _backend().transcribe(prompt_audio, OPTIONS, language=None, task="transcribe")
+    assert {tuple(_text(t)) for t in busy} == {tuple(_text(once))}

@@ -110,6 +110,13 @@ class DecodeScheduler:
         busy = self._in_flight + len(self._eligible) + self.final_reserved_slots
         return busy < self.max_in_flight and self._demand.value() < SPECULATE_BELOW_DEMAND
 
+    def room_for_second_look(self) -> bool:
+        """Whether a final batch about to run may also decode its unsure finals again on the full
+        window (window_check.SECOND_LOOK_BELOW; 2-3x the encoder time of a final): nothing waits for
+        a slot, and a slot stays free beside it for what comes next (one-slot boxes: nothing waits).
+        Under load finals keep their one look, so a noisy hall costs accuracy, never finals."""
+        return not self._eligible and (self._in_flight < self.max_in_flight or self.max_in_flight == 1)
+
     def final_expected(self) -> None:
         """A final is due soon (a stream's speech paused): partials leave the reserved slots to it."""
         self._finals_soon_until = time.monotonic() + self._finals_soon_sec
@@ -239,7 +246,8 @@ class DecodeScheduler:
                 partials = first.ordinary_partial
                 self._partials_running += partials
                 self._demand_changed()
-                asyncio.get_running_loop().create_task(self._run(batch, partials))
+                second_look = first.is_final and self.room_for_second_look()
+                asyncio.get_running_loop().create_task(self._run(batch, partials, second_look))
 
     def _free_slots(self, first: DecodeRequest) -> int:
         """Slots `first` (and the heads it may be batched with) may take now."""
@@ -254,9 +262,9 @@ class DecodeScheduler:
             self._take(request)
         return taken
 
-    async def _run(self, batch: list[DecodeRequest], partials: bool) -> None:
+    async def _run(self, batch: list[DecodeRequest], partials: bool, second_look: bool) -> None:
         try:
-            outcomes = await self._runner.run(batch)
+            outcomes = await self._runner.run(batch, second_look=second_look)
         finally:
             self._in_flight -= 1
             self._partials_running -= partials

@@ -37,8 +37,9 @@ class DecodeRunner:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def run(self, batch: list[DecodeRequest]) -> list[Outcome]:
-        """One outcome per request of `batch` (compatible requests: one backend, options, language, task)."""
+    async def run(self, batch: list[DecodeRequest], *, second_look: bool = False) -> list[Outcome]:
+        """One outcome per request of `batch` (compatible requests: one backend, options, language, task).
+        `second_look`: unsure finals may be decoded again (Backend.transcribe), the box has room."""
         loop = asyncio.get_running_loop()
         first = batch[0]
         backend, options = first.queue.backend, first.queue._options_for(first)
@@ -47,10 +48,12 @@ class DecodeRunner:
         try:
             if len(batch) == 1:
                 transcripts = [await loop.run_in_executor(self._executor, lambda: backend.transcribe(
-                    first.audio, options, language=language, task=task, provisional=provisional))]
+                    first.audio, options, language=language, task=task, provisional=provisional,
+                    second_look=second_look))]
             else:
                 transcripts = await loop.run_in_executor(self._executor, lambda: backend.transcribe_batch(
-                    [r.audio for r in batch], options, language=language, task=task, provisional=provisional))
+                    [r.audio for r in batch], options, language=language, task=task, provisional=provisional,
+                    second_look=second_look))
         except Exception as err:  # third-party code: any failure maps to one code
             self._stats.failures += len(batch)
             for request in batch:

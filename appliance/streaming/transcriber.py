@@ -128,6 +128,11 @@ class Transcriber:
         self._adoption = (speculating, replace(job, queued_at=time.monotonic()))
         return True
 
+    def _looks_again(self, speculated: Transcript) -> bool:
+        """A final decoded now would look twice at this reading (unsure, and the box has room:
+        DecodeScheduler.room_for_second_look), so the speculation's one look may not stand for it."""
+        return self._wants_second_look(speculated) and self._scheduler.room_for_second_look()
+
     def _reuse_speculation(self, job: _Job) -> bool:
         """A final whose audio the last (speculative) partial already decoded, with the same options
         and nothing of this stream still queued, takes that hypothesis now instead of decoding it
@@ -136,8 +141,8 @@ class Transcriber:
         if (speculation is None or self._queue.pending
                 or not (self._reuse_allowed and may_reuse(job.due, speculation[0].due))):
             return False  # not the partial the segmenter meant (that one was dropped, or still queued)
-        if self._wants_second_look(speculation[1]):
-            return False  # the final's own decode will look twice; this reading had one look
+        if self._looks_again(speculation[1]):
+            return False
         # No decode ran for this final: nothing to add to decode time or the real-time factor.
         transcript = replace(speculation[1], decode_sec=0.0, audio_sec=0.0)
         log.debug("session %s utterance %d: final reuses the partial decoded as silence began",
@@ -234,12 +239,12 @@ class Transcriber:
 
     def _adopted(self, transcript: Transcript | None) -> None:
         """The hypothesis of the speculative partial a final was waiting for becomes that final's;
-        if the partial was dropped instead, the final is decoded in its own right."""
+        if the partial was dropped instead, or its final would look twice (`_looks_again`), the
+        final is decoded in its own right."""
         assert self._adoption is not None
         speculating, final = self._adoption
         self._adoption = None
-        if transcript is None or self._wants_second_look(transcript):
-            # dropped, or a reading the final's own decode would look at twice
+        if transcript is None or self._looks_again(transcript):
             self._queue.submit(final.due.audio, is_final=True, payload=final)
         elif not self._drop_misfire(speculating, transcript, final):
             log.debug("session %s utterance %d: final takes the partial decoded as silence began",

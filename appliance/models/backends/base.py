@@ -97,13 +97,15 @@ class Backend(Protocol):
         ...
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
-                   task: str, provisional: bool = False) -> Transcript:
+                   task: str, provisional: bool = False, second_look: bool = True) -> Transcript:
         """Decode 16 kHz mono float32 audio; never conditions on text from earlier calls.
 
-        `provisional` marks a partial: the backend may trade some accuracy for speed."""
+        `provisional` marks a partial: the backend may trade some accuracy for speed.
+        `second_look`: a final may be decoded again when unsure (wants_second_look); the scheduler
+        passes False while the box has no room for it."""
         ...
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
-                         task: str, provisional: bool = False) -> list[Transcript]:
+                         task: str, provisional: bool = False, second_look: bool = True) -> list[Transcript]:
         """Decode several utterances with the same options; one transcript per input, in order."""
         ...

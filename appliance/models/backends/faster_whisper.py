@@ -157,16 +157,16 @@ class FasterWhisperBackend:
         return encode_frames_for(samples / 16_000) if bucketed else FULL_WINDOW_FRAMES
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
-                   task: str, provisional: bool = False) -> Transcript:
+                   task: str, provisional: bool = False, second_look: bool = True) -> Transcript:
         started = time.perf_counter()
         frames = self.window_frames(audio.size, provisional)
         [transcript] = self._with_retries(
             [audio], frames, lambda batch, f: [self._transcribe_once(batch[0], options, language, task, f)],
-            final=not provisional)
+            second_look=second_look and not provisional)
         return dataclasses.replace(transcript, decode_sec=time.perf_counter() - started)
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
-                         task: str, provisional: bool = False) -> list[Transcript]:
+                         task: str, provisional: bool = False, second_look: bool = True) -> list[Transcript]:
         """Decode several utterances in one CTranslate2 call (see ct2_batch); word timings too."""
         from appliance.models.backends.ct2_batch import transcribe_batch
 
@@ -178,7 +178,7 @@ class FasterWhisperBackend:
                                     max_new_tokens=token_budget(max(a.size for a in batch) / 16_000))
 
         frames = self.window_frames(max(a.size for a in audios), provisional)
-        return self._with_retries(audios, frames, decode, final=not provisional)
+        return self._with_retries(audios, frames, decode, second_look=second_look and not provisional)
 
     def wants_second_look(self, transcript: Transcript) -> bool:
         """A final decoded on a short window, which the decoder is unsure of (SECOND_LOOK_BELOW)."""
@@ -186,10 +186,12 @@ class FasterWhisperBackend:
                 and segments_confidence(transcript.segments) < self.second_look_below)
 
     def _with_retries(self, audios: list[np.ndarray], frames: int,
-                      decode: Callable[[list[np.ndarray], int], list[Transcript]], *, final: bool) -> list[Transcript]:
+                      decode: Callable[[list[np.ndarray], int], list[Transcript]], *,
+                      second_look: bool) -> list[Transcript]:
         """`decode(audios, frames)`, then the suspects of a short window (window_check) again,
         together, on the next window up (retry_frames) until none is left or the window is full;
-        then, for finals, a second look at those the decoder is unsure of."""
+        then, with `second_look` (finals, where the box has room), a second look at those the
+        decoder is unsure of."""
         transcripts = decode(audios, frames)
         budget = token_budget(max(a.size for a in audios) / 16_000)
         pending = list(range(len(audios)))
@@ -205,7 +207,7 @@ class FasterWhisperBackend:
                 transcript.extra["window_fallback"] = f"{earlier}, {reason}" if earlier else reason
                 transcripts[i] = transcript
             pending = list(suspects)
-        return self._second_look(audios, transcripts, decode) if final else transcripts
+        return self._second_look(audios, transcripts, decode) if second_look else transcripts
 
     def _second_look(self, audios: list[np.ndarray], transcripts: list[Transcript],
                      decode: Callable[[list[np.ndarray], int], list[Transcript]]) -> list[Transcript]:

@@ -155,7 +155,7 @@ class TorchWhisperBackend:
         return False  # every decode is on the full window already
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions, *, language: str | None,
-                   task: str, provisional: bool = False) -> Transcript:
+                   task: str, provisional: bool = False, second_look: bool = True) -> Transcript:
         import torch
         import whisper
 
@@ -186,7 +186,7 @@ class TorchWhisperBackend:
                           extra={"encode_frames": TORCH_WINDOW_FRAMES})
 
     def transcribe_batch(self, audios: list[np.ndarray], options: DecodeOptions, *, language: str | None,
-                         task: str, provisional: bool = False) -> list[Transcript]:
+                         task: str, provisional: bool = False, second_look: bool = True) -> list[Transcript]:
         """One after another: openai-whisper has no batched decode (max_batch_size is 1, so the
         scheduler only gets here with a single utterance)."""
         return [self.transcribe(a, options, language=language, task=task, provisional=provisional) for a in audios]
