@@ -126,12 +126,13 @@ def run_bench(args, label: str, port: int, n: int, pid: int, out: Path, warmup: 
         cmd.append("--warmup")
     if args.partials:
         cmd.append("--grpc-partials")
+    earlier = len(out.read_text().splitlines()) if out.exists() else 0  # --out may hold other sittings
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     summary = next((r for r in rows if r.get("summary") == "clients"), None)
     if summary is None:
         raise SystemExit(f"stream_bench gave no summary:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = [json.loads(line) for line in out.read_text().splitlines()[earlier:]]
     firsts = sorted(r["first_partial_s"] for r in rows if r.get("peer") == label
                     and r.get("clients") == n and r.get("run", -1) >= 0 and r.get("first_partial_s") is not None)
     summary["first_partial_s_p95"] = firsts[min(len(firsts) - 1, int(0.95 * len(firsts)))] if firsts else None

@@ -116,6 +116,11 @@ def _bucketed_model_class():
     return BucketedWhisperModel
 
 
+# A second look holds its decode slot for a full-window decode per final (~0.4 s int8 on one thread):
+# one per call keeps that bounded when a batch of unsure finals ends just before a burst (the sync
+# harness in babble: p95 at 48 streams 1.46 s -> 2.51 s with every unsure final of a batch looked
+# at, BENCH_CAP_FIGURE). A lone final, the light-load case the look is for, always gets it.
+SECOND_LOOKS_PER_CALL = 1
 MAX_BATCH_SIZE = 64  # one CTranslate2 generate() call; the scheduler's own cap is far lower
 # On a CPU a batch shares the decoder's token steps but not the encoder, which is most of a short
 # utterance's cost: per utterance a batch costs 0.171 s alone, 0.136 s in 2, 0.113 s in 4 and no
@@ -211,9 +216,10 @@ class FasterWhisperBackend:
 
     def _second_look(self, audios: list[np.ndarray], transcripts: list[Transcript],
                      decode: Callable[[list[np.ndarray], int], list[Transcript]]) -> list[Transcript]:
-        """The unsure finals decoded again, together, on the full window; each keeps the more
-        confident of its two readings (a tie keeps the short window's)."""
-        unsure = [i for i, transcript in enumerate(transcripts) if self.wants_second_look(transcript)]
+        """The least sure final of the call (SECOND_LOOKS_PER_CALL) decoded again on the full
+        window; it keeps the more confident of its two readings (a tie keeps the short window's)."""
+        unsure = sorted((i for i, transcript in enumerate(transcripts) if self.wants_second_look(transcript)),
+                        key=lambda i: segments_confidence(transcripts[i].segments))[:SECOND_LOOKS_PER_CALL]
         if not unsure:
             return transcripts
         kept = list(transcripts)
