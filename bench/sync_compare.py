@@ -7,6 +7,7 @@
     ... --build always=. --server-env always:STT_SERVER_SPECULATIVE_FINALS=always   # one tree, two settings
     ... --manifest ../shared/audio/more/manifest.tsv --utterances sent_en_vctk_p225_003 \
         sent_en_vctk_p227_023     # other recordings: here a 6 s and an 11 s sentence (10 and 15 s windows)
+    ... --noise babble --snr 10    # the utterances mixed with noise as bench/wer.py mixes the dev set
 
 Every build's appliance starts once, side by side on its own port (its own tree's code and config,
 the same .venv python; an idle appliance takes next to no CPU); then for each client count, each build
@@ -118,6 +119,28 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def noisy_manifest(utterances: list[str], kind: str, snr_db: float, folder: Path) -> Path:
+    """`utterances` of the dev set with `kind` noise at `snr_db`, the same mix bench/wer.py streams
+    (clients/noise.py draws each file's noise over the whole set in order), and their manifest."""
+    sys.path.insert(0, str(REPO))
+    from clients.dev_set import dev_set
+    from clients.noise import noisy_copies
+
+    recordings = dev_set()
+    mixed = noisy_copies(recordings, kind, snr_db, folder)
+    rows = []
+    for recording, path in zip(recordings, mixed, strict=True):
+        if recording.path.stem in utterances:
+            rows.append(f"{path.replace(folder / recording.path.name).name}\t{recording.reference}")
+        else:
+            path.unlink()
+    if len(rows) != len(utterances):
+        raise SystemExit(f"--noise: {len(utterances) - len(rows)} of --utterances are not in the dev set")
+    manifest = folder / "manifest.tsv"
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return manifest
+
+
 def run_bench(args, label: str, port: int, n: int, pid: int, out: Path, warmup: bool) -> dict:
     cmd = [sys.executable, str(SHARED_BENCH), "--peer", "grpc", "--project", str(REPO), "--port", str(port),
            "--manifest", str(args.manifest), "--only", *args.utterances, "--clients", str(n), "--runs", str(args.runs),
@@ -164,10 +187,14 @@ def main() -> int:
     ap.add_argument("--manifest", type=Path, default=MANIFEST, help="the recordings' manifest.tsv")
     ap.add_argument("--utterances", nargs="+", default=list(SENTENCES),
                     help="recordings from --manifest (client i streams utterance i mod their count)")
+    ap.add_argument("--noise", choices=("white", "pink", "babble"), help="mix this noise into the utterances")
+    ap.add_argument("--snr", type=float, default=10.0, help="with --noise: signal-to-noise ratio, dB")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` ends us: stop the servers first
     builds = [(b.split("=", 1)[0], Path(b.split("=", 1)[1]).resolve()) for b in args.build]
     logs = Path(tempfile.mkdtemp(prefix="sync_compare_"))
+    if args.noise:
+        args.manifest = noisy_manifest(args.utterances, args.noise, args.snr, logs)
     modes = args.modes or ["partials" if args.partials else "finals"]
     servers = {}
     warmed: set[str] = set()
