@@ -295,7 +295,7 @@ class ModelConfig:
     # the same figure as window_check.SECOND_LOOK_BELOW (a test holds them equal)
     second_look_below: float = setting(
         0.7, "a final decoded on a bucketed window with a confidence under this is decoded again on the "
-        "full 30 s window and the more confident reading kept (0 = never)", ge=0, le=1)
+        "full 30 s window while the box has room, and the more confident reading kept (0 = never)", ge=0, le=1)
 
 
 @dataclass(frozen=True)

@@ -116,10 +116,10 @@ def _bucketed_model_class():
     return BucketedWhisperModel
 
 
-# A second look holds its decode slot for a full-window decode per final (~0.4 s int8 on one thread):
-# one per call keeps that bounded when a batch of unsure finals ends just before a burst (the sync
-# harness in babble: p95 at 48 streams 1.46 s -> 2.51 s with every unsure final of a batch looked
-# at, BENCH_CAP_FIGURE). A lone final, the light-load case the look is for, always gets it.
+# A second look holds its decode slot for a full-window decode per final (~0.4 s int8 on one thread).
+# One per call bounds that when a batch of unsure finals ends just before a burst: the sync harness
+# in babble 10 dB at 48 streams read p95 1.46 -> 2.51 s looking at every unsure final of a batch,
+# 1.35 -> 1.74 s looking at one (docs/capacity.md). A lone final, the light-load case, always gets it.
 SECOND_LOOKS_PER_CALL = 1
 MAX_BATCH_SIZE = 64  # one CTranslate2 generate() call; the scheduler's own cap is far lower
 # On a CPU a batch shares the decoder's token steps but not the encoder, which is most of a short
