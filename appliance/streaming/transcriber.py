@@ -72,8 +72,7 @@ class Transcriber:
         self._speculation: tuple[_Job, Transcript] | None = None
         self._speculating: _Job | None = None  # the last speculative partial submitted, its outcome not yet in
         self._adoption: tuple[_Job, _Job] | None = None  # (the speculation still decoding, the final waiting for it)
-        self._reuse_allowed = reuses_hypotheses(backend)
-        self._wants_second_look = backend.wants_second_look
+        self._backend = backend
         self._idle = asyncio.Event()
         self._idle.set()
         self.ended = False  # a final ended the stream (auto mode) or a decode failed
@@ -123,15 +122,10 @@ class Transcriber:
         behind it. If that partial fails to deliver, the final is decoded after all."""
         speculating = self._speculating
         if (speculating is None or self._queue.pending != 1 or self._queue.partial_waiting
-                or not (self._reuse_allowed and may_reuse(job.due, speculating.due))):
+                or not (reuses_hypotheses(self._backend) and may_reuse(job.due, speculating.due))):
             return False
         self._adoption = (speculating, replace(job, queued_at=time.monotonic()))
         return True
-
-    def _looks_again(self, speculated: Transcript) -> bool:
-        """A final decoded now would look twice at this reading (unsure, and the box has room:
-        DecodeScheduler.room_for_second_look), so the speculation's one look may not stand for it."""
-        return self._wants_second_look(speculated) and self._scheduler.room_for_second_look()
 
     def _reuse_speculation(self, job: _Job) -> bool:
         """A final whose audio the last (speculative) partial already decoded, with the same options
@@ -139,10 +133,9 @@ class Transcriber:
         again: the final goes out as soon as the endpoint is seen."""
         speculation, self._speculation = self._speculation, None
         if (speculation is None or self._queue.pending
-                or not (self._reuse_allowed and may_reuse(job.due, speculation[0].due))):
-            return False  # not the partial the segmenter meant (that one was dropped, or still queued)
-        if self._looks_again(speculation[1]):
-            return False
+                or not (reuses_hypotheses(self._backend) and may_reuse(job.due, speculation[0].due))
+                or looks_again(self._backend, self._scheduler, speculation[1])):
+            return False  # not the partial the segmenter meant (dropped, still queued), or too unsure
         # No decode ran for this final: nothing to add to decode time or the real-time factor.
         transcript = replace(speculation[1], decode_sec=0.0, audio_sec=0.0)
         log.debug("session %s utterance %d: final reuses the partial decoded as silence began",
@@ -239,12 +232,11 @@ class Transcriber:
 
     def _adopted(self, transcript: Transcript | None) -> None:
         """The hypothesis of the speculative partial a final was waiting for becomes that final's;
-        if the partial was dropped instead, or its final would look twice (`_looks_again`), the
-        final is decoded in its own right."""
+        if the partial was dropped instead (or `looks_again`), the final is decoded in its own right."""
         assert self._adoption is not None
         speculating, final = self._adoption
         self._adoption = None
-        if transcript is None or self._looks_again(transcript):
+        if transcript is None or looks_again(self._backend, self._scheduler, transcript):
             self._queue.submit(final.due.audio, is_final=True, payload=final)
         elif not self._drop_misfire(speculating, transcript, final):
             log.debug("session %s utterance %d: final takes the partial decoded as silence began",
@@ -314,6 +306,12 @@ def reuses_hypotheses(backend: Backend) -> bool:
     """A backend that decodes partials on a shorter encoder window than finals (encode_window
     "partials") would hand a final a partial's lesser hypothesis: no reuse there."""
     return getattr(backend, "encode_window", "full") != "partials"
+
+
+def looks_again(backend: Backend, scheduler: DecodeScheduler, speculated: Transcript) -> bool:
+    """A final decoded now would look twice at this reading (unsure, and the box has room:
+    DecodeScheduler.room_for_second_look), so the speculation's one look may not stand for it."""
+    return backend.wants_second_look(speculated) and scheduler.room_for_second_look()
 
 
 def may_reuse(due: DecodeDue, guess: DecodeDue) -> bool:
