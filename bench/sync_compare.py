@@ -38,6 +38,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from clients.dev_set import dev_set
+from clients.noise import NOISES, noisy_copies
+
 SHARED_BENCH = REPO.parent / "shared" / "bench" / "stream_bench.py"
 MANIFEST = REPO.parent / "shared" / "audio" / "manifest.tsv"
 SENTENCES = ("sent_en_librispeech_dev-clean_1272-128104-0000", "sent_en_librivox_sense_and_sensibility_0870",
@@ -122,10 +127,6 @@ def stop(proc: subprocess.Popen) -> None:
 def noisy_manifest(utterances: list[str], kind: str, snr_db: float, folder: Path) -> Path:
     """`utterances` of the dev set with `kind` noise at `snr_db`, the same mix bench/wer.py streams
     (clients/noise.py draws each file's noise over the whole set in order), and their manifest."""
-    sys.path.insert(0, str(REPO))
-    from clients.dev_set import dev_set
-    from clients.noise import noisy_copies
-
     recordings = dev_set()
     mixed = noisy_copies(recordings, kind, snr_db, folder)
     rows = []
@@ -187,7 +188,7 @@ def main() -> int:
     ap.add_argument("--manifest", type=Path, default=MANIFEST, help="the recordings' manifest.tsv")
     ap.add_argument("--utterances", nargs="+", default=list(SENTENCES),
                     help="recordings from --manifest (client i streams utterance i mod their count)")
-    ap.add_argument("--noise", choices=("white", "pink", "babble"), help="mix this noise into the utterances")
+    ap.add_argument("--noise", choices=NOISES, help="mix this noise into the utterances")
     ap.add_argument("--snr", type=float, default=10.0, help="with --noise: signal-to-noise ratio, dB")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` ends us: stop the servers first

@@ -75,6 +75,12 @@ def retry_frames(frames: int) -> int:
     return next((b * FRAMES_PER_SEC for b in BUCKET_SEC if b * FRAMES_PER_SEC > frames), FULL_WINDOW_FRAMES)
 
 
+def _fallbacks(earlier: Transcript, reason: str) -> str:
+    """`earlier`'s reasons for a larger window (TranscriptExtra.window_fallback), then `reason`."""
+    before = earlier.extra.get("window_fallback")
+    return f"{before}, {reason}" if before else reason
+
+
 def limit_numpy_blas_threads() -> None:
     """Run numpy's BLAS on the calling thread only. Its one job here is the mel filter-bank product
     (80 x 201 by the frames) of each decode, a few milliseconds; OpenBLAS hands it to worker threads
@@ -208,8 +214,7 @@ class FasterWhisperBackend:
             frames = retry_frames(frames)
             redone = decode([audios[i] for i in suspects], frames)
             for (i, reason), transcript in zip(suspects.items(), redone, strict=True):
-                earlier = transcripts[i].extra.get("window_fallback")
-                transcript.extra["window_fallback"] = f"{earlier}, {reason}" if earlier else reason
+                transcript.extra["window_fallback"] = _fallbacks(transcripts[i], reason)
                 transcripts[i] = transcript
             pending = list(suspects)
         return self._second_look(audios, transcripts, decode) if second_look else transcripts
@@ -227,9 +232,7 @@ class FasterWhisperBackend:
             first = transcripts[i]
             before, after = segments_confidence(first.segments), segments_confidence(again.segments)
             winner = again if after > before else first
-            earlier = first.extra.get("window_fallback")
-            reason = f"unsure {before:.2f}, full window {after:.2f}"
-            winner.extra["window_fallback"] = f"{earlier}, {reason}" if earlier else reason
+            winner.extra["window_fallback"] = _fallbacks(first, f"unsure {before:.2f}, full window {after:.2f}")
             kept[i] = winner
         return kept
 
