@@ -18,6 +18,7 @@ happened: no final lost or repeated, positions on one timeline. `resume=NO_RESUM
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,14 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 # the server's resume window. Reconnects back off from 0.2 s to 2 s, not gRPC's
 # default 1 s to 2 min: a resuming stream waits on them.
 #
-# CreateSession is tried again (gRPC's own retry policy) when the connection failed before the server
-# answered at all (UNAVAILABLE before any response header): a box restarting, a link coming back, a
-# handshake that timed out. The servicer sends its headers first, so a request the server took is
-# never retried, and no session is created twice. Streams recover through resume instead.
+# CreateSession is tried again while no server has answered it (UNAVAILABLE, and no response header:
+# a box restarting, a link coming back, a handshake that timed out), for up to CONNECT_WAIT_SEC. gRPC's
+# own retry policy makes the quick tries; its backoff is jittered, so they can all be spent within half
+# a second, and the SDK keeps trying after them. Every answer a server gives starts with its stt-node
+# header, so a request a server took is never sent again, and no session is created twice. Streams
+# recover through resume instead.
+CONNECT_WAIT_SEC = 3.0
+_CONNECT_RETRY_PAUSE_SEC = 0.25
 _CREATE_SESSION_RETRY = json.dumps({"methodConfig": [{
     "name": [{"service": stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name, "method": "CreateSession"}],
     "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.3s", "maxBackoff": "2s", "backoffMultiplier": 2,
@@ -98,6 +103,14 @@ def _enum_value(table: Mapping[str, int], value: str | None, field: str) -> Any:
         allowed = ", ".join(repr(name) for name in table if name)
         raise ValueError(f"{field} must be one of {allowed}, got {value!r}")
     return table[key]
+
+
+def _answered(err: grpc.RpcError) -> bool:
+    """Whether a server took the call: it answered with something other than UNAVAILABLE, or its
+    response headers (which always carry stt-node) arrived."""
+    status = err.code() if hasattr(err, "code") else None
+    headers = (err.initial_metadata() if hasattr(err, "initial_metadata") else None) or ()
+    return status != grpc.StatusCode.UNAVAILABLE or any(key == NODE_HEADER for key, _ in headers)
 
 
 def _attribute_text(value: object) -> str:
@@ -162,10 +175,14 @@ class SttClient:
             request.vad_silence_sec = float(vad_silence_sec)
         if vad_threshold is not None:
             request.vad_threshold = float(vad_threshold)
-        try:
-            return self._stub.CreateSession(request, metadata=self._metadata, timeout=self._timeout_sec)
-        except grpc.RpcError as err:
-            raise SttError.from_rpc_error(err) from err
+        give_up_at = time.monotonic() + min(CONNECT_WAIT_SEC, self._timeout_sec or CONNECT_WAIT_SEC)
+        while True:
+            try:
+                return self._stub.CreateSession(request, metadata=self._metadata, timeout=self._timeout_sec)
+            except grpc.RpcError as err:
+                if _answered(err) or time.monotonic() >= give_up_at:
+                    raise SttError.from_rpc_error(err) from err
+            time.sleep(_CONNECT_RETRY_PAUSE_SEC)
 
     def stream_audio(self, session: stt_pb2.SessionResponse, pcm16: bytes, sample_rate_hz: int, *,
                      chunk_ms: float = 100, realtime: bool = True) -> ResultStream:

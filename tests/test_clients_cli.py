@@ -26,9 +26,10 @@ import pytest
 import soundfile
 
 from appliance.api import stt_pb2, stt_pb2_grpc
+from clients import sdk
 from clients.audio import load_pcm16
 from clients.cli_common import percentile
-from clients.sdk import SentAudioLog, SttClient, SttError, split_pcm16
+from clients.sdk import NODE_HEADER, SentAudioLog, SttClient, SttError, split_pcm16
 from tests.helpers import REPO_ROOT, normalise
 
 CLI_TIMEOUT_SEC = 180  # realtime pacing plus a cold first decode on CPU
@@ -169,6 +170,11 @@ class ScriptedServicer(stt_pb2_grpc.SpeechToTextServicer):
 
     def CreateSession(self, request, context):
         self.session_requests.append(request)
+        if request.session_id == "draining":  # a node answers: its header, then its refusal
+            context.send_initial_metadata(((NODE_HEADER, "node-s"),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, "ERR1015: server draining")
+        if request.session_id == "no-node":  # a balancer with no node behind it: no header
+            context.abort(grpc.StatusCode.UNAVAILABLE, "no healthy upstream")
         if request.decode_profile == "bogus":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           "ERR1010: decode_profile 'bogus' unknown (known: realtime, accurate)")
@@ -256,6 +262,23 @@ def test_sdk_raises_stt_error_with_code(scripted_server):
             list(client.stream_audio(session, bytes(3200), 16000, realtime=False))
         assert caught.value.code == "ERR1003"
         assert "chunk too long" in caught.value.message
+
+
+def test_sdk_asks_for_a_session_again_only_while_no_server_has_answered(scripted_server):
+    servicer, address = scripted_server
+    with SttClient(address) as client:
+        with pytest.raises(SttError) as refused:
+            client.create_session("draining")
+        assert refused.value.code == "ERR1015" and len(servicer.session_requests) == 1  # never twice
+
+        started = time.monotonic()
+        with pytest.raises(SttError) as refused:
+            client.create_session("no-node")
+        elapsed = time.monotonic() - started
+    # Past gRPC's own 4 quick tries, the SDK went on trying for CONNECT_WAIT_SEC, then gave up soon.
+    assert refused.value.status == grpc.StatusCode.UNAVAILABLE and "no healthy upstream" in refused.value.message
+    assert len(servicer.session_requests) - 1 > 4, len(servicer.session_requests)
+    assert sdk.CONNECT_WAIT_SEC <= elapsed < sdk.CONNECT_WAIT_SEC + 3, elapsed
 
 
 def test_cli_json_and_metrics_lines_against_scripted_server(scripted_server, front_center_wav):

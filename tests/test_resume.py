@@ -156,8 +156,9 @@ def test_a_resume_ticket_takes_over_a_session_still_streaming_here_and_a_creatio
 
 
 def test_create_session_gets_through_a_link_that_turns_connections_away_for_a_second(node_a):
-    """The SDK's channel retries CreateSession on UNAVAILABLE before any answer (gRPC's retry
-    policy): a kiosk that starts while the link or the box is still coming up gets its session."""
+    """The SDK asks again for a session while no server has answered (gRPC's retry policy, then the
+    SDK's own tries for CONNECT_WAIT_SEC): a kiosk that starts while the link or the box is still
+    coming up gets its session."""
     with CuttableProxy(node_a.address) as proxy:
         proxy.refuse(1.0)
         with SttClient(proxy.address) as client:
