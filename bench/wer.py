@@ -9,6 +9,12 @@ both, then pooled WER per source: each batch, each corpus group within it, and t
     python bench/wer.py --fast --noise pink --snr 5     # the same, with noise mixed into every file
     python bench/wer.py --fast --noise babble --snr 10 --json out.json   # hypotheses kept for diffing
 
+--readings streams, instead of the files, each VCTK speaker's sentences joined in manifest order
+into one reading, with the silences the recordings already have between them (4 readings of 6-10
+sentences). The same noisy sentences as the files' run, so a sentence read alone and the same
+sentence read after others compare; in noise the later ones are decoded with the earlier ones' text
+as their prompt (appliance/streaming/prompt_context.py), as a reader's are.
+
 --noise mixes noise made here into each recording at --snr dB (against the recording's own RMS)
 before both paths hear it: white (Gaussian), pink (1/f, shaped in the frequency domain) or babble
 (six other recordings of the dev set, summed at random offsets). Seeded, so runs compare. The
@@ -26,6 +32,9 @@ import tempfile
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
+import soundfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,6 +57,30 @@ def stream_file(address: str, path: Path, realtime: bool, profile: str, vad_sile
                                         attributes={"partial": "true"} if partials else None)
         return [(r.start_sec, r.end_sec, r.text, r.confidence)
                 for r in client.stream_audio(session, pcm16, rate_hz, chunk_ms=100, realtime=realtime) if r.is_final]
+
+
+def join_readings(chosen: list[tuple[DevRecording, Path]], out_dir: Path) -> list[tuple[DevRecording, Path]]:
+    """Each VCTK speaker's single sentences (`sent_en_vctk_p225_003`), in order, as one reading."""
+    by_speaker: dict[str, list[tuple[DevRecording, Path]]] = defaultdict(list)
+    for item, path in chosen:
+        if item.path.name.startswith("sent_") and item.group == "vctk":
+            by_speaker[item.path.stem.split("_")[3]].append((item, path))
+    readings = []
+    for speaker, sentences in by_speaker.items():
+        audio, rates = [], set()
+        for _, path in sentences:
+            pcm16, rate_hz = load_pcm16(path)
+            audio.append(np.frombuffer(pcm16, dtype=np.int16))
+            rates.add(rate_hz)
+        [rate_hz] = rates
+        joined = np.concatenate(audio)
+        out = out_dir / f"reading_en_vctk_{speaker}.wav"
+        soundfile.write(str(out), joined, rate_hz, subtype="PCM_16")
+        first = sentences[0][0]
+        reading = DevRecording(out, first.language, joined.size / rate_hz,
+                               " ".join(item.reference for item, _ in sentences), batch=first.batch)
+        readings.append((reading, out))
+    return readings
 
 
 def cached_offline(path: Path, profile: str, compute_type: str) -> str:
@@ -99,6 +132,8 @@ def main() -> int:
     parser.add_argument("--noise", choices=NOISES, help="mix this noise into every recording")
     parser.add_argument("--snr", type=float, default=10.0, help="with --noise: signal-to-noise ratio, dB")
     parser.add_argument("--batch", choices=(*BATCHES, "all"), default="all", help="which batch of the dev set")
+    parser.add_argument("--readings", action="store_true",
+                        help="stream each VCTK speaker's sentences joined into one reading instead of the files")
     parser.add_argument("--json", type=Path, help="write every file's hypotheses and errors here")
     parser.add_argument("--server-log", type=Path, help="keep the server's log here")
     parser.add_argument("--server-env", action="append", default=[], metavar="K=V",
@@ -114,6 +149,8 @@ def main() -> int:
                  else noisy_copies(everything, args.noise, args.snr, Path(workdir.name)))
     chosen = [(item, path) for item, path in zip(everything, all_paths, strict=True)
               if args.batch in ("all", item.batch)]
+    if args.readings:
+        chosen = join_readings(chosen, Path(workdir.name))
     corpus: list[DevRecording] = [item for item, _ in chosen]
     paths = [path for _, path in chosen]
     print(f"noise: {args.noise} at {args.snr:g} dB SNR" if args.noise else "clean")

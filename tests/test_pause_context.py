@@ -12,7 +12,7 @@ import soundfile as sf
 
 from appliance.streaming.commit import repeats_prompt
 from appliance.streaming.events import FinalDue
-from appliance.streaming.prompt_context import PAUSE_PROMPT_CHARS, Context, PromptContext, tail_words
+from appliance.streaming.prompt_context import PAUSE_PROMPT_CHARS, Context, PromptContext, open_ended, tail_words
 from tests import speech
 from tests.stages import to_pcm16
 from tests.test_stage_stream import run_stream
@@ -97,7 +97,7 @@ def test_after_a_short_pause_the_previous_final_is_the_prompt_after_a_long_one_i
                                attributes={"pause_context": "true"})
     first, second = results  # the pause ended the first half's utterance either way
     assert "piano" in first.text.lower() and "dinner" in second.text.lower()
-    assert recorder.prompts == [None, first.text if prompted else None]
+    assert recorder.prompts == [None, open_ended(first.text) if prompted else None]
 
 
 def test_a_final_that_recites_its_pause_prompt_is_decoded_again_without_it(backend, prompt_audio):  # noqa: F811
@@ -108,5 +108,5 @@ def test_a_final_that_recites_its_pause_prompt_is_decoded_again_without_it(backe
     recorder = PromptRecorder(backend)
     first, second = transcribe(recorder, [FinalDue(0, prompt_audio, 0.0, seconds, False, False), again],
                                one_at_a_time=True, attributes={"pause_context": "true"})
-    assert recorder.prompts == [None, first.text, None]
+    assert recorder.prompts == [None, open_ended(first.text), None]  # the prompt ends open
     assert second.text == first.text  # the same audio, decoded without a prompt both times
