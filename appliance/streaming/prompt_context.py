@@ -25,11 +25,11 @@ final its prompt came from (`came_back_short`) is decoded again without the prom
 of the two stands (`longer`). The speaker's own rate is the yardstick, not a fixed floor: slow
 readers and Harvard lists read 1.6-2 words/s where the short piece read 1.6 against 3.6 before it.
 
-Every such prompt ends open: without the previous final's closing full stop (`open_ended`). With
-it, Whisper reads the next piece as the start of a sentence and can drop the fragment that opens it;
-after a buffer-cap cut that stop is the cut's, not the speaker's. On VCTK readings (bench/wer.py
---readings, 713 words) the stream made 3-14 fewer errors in clean speech, pink and white noise, and
-within 3 of before in babble.
+After a cut or a pause the prompt ends open: without the previous final's closing full stop
+(`open_ended`, OPEN_ENDED_CONTEXTS). With it, Whisper reads the next piece as the start of a
+sentence and can drop the fragment that opens it. On VCTK readings (bench/wer.py --readings, 713
+words) the stream made 3-12 fewer errors in clean speech, pink and white noise, and within 3 of before
+in babble.
 
 The pause context is a session's choice (attribute `pause_context`, off by default). A prompt is part
 of a decode's options and CTranslate2 batches only decodes whose prompts line up, so a prompted final
@@ -60,12 +60,7 @@ PAUSE_PROMPT_CHARS = 120  # a short prompt: enough for the sentence's thread, to
 # ratio reads 0.60 and up, and 0.46 where the prompted piece lost 17 words (docs/accuracy.md).
 SHORT_RATE_RATIO = 0.5
 SHORT_MIN_AUDIO_SEC = 3.0  # either final shorter than this: too few words to read a rate from
-# A prompt never closes its last sentence (`open_ended`). Given the previous final's closing full
-# stop, Whisper takes the next piece to open a sentence and can drop the fragment it starts with
-# ("...is said to be the effect." lost "of superimposition of a number of bows" after a cut); after
-# a cut, the stop is the cut's, not the speaker's. On readings it helped in noise too, where the
-# prompt follows a silence (docs/accuracy.md, "fifth sitting").
-SENTENCE_ENDS = ".!?…。！？؟।"
+SENTENCE_ENDS = ".!?…。！？؟।"  # what `open_ended` takes off a prompt (OPEN_ENDED_CONTEXTS)
 
 
 log = logging.getLogger(__name__)
@@ -77,6 +72,15 @@ class Context(Enum):
     CUT = "cut"
     NOISE = "noise"
     PAUSE = "pause"
+
+
+# Where the speech went on (a buffer-cap cut) or paused briefly inside a sentence, the previous
+# final's closing full stop is the cut's, not the speaker's. Given it, Whisper takes the next piece
+# to open a sentence and can drop the fragment it starts with ("...is said to be the effect." lost
+# "of superimposition of a number of bows"), so those prompts end open (`open_ended`). After a
+# silence in noise the next utterance does open a sentence: that prompt keeps its stop (without
+# it, Whisper drifted into lowercase text without stops, and read worse on the Harvard list).
+OPEN_ENDED_CONTEXTS = frozenset({Context.CUT, Context.PAUSE})
 
 
 @dataclass
@@ -138,8 +142,10 @@ class PromptContext:
         if kind is Context.NONE:
             return None
         if kind is Context.PAUSE:
-            return open_ended(tail_words(self.last_text, PAUSE_PROMPT_CHARS))
-        return open_ended(self.last_text[-PROMPT_CHARS:])
+            text = tail_words(self.last_text, PAUSE_PROMPT_CHARS)
+        else:
+            text = self.last_text[-PROMPT_CHARS:]
+        return open_ended(text) if kind in OPEN_ENDED_CONTEXTS else text
 
     def misfired(self, decode: Prompted, language: str, text: str, audio_sec: float | None = None,
                  utterance_index: int = -1, result: object = None) -> bool:
